@@ -1,0 +1,1 @@
+"""One module per `graphfix` subcommand (see graphfix/cli.py)."""

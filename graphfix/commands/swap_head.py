@@ -1,0 +1,52 @@
+"""Replace the softmax head with a multi-label head: Gemm(F->L) + Sigmoid.
+
+Outputs `logits` and `probabilities` [batch, L]; the old head and training-only inputs go.
+Example: graphfix swap-head resnet-18-symbol.json --labels 20  (writes resnet-18-multilabel.onnx)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from graphfix.commands._options import add_model_args, add_output_args, check_output_path, default_output, emit, load_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser)
+    parser.add_argument("--labels", required=True, metavar="N|FILE", help="label count, or a file of label names (one per line)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the new head's initialisation (default 0)")
+    parser.add_argument("--features", metavar="NAME", help="tensor the new head reads (overrides head finding)")
+    parser.add_argument("--init-from-old", metavar="MAP", help="JSON or text map label -> old class index; those rows copy the old classifier")
+    add_output_args(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphfix.surgery import parse_labels_arg, swap_head
+
+    start = time.perf_counter()
+    labels = parse_labels_arg(args.labels)
+    out = args.output or default_output(args.model, "-multilabel")
+    check_output_path(out, [args.model, args.params, args.weights])
+    model = load_model(args)
+    new = swap_head(model, labels=labels, seed=args.seed, features=args.features, init_from_old=args.init_from_old)
+    new.save(out)
+    seconds = time.perf_counter() - start
+    head = new.metadata["head"]
+    doc = {
+        "ok": True,
+        "command": "swap-head",
+        "model": args.model,
+        "output": out,
+        "labels": labels,
+        "head": head,
+        "outputs": new.io_info()["outputs"],
+        "seconds": round(seconds, 3),
+    }
+    emit(
+        args,
+        doc,
+        f"wrote {out}: {head['old_kind']} head on {head['features']} (F={head['num_features']}) "
+        f"replaced by Gemm+Sigmoid with {len(labels)} labels ({seconds:.2f} s)",
+    )
+    return 0

@@ -1,0 +1,403 @@
+"""`Model`: an ONNX model (held as onnx-ir) plus graphfix metadata; save, load and run.
+
+Every pipeline stage takes a Model and returns a new one (graph cloned, tensors shared), so the
+input is never changed. Saving is atomic (temp file in the destination folder, then rename),
+deterministic (the same model gives the same bytes) and streams initializers one at a time, so
+peak memory stays near one copy of the weights.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Model", "META_PREFIX", "load_onnx"]
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from graphfix.convert._onnx import ir_version_for
+from graphfix.errors import GraphfixError
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of graphfix's keys in the model's metadata_props.
+META_PREFIX = "graphfix."
+#: Keys whose values are JSON documents.
+_JSON_KEYS = ("labels", "thresholds", "preprocess", "source", "head", "training", "calibration", "export")
+#: Protobuf size limit: above it the model is written with external data.
+_PROTO_LIMIT = 2**31 - 1
+
+
+class Model:
+    """An ONNX model plus graphfix metadata.
+
+    Attributes:
+        ir: The onnx-ir model. Treat it as read-only: stages clone it.
+        path: The file it was loaded from, if any.
+    """
+
+    def __init__(self, ir_model: ir.Model, *, path: str | os.PathLike | None = None) -> None:
+        self.ir = ir_model
+        self.path = os.fspath(path) if path is not None else None
+        self._session = None
+
+    # ----- construction -------------------------------------------------------------------
+    @classmethod
+    def from_proto(cls, proto: onnx.ModelProto, *, path: str | os.PathLike | None = None) -> Model:
+        """Wrap an `onnx.ModelProto` (tensors are shared, not copied)."""
+        return cls(ir.serde.deserialize_model(proto), path=path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Model:
+        """Load an ONNX file; same as `graphfix.load` for `.onnx` files."""
+        return load_onnx(path)
+
+    def copy(self) -> Model:
+        """A new Model with a cloned graph; tensors are shared (they are never edited in place)."""
+        return Model(self.ir.clone(), path=self.path)
+
+    # ----- facts --------------------------------------------------------------------------
+    @property
+    def opset(self) -> int:
+        """The default-domain opset version."""
+        return int(self.ir.opset_imports.get("", self.ir.opset_imports.get("ai.onnx", 0)))
+
+    @property
+    def graph(self) -> ir.Graph:
+        return self.ir.graph
+
+    @property
+    def input_names(self) -> list[str]:
+        return [v.name for v in self.ir.graph.inputs if v.name not in self.ir.graph.initializers]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [v.name for v in self.ir.graph.outputs]
+
+    def io_info(self) -> dict[str, list[dict[str, Any]]]:
+        """Graph inputs and outputs with dtype and shape (symbolic dims as strings)."""
+
+        def describe(v: ir.Value) -> dict[str, Any]:
+            shape = None
+            if v.shape is not None:
+                shape = [d if isinstance(d, int) else (str(d.value) if d.value else "?") for d in v.shape]
+            return {"name": v.name, "dtype": v.dtype.name if v.dtype is not None else None, "shape": shape}
+
+        return {
+            "inputs": [describe(v) for v in self.ir.graph.inputs if v.name not in self.ir.graph.initializers],
+            "outputs": [describe(v) for v in self.ir.graph.outputs],
+        }
+
+    def op_histogram(self) -> dict[str, int]:
+        """Op type -> count over the main graph, most frequent first."""
+        counts = Counter(n.op_type if not n.domain else f"{n.domain}::{n.op_type}" for n in self.ir.graph)
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def weight_bytes(self) -> int:
+        """Total bytes of all initializers."""
+        return sum(v.const_value.nbytes for v in self.ir.graph.initializers.values() if v.const_value is not None)
+
+    # ----- metadata -----------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """graphfix.* metadata, JSON values decoded, keys without the prefix."""
+        out: dict[str, Any] = {}
+        for key, value in self.ir.metadata_props.items():
+            if not key.startswith(META_PREFIX):
+                continue
+            short = key[len(META_PREFIX) :]
+            if short in _JSON_KEYS:
+                try:
+                    out[short] = json.loads(value)
+                except json.JSONDecodeError:
+                    out[short] = value
+            else:
+                out[short] = value
+        return out
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.metadata.get("labels")
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        return self.metadata.get("thresholds")
+
+    @property
+    def preprocess(self) -> dict[str, Any] | None:
+        return self.metadata.get("preprocess")
+
+    def with_metadata(self, **values: Any) -> Model:
+        """A copy with graphfix.* metadata set (None removes a key); the graph is shared.
+
+        Only use this on a Model you are about to discard or on a fresh copy: the returned
+        Model shares the graph with this one.
+        """
+        new = Model(self.ir.clone(), path=self.path)
+        set_metadata(new.ir, **values)
+        return new
+
+    # ----- serialisation ------------------------------------------------------------------
+    def _stamp(self) -> None:
+        self.ir.ir_version = ir_version_for(self.opset, self.ir.ir_version)
+
+    def to_proto(self) -> onnx.ModelProto:
+        """A full ModelProto (copies the weights; prefer `save` for large models)."""
+        self._stamp()
+        return ir.serde.serialize_model(self.ir)
+
+    def to_bytes(self) -> bytes:
+        """The serialized model, byte-identical to what `save` writes (models under 2 GB)."""
+        import io
+
+        buf = io.BytesIO()
+        _write_streaming(self.ir, buf)
+        return buf.getvalue()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model atomically; external data (`<name>.data`) above 2 GB.
+
+        Returns:
+            The path written.
+        """
+        self._stamp()
+        path = Path(path)
+        if path.is_dir():
+            raise GraphfixError("is a folder, not a model file name", kind="usage", path=path)
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise GraphfixError("output folder does not exist", kind="usage", path=path)
+        if _needs_external_data(self.ir):
+            _save_external(self.ir, path)
+        else:
+            with atomic_write(path) as fh:
+                _write_streaming(self.ir, fh)
+        return path
+
+    # ----- running ------------------------------------------------------------------------
+    def session(self):
+        """A cached onnxruntime CPU InferenceSession for this model."""
+        if self._session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            if _needs_external_data(self.ir):
+                tmp = tempfile.mkdtemp(prefix="graphfix-run-")
+                self.save(os.path.join(tmp, "model.onnx"))
+                src: Any = os.path.join(tmp, "model.onnx")
+            else:
+                src = self.to_bytes()
+            try:
+                self._session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime refuses the model
+                raise GraphfixError(
+                    f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}",
+                    path=self.path,
+                ) from exc
+        return self._session
+
+    def run(
+        self, feeds: dict[str, np.ndarray] | np.ndarray, outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run on CPU with onnxruntime; a bare array feeds the only input.
+
+        Returns:
+            Output name -> array, for `outputs` (default: all graph outputs).
+        """
+        sess = self.session()
+        if not isinstance(feeds, dict):
+            names = [i.name for i in sess.get_inputs()]
+            if len(names) != 1:
+                raise GraphfixError(f"model has {len(names)} inputs {names}; pass a dict", kind="usage")
+            feeds = {names[0]: feeds}
+        names = outputs or [o.name for o in sess.get_outputs()]
+        return dict(zip(names, sess.run(names, feeds)))
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(path={self.path!r}, opset={self.opset}, nodes={len(self.ir.graph)}, "
+            f"inputs={self.input_names}, outputs={self.output_names})"
+        )
+
+
+# ----- metadata helpers ---------------------------------------------------------------------
+def set_metadata(model: ir.Model, **values: Any) -> None:
+    """Set graphfix.* metadata_props on an onnx-ir model in place (None removes a key)."""
+    for key, value in values.items():
+        full = META_PREFIX + key
+        if value is None:
+            model.metadata_props.pop(full, None)
+        elif isinstance(value, str) and key not in _JSON_KEYS:
+            model.metadata_props[full] = value
+        else:
+            model.metadata_props[full] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_metadata(fmt: str, files: list[str | os.PathLike]) -> dict[str, Any]:
+    """The `graphfix.source` document: format and sha256 of each source file (by base name)."""
+    return {"format": fmt, "files": {os.path.basename(f): sha256_file(f) for f in files}}
+
+
+# ----- writing ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+_GRAPH_FIELD = 7  # ModelProto.graph
+_INITIALIZER_FIELD = 5  # GraphProto.initializer
+
+
+def _tensor_proto(value: ir.Value) -> onnx.TensorProto:
+    tensor = value.const_value
+    if isinstance(tensor, ir.serde.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.metadata_props:
+        return tensor.raw  # the parsed proto itself: no copy
+    tensor.name = value.name
+    return ir.serde.serialize_tensor(tensor)
+
+
+def _skeleton(model: ir.Model) -> onnx.ModelProto:
+    """The model proto with every initializer's data left out (value_info kept)."""
+    inits = list(model.graph.initializers.values())
+    saved = [v.const_value for v in inits]
+    serde_logger = logging.getLogger("onnx_ir.serde")
+    level = serde_logger.level
+    serde_logger.setLevel(logging.ERROR)  # it warns about each initializer without data
+    try:
+        for v in inits:
+            v.const_value = None
+        proto = ir.serde.serialize_model(model)
+    finally:
+        for v, t in zip(inits, saved):
+            v.const_value = t
+        serde_logger.setLevel(level)
+    return proto
+
+
+def _write_streaming(model: ir.Model, fh: BinaryIO) -> None:
+    """Serialize `model` to `fh` holding at most one initializer's bytes at a time.
+
+    Protobuf allows a message's fields in any order, so the graph is written as its skeleton
+    followed by the initializer records; the layout is fixed, so output is deterministic.
+    """
+    skeleton = _skeleton(model)
+    graph_bytes = skeleton.graph.SerializeToString(deterministic=True)
+    skeleton.ClearField("graph")
+    head = skeleton.SerializeToString(deterministic=True)
+    inits = [v for v in model.graph.initializers.values() if v.const_value is not None]
+    sizes = [_tensor_proto(v).ByteSize() for v in inits]
+    tag = _varint((_INITIALIZER_FIELD << 3) | 2)
+    graph_len = len(graph_bytes) + sum(len(tag) + len(_varint(s)) + s for s in sizes)
+    fh.write(head)
+    fh.write(_varint((_GRAPH_FIELD << 3) | 2))
+    fh.write(_varint(graph_len))
+    fh.write(graph_bytes)
+    for value, size in zip(inits, sizes):
+        data = _tensor_proto(value).SerializeToString(deterministic=True)
+        if len(data) != size:  # pragma: no cover - protobuf invariant
+            raise RuntimeError(f"tensor {value.name} changed size while saving")
+        fh.write(tag)
+        fh.write(_varint(size))
+        fh.write(data)
+
+
+def _needs_external_data(model: ir.Model) -> bool:
+    total = 0
+    for v in model.graph.initializers.values():
+        t = v.const_value
+        if t is None:
+            continue
+        if isinstance(t, ir.ExternalTensor):
+            return True
+        total += t.nbytes
+    return total > _PROTO_LIMIT - (64 << 20)
+
+
+def _save_external(model: ir.Model, path: Path) -> None:
+    """Save with all large tensors in `<name>.data` beside the model (relative location)."""
+    data_name = path.name + ".data"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        ir.save(model, tmp, external_data=data_name, size_threshold_bytes=1024)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ----- loading ------------------------------------------------------------------------------
+def load_onnx(path: str | os.PathLike) -> Model:
+    """Load an ONNX file with clear errors for missing, empty, truncated or non-ONNX files."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise GraphfixError("no such file", path=path)
+    if os.path.isdir(path):
+        raise GraphfixError("is a folder, not an ONNX file", path=path)
+    size = os.path.getsize(path)
+    if size == 0:
+        raise GraphfixError("file is empty", path=path)
+    if size > _PROTO_LIMIT:
+        raise GraphfixError("ONNX protobuf is larger than 2 GB; save it with external data", path=path)
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise GraphfixError(
+            f"not a valid ONNX file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'parse failed'})",
+            path=path,
+        ) from exc
+    if not proto.HasField("graph") or not proto.graph.node or not proto.graph.output:
+        raise GraphfixError("not an ONNX model: no graph with nodes and outputs", path=path)
+    if not proto.opset_import:
+        raise GraphfixError("not an ONNX model: no opset_import", path=path)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as exc:
+        raise GraphfixError(f"malformed ONNX graph: {str(exc).splitlines()[0]}", path=path) from exc
+    ir.external_data.set_base_dir(model.graph, os.path.dirname(os.path.abspath(path)))
+    return Model(model, path=path)

@@ -1,0 +1,93 @@
+"""Model: loading errors, atomic deterministic save, IR/opset stamping, metadata."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+import numpy as np
+
+import graphfix as gf
+from graphfix.model import atomic_write, load_onnx
+from tests.conftest import onnx_fixture
+
+
+def _tiny(ir_version: int = 14, opset: int = 28) -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.eye(3, dtype=np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = ir_version
+    return m
+
+
+def test_save_stamps_ir_version_in_band(tmp_path):
+    m = gf.Model.from_proto(_tiny(ir_version=14, opset=17))
+    m.save(tmp_path / "a.onnx")
+    assert onnx.load(str(tmp_path / "a.onnx")).ir_version == 10  # clamped into 8..10
+    m = gf.Model.from_proto(_tiny(ir_version=9, opset=17))
+    m.save(tmp_path / "k.onnx")
+    assert onnx.load(str(tmp_path / "k.onnx")).ir_version == 9  # kept
+    m = gf.Model.from_proto(_tiny(ir_version=3, opset=11))
+    m.save(tmp_path / "b.onnx")
+    assert onnx.load(str(tmp_path / "b.onnx")).ir_version == 8
+    # an opset newer than IR 10 allows keeps the minimum IR that opset needs
+    m = gf.Model.from_proto(_tiny(ir_version=14, opset=21))
+    m.save(tmp_path / "c.onnx")
+    p = onnx.load(str(tmp_path / "c.onnx"))
+    assert p.ir_version == 10 and p.opset_import[0].version == 21
+
+
+def test_saved_bytes_parse_and_roundtrip_identically(tmp_path):
+    src = load_onnx(onnx_fixture("squeezenet_conv_head"))
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    src.save(a)
+    load_onnx(a).save(b)
+    assert a.read_bytes() == b.read_bytes()
+    assert src.to_bytes() == a.read_bytes()
+    onnx.checker.check_model(str(a), full_check=True)
+    ref = onnx.load(str(onnx_fixture("squeezenet_conv_head")))
+    got = onnx.load(str(a))
+    assert {t.name: numpy_helper.to_array(t).tobytes() for t in ref.graph.initializer} == {
+        t.name: numpy_helper.to_array(t).tobytes() for t in got.graph.initializer
+    }
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.onnx"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as fh:
+            fh.write(b"partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_bare_array_and_metadata(tmp_path):
+    m = gf.Model.from_proto(_tiny(ir_version=8, opset=17))
+    out = m.run(np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(out["y"], np.ones((2, 3), np.float32))
+    m2 = m.with_metadata(labels=["a", "b"], preprocess={"mean": [1, 2, 3]})
+    assert m2.labels == ["a", "b"] and m2.preprocess == {"mean": [1, 2, 3]}
+    assert m.labels is None
+    m2.save(tmp_path / "m.onnx")
+    assert gf.load(tmp_path / "m.onnx").labels == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "empty"), (b"hello, this is a text file\n", "not"), (None, "not a valid ONNX")],
+)
+def test_load_bad_files(tmp_path, content, message):
+    path = tmp_path / "bad.onnx"
+    if content is None:  # truncated real model
+        content = onnx_fixture("cnn_softmax").read_bytes()[:500]
+    path.write_bytes(content)
+    with pytest.raises(gf.GraphfixError) as info:
+        gf.load(path)
+    assert message in info.value.message and info.value.path == str(path)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(gf.GraphfixError, match="no such file"):
+        gf.load(tmp_path / "missing.onnx")
