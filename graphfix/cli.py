@@ -18,6 +18,7 @@ import sys
 
 from graphfix._version import __version__
 from graphfix.errors import GraphfixError
+from graphfix.progress import set_enabled
 
 #: Subcommand name -> module. The order is the order of `graphfix --help`.
 COMMANDS: dict[str, str] = {
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", None):
         print(f"graphfix: error: {args._missing}", file=sys.stderr)
         return 2
+    if getattr(args, "json", False) or getattr(args, "quiet", False):
+        set_enabled(False)
     try:
         return int(args._run(args) or 0)
     except GraphfixError as exc:

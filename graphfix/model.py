@@ -26,6 +26,7 @@ import onnx_ir as ir
 
 from graphfix.convert._onnx import ir_version_for
 from graphfix.errors import GraphfixError
+from graphfix.progress import bar
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ META_PREFIX = "graphfix."
 _JSON_KEYS = ("labels", "thresholds", "preprocess", "source", "head", "training", "calibration", "export")
 #: Protobuf size limit: above it the model is written with external data.
 _PROTO_LIMIT = 2**31 - 1
+#: Models with more weight bytes than this show a progress bar while saving.
+_BAR_BYTES = 256 << 20
 
 
 class Model:
@@ -336,13 +339,16 @@ def _write_streaming(model: ir.Model, fh: BinaryIO) -> None:
     fh.write(_varint((_GRAPH_FIELD << 3) | 2))
     fh.write(_varint(graph_len))
     fh.write(graph_bytes)
-    for value, size in zip(inits, sizes):
-        data = _tensor_proto(value).SerializeToString(deterministic=True)
-        if len(data) != size:  # pragma: no cover - protobuf invariant
-            raise RuntimeError(f"tensor {value.name} changed size while saving")
-        fh.write(tag)
-        fh.write(_varint(size))
-        fh.write(data)
+    total = sum(sizes)
+    with bar(total=total if total > _BAR_BYTES else 0, desc="saving", unit="B", unit_scale=True) as progress:
+        for value, size in zip(inits, sizes):
+            data = _tensor_proto(value).SerializeToString(deterministic=True)
+            if len(data) != size:  # pragma: no cover - protobuf invariant
+                raise RuntimeError(f"tensor {value.name} changed size while saving")
+            fh.write(tag)
+            fh.write(_varint(size))
+            fh.write(data)
+            progress.update(size)
 
 
 def _needs_external_data(model: ir.Model) -> bool:

@@ -119,14 +119,12 @@ def normalized_axes(node: ir.Node, rank: int, opset: int) -> list[int]:
     return [axis + rank if axis < 0 else axis]
 
 
-def _walk_back(value: ir.Value) -> tuple[ir.Value, list[ir.Node]]:
-    """Follow pass-through producers backwards; returns the first other value and the skipped nodes."""
-    skipped: list[ir.Node] = []
+def _walk_back(value: ir.Value) -> ir.Value:
+    """Follow pass-through producers backwards to the first other value."""
     while True:
         prod = value.producer()
         if prod is None or prod.op_type not in PASS_THROUGH or prod.domain not in ("", "ai.onnx"):
-            return value, skipped
-        skipped.append(prod)
+            return value
         value = prod.inputs[0]
 
 
@@ -217,19 +215,19 @@ def _match_conv(node: ir.Node) -> _Classifier | str:
 _MATCHERS = {"Gemm": _match_gemm, "Add": _match_add, "GlobalAveragePool": _match_pool, "Conv": _match_conv}
 
 
-def _match_classifier(value: ir.Value) -> tuple[_Classifier | None, list[ir.Node], str]:
-    """Walk back from `value` over pass-through ops to a classifier."""
-    src, skipped = _walk_back(value)
+def _match_classifier(value: ir.Value) -> tuple[_Classifier | None, str]:
+    """Walk back from `value` over pass-through ops to a classifier; (classifier, why not)."""
+    src = _walk_back(value)
     prod = src.producer()
     if prod is None:
-        return None, skipped, f"tensor {src.name!r} is a graph input or constant"
+        return None, f"tensor {src.name!r} is a graph input or constant"
     matcher = _MATCHERS.get(prod.op_type)
     if matcher is None or prod.domain not in ("", "ai.onnx"):
-        return None, skipped, f"{_label(prod)} is not a linear classifier (Gemm, MatMul+Add, 1x1 Conv+GlobalAveragePool)"
+        return None, f"{_label(prod)} is not a linear classifier (Gemm, MatMul+Add, 1x1 Conv+GlobalAveragePool)"
     found = matcher(prod)
     if isinstance(found, str):
-        return None, skipped, f"{_label(prod)}: {found}"
-    return found, skipped, ""
+        return None, f"{_label(prod)}: {found}"
+    return found, ""
 
 
 # ----- the search ----------------------------------------------------------------------------
@@ -238,7 +236,6 @@ class _Candidate:
     output: ir.Value
     softmax: ir.Node | None
     classifier: _Classifier | None
-    chain: list[ir.Node]
     reason: str
 
     def describe(self) -> str:
@@ -249,27 +246,25 @@ class _Candidate:
 
 
 def _examine_output(out: ir.Value, opset: int) -> _Candidate:
-    src, after = _walk_back(out)
+    src = _walk_back(out)
     prod = src.producer()
     softmax = prod if prod is not None and prod.op_type in SOFTMAX_OPS and prod.domain in ("", "ai.onnx") else None
-    if softmax is not None and softmax.op_type == "Sigmoid":
-        shape = None  # elementwise: no axis to check
     if softmax is None:
-        cls, skipped, why = _match_classifier(out)
+        cls, why = _match_classifier(out)
         if cls is None:
-            return _Candidate(out, None, None, [], f"no Softmax and {why}")
-        return _Candidate(out, None, cls, after + skipped, "")
-    shape = _shape(softmax.inputs[0]) if softmax.op_type != "Sigmoid" else None
+            return _Candidate(out, None, None, f"no Softmax and {why}")
+        return _Candidate(out, None, cls, "")
+    shape = _shape(softmax.inputs[0]) if softmax.op_type != "Sigmoid" else None  # Sigmoid: no axis
     if shape is not None:
         axes = normalized_axes(softmax, len(shape), opset)
         if 1 not in axes and len(shape) > 1:
-            return _Candidate(out, softmax, None, [], f"softmax over axes {axes}, not the class axis 1")
+            return _Candidate(out, softmax, None, f"softmax over axes {axes}, not the class axis 1")
         if opset >= 13 and len(shape) > 2 and any(d != 1 for d in shape[2:]):
-            return _Candidate(out, softmax, None, [], "per-position softmax over a spatial map (not an image classifier)")
-    cls, skipped, why = _match_classifier(softmax.inputs[0])
+            return _Candidate(out, softmax, None, "per-position softmax over a spatial map (not an image classifier)")
+    cls, why = _match_classifier(softmax.inputs[0])
     if cls is None:
-        return _Candidate(out, softmax, None, [], why)
-    return _Candidate(out, softmax, cls, after + [softmax] + skipped, "")
+        return _Candidate(out, softmax, None, why)
+    return _Candidate(out, softmax, cls, "")
 
 
 def _num_features_from_shape(shape: list[Any] | None) -> int | None:

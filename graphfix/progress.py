@@ -1,0 +1,29 @@
+"""Progress bars (tqdm) for work that can take more than a few seconds.
+
+Bars go to stderr, only when it is a terminal, and never under `-q` or `--json` (the CLI calls
+`set_enabled(False)`) or with GRAPHFIX_PROGRESS=0.
+"""
+
+from __future__ import annotations
+
+__all__ = ["bar", "set_enabled"]
+
+import os
+import sys
+from typing import Any
+
+_enabled = True
+
+
+def set_enabled(flag: bool) -> None:
+    """Turn progress bars on or off for this process."""
+    global _enabled
+    _enabled = flag
+
+
+def bar(total: float | None = None, desc: str = "", unit: str = "it", **kwargs: Any):
+    """A tqdm bar (a no-op one when bars are off)."""
+    from tqdm import tqdm
+
+    off = not _enabled or os.environ.get("GRAPHFIX_PROGRESS") == "0" or not sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, disable=off, leave=False, dynamic_ncols=True, **kwargs)
