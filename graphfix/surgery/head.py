@@ -4,7 +4,8 @@ Patterns, each a small matcher that returns a `Head` or the reason it does not f
 
 1. Gemm -> [Flatten/Reshape/Dropout/Identity]* -> Softmax|LogSoftmax -> [pass-through]* -> output
 2. MatMul + Add (constant weight and bias) -> ... -> Softmax|LogSoftmax
-3. 1x1 Conv -> [Relu] -> GlobalAveragePool (or GlobalAveragePool -> 1x1 Conv) -> ... -> Softmax
+3. 1x1 Conv -> [Relu] -> GlobalAveragePool (or a full-size AveragePool), or a 1x1 Conv on
+   globally pooled features -> ... -> Softmax
 4. the same classifiers feeding an output with no softmax (nets that end in a bare linear layer).
 
 A graph with more than one softmax head is ambiguous; nothing matching is "no head". Both
@@ -182,8 +183,26 @@ def _is_1x1_conv(node: ir.Node) -> str | None:
     return None
 
 
+def _is_global_average(node: ir.Node) -> str | None:
+    """None if `node` averages over the whole spatial map (GlobalAveragePool, or an
+    AveragePool whose unpadded kernel covers the known input size), else why not."""
+    if node.op_type == "GlobalAveragePool":
+        return None
+    shape = _shape(node.inputs[0])
+    kernel = node.attributes["kernel_shape"].as_ints() if "kernel_shape" in node.attributes else None
+    pads = node.attributes["pads"].as_ints() if "pads" in node.attributes else []
+    auto_pad = node.attributes["auto_pad"].as_string() if "auto_pad" in node.attributes else "NOTSET"
+    if shape is None or kernel is None or any(not isinstance(d, int) for d in shape[2:]):
+        return "AveragePool over an input of unknown size"
+    if list(kernel) != list(shape[2:]) or any(pads) or auto_pad not in ("NOTSET", "VALID"):
+        return f"AveragePool kernel {list(kernel)} does not cover the {shape[2:]} input"
+    return None
+
+
 def _match_pool(node: ir.Node) -> _Classifier | str:
-    """GlobalAveragePool after [Relu] after a 1x1 Conv (SqueezeNet style)."""
+    """Global average pooling after [Relu] after a 1x1 Conv (SqueezeNet style)."""
+    if (why := _is_global_average(node)) is not None:
+        return why
     src = node.inputs[0].producer()
     nodes = [node]
     if src is not None and src.op_type == "Relu":
@@ -212,7 +231,13 @@ def _match_conv(node: ir.Node) -> _Classifier | str:
     return _Classifier("conv", [node], node.inputs[0], int(w.shape[1]), int(w.shape[0]), True)
 
 
-_MATCHERS = {"Gemm": _match_gemm, "Add": _match_add, "GlobalAveragePool": _match_pool, "Conv": _match_conv}
+_MATCHERS = {
+    "Gemm": _match_gemm,
+    "Add": _match_add,
+    "GlobalAveragePool": _match_pool,
+    "AveragePool": _match_pool,
+    "Conv": _match_conv,
+}
 
 
 def _match_classifier(value: ir.Value) -> tuple[_Classifier | None, str]:

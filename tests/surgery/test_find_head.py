@@ -104,3 +104,34 @@ def test_per_pixel_softmax_is_not_a_classifier_head():
     model = gf.Model.from_proto(_softmax_on_conv_model(17, {"axis": 1}, hw=4))
     with pytest.raises(gf.GraphfixError, match="spatial map"):
         gf.find_head(model)
+
+
+def test_full_size_average_pool_counts_as_global_pooling():
+    """ONNX-zoo SqueezeNet style: 1x1 Conv -> Relu -> AveragePool(13x13) -> Flatten -> Softmax."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((6, 8, 1, 1)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv10"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu10"),
+        helper.make_node("AveragePool", ["r"], ["p"], name="pool10", kernel_shape=[13, 13]),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Softmax", ["f"], ["prob"], name="sm", axis=1),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 13, 13])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, None)], [w])
+    model = gf.Model.from_proto(make_model(graph))
+    head = gf.find_head(model)
+    assert head.kind == "conv" and head.needs_pooling and head.num_features == 8
+    new = gf.swap_head(model, labels=3)
+    x = rng.standard_normal((2, 8, 13, 13)).astype(np.float32)
+    np.testing.assert_allclose(
+        new.run({"x": x})["logits"],
+        x.mean(axis=(2, 3)) @ new.ir.graph.initializers["graphfix_head.weight"].const_value.numpy().T,
+        rtol=1e-5, atol=1e-5,
+    )
+    # a pooling window smaller than the map is not global pooling
+    nodes[2] = helper.make_node("AveragePool", ["r"], ["p"], name="pool10", kernel_shape=[3, 3])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 13, 13])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, None)], [w])
+    with pytest.raises(gf.GraphfixError, match="does not cover"):
+        gf.find_head(gf.Model.from_proto(make_model(graph)))
