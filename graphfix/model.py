@@ -401,6 +401,9 @@ def load_onnx(path: str | os.PathLike) -> Model:
         raise GraphfixError("not an ONNX model: no graph with nodes and outputs", path=path)
     if not proto.opset_import:
         raise GraphfixError("not an ONNX model: no opset_import", path=path)
+    from graphfix.convert.onnx_limits import check_tensor_data
+
+    check_tensor_data(proto, path)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:
