@@ -14,6 +14,7 @@ __all__ = ["main", "COMMANDS"]
 import argparse
 import importlib
 import json
+import signal
 import sys
 
 from graphfix._version import __version__
@@ -62,8 +63,13 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):  # SIGTERM -> the same clean-up path as Ctrl-C
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"ok": False, "command": args.command, "error": exc.to_dict()}, indent=2))
         return exc.exit_code
     except KeyboardInterrupt:
-        print("graphfix: error: interrupted", file=sys.stderr)
+        print("graphfix: error: interrupted; no output written", file=sys.stderr)
         return 130
 
 

@@ -1,45 +1,123 @@
-"""Convert a model to clean ONNX with unchanged semantics (MXNet, Caffe or ONNX in).
+"""Convert models to clean ONNX (MXNet, Caffe or ONNX in); folders convert every model in them.
 
-The output has an explicit IR version, its opset kept (importers write 17), unique node names,
-topological order, no unused nodes, and no initializers listed as graph inputs.
-Example: graphfix convert resnet-18-symbol.json -o resnet-18.onnx
+One model: `graphfix convert x-symbol.json -o x.onnx`. The output has an explicit IR version,
+its opset kept (importers write 17), unique node names, topological order, no unused nodes and
+no initializers listed as graph inputs; `--swap-head N|FILE` also replaces the head.
+A fleet: `graphfix convert DIR... -o OUTDIR [--recursive] [--jobs N]` converts each model
+(`*-symbol.json` with its params, `*.prototxt` beside a caffemodel, `*.onnx`) in its own
+process, mirrors the folder layout under OUTDIR, prints a summary, writes OUTDIR/summary.json,
+and exits 1 if any model failed. Re-runs skip models whose output is newer than their sources.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
 from graphfix.commands._options import add_model_args, add_output_args, check_output_path, default_output, emit, load_model
+from graphfix.errors import GraphfixError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_args(parser)
+    add_model_args(parser, nargs="+")
+    parser.add_argument("--swap-head", metavar="N|FILE", help="also replace the head with N labels (or names from FILE)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the new head (with --swap-head)")
+    parser.add_argument("--verify", action="store_true",
+                        help="run the source framework (mxnet / OpenCV DNN) where importable and report max abs diff")
+    fleet = parser.add_argument_group("fleet (folders or several models)")
+    fleet.add_argument("--recursive", "-r", action="store_true", help="look into subfolders")
+    fleet.add_argument("--jobs", "-j", type=int, default=1, help="models converted at once (default 1)")
+    fleet.add_argument("--timeout", type=float, default=600, help="seconds per model before it is stopped (default 600)")
+    fleet.add_argument("--force", action="store_true", help="convert even where the output is up to date")
     add_output_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    models = args.model
+    if len(models) > 1 or os.path.isdir(models[0]):
+        return _run_fleet(args)
+    return _run_one(args, models[0])
+
+
+def _run_one(args: argparse.Namespace, path: str) -> int:
     from graphfix.convert.clean import clean
 
     start = time.perf_counter()
-    out = args.output or default_output(args.model, "" if not args.model.endswith(".onnx") else "-clean")
-    check_output_path(out, [args.model, args.params, args.weights])
-    model = clean(load_model(args))
+    out = args.output or default_output(path, "" if not path.endswith(".onnx") else "-clean")
+    if os.path.isdir(out):
+        out = os.path.join(out, os.path.basename(default_output(path, "")))
+    check_output_path(out, [path, args.params, args.weights])
+    source = load_model(args, path)
+    model = clean(source)
+    verify = None
+    if args.verify:
+        from graphfix.convert.verify import verify as verify_model
+
+        verify = verify_model(path, model, params=args.params, weights=args.weights)
+    if args.swap_head:
+        from graphfix.surgery import parse_labels_arg, swap_head
+
+        model = swap_head(model, labels=parse_labels_arg(args.swap_head), seed=args.seed)
     model.save(out)
     seconds = time.perf_counter() - start
+    io = model.io_info()
     doc = {
         "ok": True,
         "command": "convert",
-        "model": args.model,
+        "model": path,
         "output": out,
         "opset": model.opset,
         "ir_version": model.ir.ir_version,
         "nodes": len(model.graph),
         "ops": model.op_histogram(),
-        "inputs": model.io_info()["inputs"],
-        "outputs": model.io_info()["outputs"],
+        "inputs": io["inputs"],
+        "outputs": io["outputs"],
+        "verify": verify,
         "seconds": round(seconds, 3),
     }
-    emit(args, doc, f"wrote {out} ({len(model.graph)} nodes, opset {model.opset}, {os.path.getsize(out) / 1e6:.2f} MB, {seconds:.2f} s)")
+    text = [f"wrote {out} ({len(model.graph)} nodes, opset {model.opset}, {os.path.getsize(out) / 1e6:.2f} MB, {seconds:.2f} s)"]
+    if verify is not None:
+        text.append(f"verify: {verify.get('summary')}")
+    emit(args, doc, text)
+    if verify is not None and verify.get("ok") is False:
+        raise GraphfixError(f"parity check failed: {verify.get('summary')}", kind="parity", path=path)
     return 0
+
+
+def _run_fleet(args: argparse.Namespace) -> int:
+    from graphfix.fleet import discover, job_dicts, run_fleet, summary_table
+    from graphfix.model import atomic_write
+
+    if not args.output:
+        raise GraphfixError("converting several models needs -o OUTDIR", kind="usage")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise GraphfixError("-o must be a folder when converting several models", kind="usage", path=args.output)
+    if args.params or args.weights:
+        raise GraphfixError("--params/--weights name one model's files; not usable with folders", kind="usage")
+    os.makedirs(args.output, exist_ok=True)
+    start = time.perf_counter()
+    jobs = discover(args.model, args.output, recursive=args.recursive)
+    extra = []
+    if args.swap_head:
+        extra += ["--swap-head", args.swap_head, "--seed", str(args.seed)]
+    if args.verify:
+        extra.append("--verify")
+    for shape in args.input_shape or []:
+        extra += ["--input-shape", shape]
+    run_fleet(jobs, workers=args.jobs, timeout=args.timeout, force=args.force, extra=extra)
+    seconds = time.perf_counter() - start
+    failed = [j for j in jobs if j.result.get("result") not in ("ok", "skipped")]
+    doc = {
+        "ok": not failed,
+        "command": "convert",
+        "output": args.output,
+        "models": job_dicts(jobs),
+        "counts": {r: sum(1 for j in jobs if j.result.get("result") == r) for r in ("ok", "skipped", "failed", "timeout", "crashed")},
+        "seconds": round(seconds, 3),
+    }
+    with atomic_write(os.path.join(args.output, "summary.json")) as fh:
+        fh.write(json.dumps(doc, indent=2).encode())
+    emit(args, doc, summary_table(jobs) + [f"summary: {os.path.join(args.output, 'summary.json')} ({seconds:.1f} s)"])
+    return 1 if failed else 0
