@@ -295,12 +295,35 @@ _GRAPH_FIELD = 7  # ModelProto.graph
 _INITIALIZER_FIELD = 5  # GraphProto.initializer
 
 
-def _tensor_proto(value: ir.Value) -> onnx.TensorProto:
+_RAW_DATA_TAG = _varint((9 << 3) | 2)  # TensorProto.raw_data
+
+
+def _tensor_header(value: ir.Value) -> tuple[bytes, bool]:
+    """One initializer's TensorProto without its raw_data: (serialized, raw_data follows).
+
+    STRING tensors have no raw_data form and are serialized whole here.
+    """
     tensor = value.const_value
-    if isinstance(tensor, ir.serde.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.metadata_props:
-        return tensor.raw  # the parsed proto itself: no copy
-    tensor.name = value.name
-    return ir.serde.serialize_tensor(tensor)
+    if tensor.dtype == ir.DataType.STRING:
+        proto = ir.serde.serialize_tensor(tensor)
+        proto.name = value.name
+        return proto.SerializeToString(deterministic=True), False
+    header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=[int(d) for d in tensor.shape])
+    if tensor.doc_string:
+        header.doc_string = tensor.doc_string
+    for key, val in tensor.metadata_props.items():
+        entry = header.metadata_props.add()
+        entry.key, entry.value = key, val
+    return header.SerializeToString(deterministic=True), True
+
+
+def _tensor_data(tensor: ir.TensorProtocol) -> memoryview | bytes:
+    """The tensor's little-endian bytes, without a copy for plain numpy-backed tensors."""
+    raw = getattr(tensor, "raw", None)
+    if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiub" and raw.dtype.type.__module__ == "numpy":
+        arr = np.ascontiguousarray(raw).astype(raw.dtype.newbyteorder("<"), copy=False)
+        return memoryview(arr).cast("B")
+    return tensor.tobytes()
 
 
 def _skeleton(model: ir.Model) -> onnx.ModelProto:
@@ -322,17 +345,23 @@ def _skeleton(model: ir.Model) -> onnx.ModelProto:
 
 
 def _write_streaming(model: ir.Model, fh: BinaryIO) -> None:
-    """Serialize `model` to `fh` holding at most one initializer's bytes at a time.
+    """Serialize `model` to `fh`, streaming each initializer's bytes from its own buffer.
 
     Protobuf allows a message's fields in any order, so the graph is written as its skeleton
-    followed by the initializer records; the layout is fixed, so output is deterministic.
+    followed by the initializer records, each a small header then its raw_data; every length is
+    known from the headers and the tensors' byte counts, so nothing is serialized twice and the
+    layout (hence the output) is deterministic.
     """
     skeleton = _skeleton(model)
     graph_bytes = skeleton.graph.SerializeToString(deterministic=True)
     skeleton.ClearField("graph")
     head = skeleton.SerializeToString(deterministic=True)
     inits = [v for v in model.graph.initializers.values() if v.const_value is not None]
-    sizes = [_tensor_proto(v).ByteSize() for v in inits]
+    headers = [_tensor_header(v) for v in inits]
+    sizes = [
+        len(h) + (len(_RAW_DATA_TAG) + len(_varint(v.const_value.nbytes)) + v.const_value.nbytes if raw else 0)
+        for v, (h, raw) in zip(inits, headers)
+    ]
     tag = _varint((_INITIALIZER_FIELD << 3) | 2)
     graph_len = len(graph_bytes) + sum(len(tag) + len(_varint(s)) + s for s in sizes)
     fh.write(head)
@@ -341,13 +370,17 @@ def _write_streaming(model: ir.Model, fh: BinaryIO) -> None:
     fh.write(graph_bytes)
     total = sum(sizes)
     with bar(total=total if total > _BAR_BYTES else 0, desc="saving", unit="B", unit_scale=True) as progress:
-        for value, size in zip(inits, sizes):
-            data = _tensor_proto(value).SerializeToString(deterministic=True)
-            if len(data) != size:  # pragma: no cover - protobuf invariant
-                raise RuntimeError(f"tensor {value.name} changed size while saving")
+        for value, (header, raw), size in zip(inits, headers, sizes):
             fh.write(tag)
             fh.write(_varint(size))
-            fh.write(data)
+            fh.write(header)
+            if raw:
+                data = _tensor_data(value.const_value)
+                if len(data) != value.const_value.nbytes:
+                    raise RuntimeError(f"tensor {value.name}: {len(data)} bytes, expected {value.const_value.nbytes}")
+                fh.write(_RAW_DATA_TAG)
+                fh.write(_varint(len(data)))
+                fh.write(data)
             progress.update(size)
 
 

@@ -91,3 +91,28 @@ def test_load_bad_files(tmp_path, content, message):
 def test_load_missing_file(tmp_path):
     with pytest.raises(gf.GraphfixError, match="no such file"):
         gf.load(tmp_path / "missing.onnx")
+
+
+def test_save_keeps_every_dtype_and_typed_fields(tmp_path):
+    """Initializers stored as typed fields or raw_data, in several dtypes, survive save exactly."""
+    arrays = {
+        "f16": np.arange(6, dtype=np.float16).reshape(2, 3),
+        "f64": np.linspace(0, 1, 5),
+        "i64": np.array([0, -1, 2**40], np.int64),
+        "i8": np.array([-3, 4], np.int8),
+        "b": np.array([True, False]),
+        "scalar": np.array(2.5, np.float32),
+    }
+    inits = [numpy_helper.from_array(a, n) for n, a in arrays.items()]
+    inits.append(helper.make_tensor("typed", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0]))  # float_data, not raw
+    inits.append(helper.make_tensor("names", TensorProto.STRING, [2], [b"a", b"bc"]))
+    outputs = [helper.make_tensor_value_info(f"{t.name}_out", t.data_type, None) for t in inits]
+    nodes = [helper.make_node("Identity", [t.name], [f"{t.name}_out"], name=f"id_{t.name}") for t in inits]
+    graph = helper.make_graph(nodes, "g", [], outputs, inits)
+    model = gf.Model.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model.save(tmp_path / "t.onnx")
+    got = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "t.onnx")).graph.initializer}
+    for name, array in arrays.items():
+        assert got[name].dtype == array.dtype and np.array_equal(got[name], array), name
+    assert got["typed"].tolist() == [1.0, 2.0, 3.0]
+    assert got["names"].tolist() == ["a", "bc"]
