@@ -341,6 +341,11 @@ def _skeleton(model: ir.Model) -> onnx.ModelProto:
         for v, t in zip(inits, saved):
             v.const_value = t
         serde_logger.setLevel(level)
+    # value_info with a dtype but no shape says nothing and fails onnx.checker: drop it
+    keep = [vi for vi in proto.graph.value_info if not vi.type.HasField("tensor_type") or vi.type.tensor_type.HasField("shape")]
+    if len(keep) != len(proto.graph.value_info):
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(keep)
     return proto
 
 

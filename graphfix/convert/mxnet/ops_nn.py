@@ -1,0 +1,416 @@
+"""Converters for MXNet's neural-network ops: convolution, normalisation, pooling, heads.
+
+Each converter is `(node, ctx) -> list[ir.Value]` (see `_driver.Context`). MXNet semantics that
+MXNet's own exporter gets wrong are honoured here: BatchNorm `fix_gamma` (default True: the scale
+is ones), PReLU slopes on the channel axis, and `pooling_convention='full'` average pooling with
+MXNet's border divisor.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
+
+import math
+
+import numpy as np
+
+from graphfix.convert.mxnet._table import converter
+
+
+def _spatial(ctx, key: str, n: int, default: int) -> list[int]:
+    values = ctx.attr_tuple(key) or ()
+    values = list(values) if values else [default] * n
+    if len(values) != n:
+        raise ctx.fail(f"attribute {key}={values} does not match a {n}-d kernel")
+    return values
+
+
+def _check_layout(ctx) -> None:
+    layout = ctx.attr_str("layout")
+    if layout not in (None, "NCW", "NCHW", "NCDHW"):
+        raise ctx.fail(f"layout {layout} is not supported", kind="unsupported_op", hint="only channel-first layouts")
+
+
+@converter("Convolution", "Convolution_v1", onnx="Conv", notes="group, dilation, no_bias; NC* layouts only")
+def convert_convolution(node, ctx):
+    _check_layout(ctx)
+    kernel = list(ctx.attr_tuple("kernel") or ())
+    if not kernel:
+        raise ctx.fail("has no kernel attribute")
+    n = len(kernel)
+    num_filter = ctx.attr_int("num_filter")
+    group = ctx.attr_int("num_group", 1)
+    x = ctx.input(0)
+    shape = ctx.shape(x)
+    cin = shape[1] if shape and len(shape) > 1 and isinstance(shape[1], int) else None
+    w = ctx.weight(1, (num_filter, None if cin is None else cin // group, *kernel))
+    inputs = [x, w]
+    if not ctx.attr_bool("no_bias", False):
+        inputs.append(ctx.weight(2, (num_filter,), what="bias"))
+    pad = _spatial(ctx, "pad", n, 0)
+    return [
+        ctx.op(
+            "Conv",
+            inputs,
+            {
+                "kernel_shape": kernel,
+                "strides": _spatial(ctx, "stride", n, 1),
+                "dilations": _spatial(ctx, "dilate", n, 1),
+                "pads": pad + pad,
+                "group": group,
+            },
+        )
+    ]
+
+
+@converter("Deconvolution", onnx="ConvTranspose", notes="adj, group, dilation, no_bias; no target_shape")
+def convert_deconvolution(node, ctx):
+    _check_layout(ctx)
+    kernel = list(ctx.attr_tuple("kernel") or ())
+    n = len(kernel)
+    if ctx.attr_tuple("target_shape"):
+        raise ctx.fail("target_shape is not supported", kind="unsupported_op", hint="use pad/adj instead")
+    num_filter = ctx.attr_int("num_filter")
+    group = ctx.attr_int("num_group", 1)
+    w = ctx.weight(1, (None, num_filter // group, *kernel))
+    inputs = [ctx.input(0), w]
+    # MXNet's Deconvolution has no_bias=True by default.
+    if not ctx.attr_bool("no_bias", True):
+        inputs.append(ctx.weight(2, (num_filter,), what="bias"))
+    pad = _spatial(ctx, "pad", n, 0)
+    return [
+        ctx.op(
+            "ConvTranspose",
+            inputs,
+            {
+                "kernel_shape": kernel,
+                "strides": _spatial(ctx, "stride", n, 1),
+                "dilations": _spatial(ctx, "dilate", n, 1),
+                "pads": pad + pad,
+                "output_padding": _spatial(ctx, "adj", n, 0),
+                "group": group,
+            },
+        )
+    ]
+
+
+@converter("BatchNorm", "CuDNNBatchNorm", "BatchNorm_v1", onnx="BatchNormalization",
+           notes="fix_gamma (default True: scale = ones), eps (default 1e-3), axis 1 only; inference statistics")
+def convert_batch_norm(node, ctx):
+    axis = ctx.attr_int("axis", 1)
+    x = ctx.input(0)
+    if axis != 1:
+        rank = ctx.rank(x)
+        if rank is None or axis % rank != 1:
+            raise ctx.fail(f"axis={axis} is not supported", kind="unsupported_op", hint="only the channel axis 1")
+    beta = ctx.param(2, what="beta")
+    c = beta.shape[0]
+    if ctx.attr_bool("fix_gamma", True):
+        # MXNet ignores the stored gamma here (some checkpoints keep random values in it).
+        gamma = ctx.const(np.ones(c, np.float32), "gamma_fixed")
+    else:
+        gamma = ctx.weight(1, (c,), what="gamma")
+    inputs = [
+        x,
+        gamma,
+        ctx.weight(2, (c,), what="beta"),
+        ctx.weight(3, (c,), what="moving_mean"),
+        ctx.weight(4, (c,), what="moving_var"),
+    ]
+    return [ctx.op("BatchNormalization", inputs, {"epsilon": ctx.attr_float("eps", 1e-3)})]
+
+
+def _activation(ctx, act: str, x):
+    if act == "relu":
+        return ctx.op("Relu", [x])
+    if act == "sigmoid":
+        return ctx.op("Sigmoid", [x])
+    if act == "tanh":
+        return ctx.op("Tanh", [x])
+    if act == "softrelu":
+        return ctx.op("Softplus", [x])
+    if act == "softsign":
+        return ctx.op("Softsign", [x])
+    raise ctx.fail(f"act_type={act} is not supported", kind="unsupported_op")
+
+
+@converter("Activation", onnx="Relu, Sigmoid, Tanh, Softplus, Softsign",
+           notes="act_type relu, sigmoid, tanh, softrelu, softsign")
+def convert_activation(node, ctx):
+    return [_activation(ctx, ctx.attr_str("act_type", "relu"), ctx.input(0))]
+
+
+@converter("LeakyReLU", onnx="LeakyRelu, PRelu, Elu, Selu, Erf (gelu)",
+           notes="act_type leaky, prelu (slope on the channel axis), elu, selu, gelu, rrelu (inference)")
+def convert_leaky_relu(node, ctx):
+    act = ctx.attr_str("act_type", "leaky")
+    slope = ctx.attr_float("slope", 0.25)
+    x = ctx.input(0)
+    if act == "leaky":
+        return [ctx.op("LeakyRelu", [x], {"alpha": slope})]
+    if act == "rrelu":
+        lower = ctx.attr_float("lower_bound", 0.125)
+        upper = ctx.attr_float("upper_bound", 0.334)
+        return [ctx.op("LeakyRelu", [x], {"alpha": (lower + upper) / 2})]
+    if act == "elu":
+        return [ctx.op("Elu", [x], {"alpha": slope})]
+    if act == "selu":
+        return [ctx.op("Selu", [x], {"alpha": 1.6732632423543772, "gamma": 1.0507009873554805})]
+    if act == "gelu":
+        half = ctx.op("Mul", [x, ctx.const(1 / math.sqrt(2), "rsqrt2")], suffix="scaled")
+        erf = ctx.op("Erf", [half], suffix="erf")
+        one = ctx.op("Add", [erf, ctx.const(1.0, "one")], suffix="plus1")
+        xh = ctx.op("Mul", [x, ctx.const(0.5, "half")], suffix="half")
+        return [ctx.op("Mul", [xh, one])]
+    if act == "prelu":
+        gamma = ctx.param(1, what="gamma")
+        rank = ctx.need_rank(x, "broadcasting PReLU slopes on the channel axis")
+        if gamma.ndim != 1:
+            raise ctx.fail(f"PReLU gamma has shape {gamma.shape}; expected (C,)")
+        shape = ctx.shape(x)
+        c = shape[1] if rank > 1 else None
+        if isinstance(c, int) and gamma.shape[0] not in (1, c):
+            raise ctx.fail(f"PReLU gamma has {gamma.shape[0]} slopes for {c} channels")
+        if rank <= 2:
+            slope_value = ctx.weight(1, what="gamma")
+        else:
+            slope_value = ctx.const(gamma.reshape((-1,) + (1,) * (rank - 2)), "slope")
+        return [ctx.op("PRelu", [x, slope_value])]
+    raise ctx.fail(f"act_type={act} is not supported", kind="unsupported_op")
+
+
+@converter("Pooling", "Pooling_v1", onnx="MaxPool, AveragePool, GlobalMaxPool, GlobalAveragePool, ReduceSum, Pad",
+           notes="pool_type max/avg/sum, global_pool, pooling_convention valid/full (MXNet border divisor), "
+           "count_include_pad, pad; sum with 'full' needs the input shape")
+def convert_pooling(node, ctx):
+    _check_layout(ctx)
+    pool_type = ctx.attr_str("pool_type", "max")
+    x = ctx.input(0)
+    if pool_type not in ("max", "avg", "sum"):
+        raise ctx.fail(f"pool_type={pool_type} is not supported", kind="unsupported_op")
+    if ctx.attr_bool("global_pool", False):
+        if pool_type == "max":
+            return [ctx.op("GlobalMaxPool", [x])]
+        if pool_type == "avg":
+            return [ctx.op("GlobalAveragePool", [x])]
+        rank = ctx.need_rank(x, "global sum pooling")
+        return [ctx.op("ReduceSum", [x, ctx.ints(range(2, rank), "axes")], {"keepdims": 1})]
+    kernel = list(ctx.attr_tuple("kernel") or ())
+    if not kernel:
+        raise ctx.fail("has no kernel attribute")
+    n = len(kernel)
+    stride = _spatial(ctx, "stride", n, 1)
+    pad = _spatial(ctx, "pad", n, 0)
+    convention = ctx.attr_str("pooling_convention", "valid")
+    if convention not in ("valid", "full"):
+        raise ctx.fail(f"pooling_convention={convention} is not supported", kind="unsupported_op")
+    full = convention == "full"
+    include_pad = ctx.attr_bool("count_include_pad", True)
+    shape = ctx.shape(x)
+    if pool_type in ("max", "avg") and not any(pad) and shape is not None and list(shape[2:]) == kernel:
+        # One window over the whole (static) map, e.g. SqueezeNet's AvgPool2D(13) on 13x13:
+        # the same numbers as a global pool, which the head finder recognises.
+        return [ctx.op("GlobalMaxPool" if pool_type == "max" else "GlobalAveragePool", [x])]
+    base = {"kernel_shape": kernel, "strides": stride, "pads": pad + pad, "ceil_mode": int(full)}
+    extra = _extra_full_windows(ctx, x, kernel, stride, pad) if full else [0] * n
+    if pool_type == "max" or not include_pad:
+        if any(extra):
+            raise ctx.fail("a 'full' pooling window lies wholly in the padding; MXNet gives -inf/NaN there",
+                           kind="unsupported_op")
+        if pool_type == "max":
+            return [ctx.op("MaxPool", [x], base)]
+        return [ctx.op("AveragePool", [x], {**base, "count_include_pad": 0})]
+    # ONNX count_include_pad=1 divides by the window clipped to [-pad, size + pad), as MXNet does.
+    last = pool_type == "avg" and not any(extra)
+    out = ctx.op("AveragePool", [x], {**base, "count_include_pad": 1}, suffix=None if last else "avg")
+    if pool_type == "sum":
+        if full:
+            sizes = _window_sizes(ctx.need_shape(x, "'full' sum pooling"), kernel, stride, pad, extra)
+            factor = ctx.const(sizes, "window_sizes")
+        else:
+            factor = ctx.const(float(np.prod(kernel)), "area")
+        out = ctx.op("Mul", [out, factor], suffix=None if not any(extra) else "sum")
+    if any(extra):
+        # MXNet's ceil rule keeps trailing windows that lie wholly in the right padding (value 0);
+        # ONNX drops a window that starts in the padding.
+        pads = ctx.ints([0] * (n + 2) + [0, 0] + list(extra), "extra_windows")
+        out = ctx.op("Pad", [out, pads], {"mode": "constant"})
+    return [out]
+
+
+def _extra_full_windows(ctx, x, kernel, stride, pad) -> list[int]:
+    """Per spatial dim, how many more 'full' windows MXNet has than ONNX ceil_mode (0 or 1)."""
+    shape = ctx.shape(x)
+    out = []
+    for i, (k, s, p) in enumerate(zip(kernel, stride, pad)):
+        size = shape[2 + i] if shape is not None and len(shape) == len(kernel) + 2 else None
+        if not isinstance(size, int):
+            out.append(0)
+            continue
+        mx_out = _pool_out(size, k, s, p, True)
+        start = (mx_out - 1) * s - p
+        if start >= size + p:
+            raise ctx.fail("a 'full' pooling window lies beyond the padded input; MXNet divides by zero there",
+                           kind="unsupported_op")
+        out.append(1 if start >= size else 0)
+    return out
+
+
+def _window_sizes(shape, kernel, stride, pad, extra) -> np.ndarray:
+    """MXNet's per-window element counts (clipped to [-pad, size + pad)) of ONNX's output windows."""
+    sizes = np.ones((), np.float32)
+    for size, k, s, p, e in zip(shape[2:], kernel, stride, pad, extra):
+        count = _pool_out(size, k, s, p, True) - e
+        starts = np.arange(count) * s - p
+        dim = (np.minimum(starts + k, size + p) - starts).astype(np.float32)
+        sizes = np.multiply.outer(sizes, dim)
+    return sizes
+
+
+def _pool_out(size: int, k: int, s: int, p: int, full: bool) -> int:
+    if full:
+        return 1 + int(math.ceil((size + 2 * p - k) / s))
+    return 1 + (size + 2 * p - k) // s
+
+
+@converter("FullyConnected", onnx="Gemm (transB=1), Flatten, MatMul+Add",
+           notes="flatten true/false, no_bias; one Flatten only where the input is not already 2-D")
+def convert_fully_connected(node, ctx):
+    num_hidden = ctx.attr_int("num_hidden")
+    x = ctx.input(0)
+    flatten = ctx.attr_bool("flatten", True)
+    no_bias = ctx.attr_bool("no_bias", False)
+    rank = ctx.rank(x)
+    shape = ctx.shape(x)
+    k = None
+    if shape is not None and all(isinstance(d, int) for d in shape[1:]):
+        k = int(np.prod(shape[1:])) if flatten else shape[-1]
+    bias = None if no_bias else ctx.weight(2, (num_hidden,), what="bias")
+    if flatten or rank == 2:
+        w = ctx.weight(1, (num_hidden, k))
+        if rank != 2:
+            x = ctx.op("Flatten", [x], {"axis": 1}, suffix="flatten")
+        return [ctx.op("Gemm", [x, w] + ([bias] if bias is not None else []), {"transB": 1})]
+    wt = ctx.const(np.ascontiguousarray(ctx.param(1, (num_hidden, k)).T), "weight_t")
+    if bias is None:
+        return [ctx.op("MatMul", [x, wt])]
+    mm = ctx.op("MatMul", [x, wt], suffix="matmul")
+    return [ctx.op("Add", [mm, bias])]
+
+
+@converter("Dropout", onnx="(none)", notes="identity at inference")
+def convert_dropout(node, ctx):
+    return [ctx.input(0)]
+
+
+def _softmax_last(ctx, x):
+    """Softmax over the last axis (SoftmaxActivation instance mode: MXNet's FlatTo2D keeps the last
+    dim); rank 2 gets axis=1, which the head finder expects."""
+    return ctx.op("Softmax", [x], {"axis": 1 if ctx.rank(x) == 2 else -1})
+
+
+def _softmax_flat(ctx, x):
+    """Softmax over all non-batch dims (SoftmaxOutput without multi_output: MXNet reshapes the
+    data to (N, -1)); a 2-D input (a classifier head) is a single Softmax(axis=1)."""
+    if ctx.rank(x) == 2:
+        return ctx.op("Softmax", [x], {"axis": 1})
+    flat = ctx.op("Flatten", [x], {"axis": 1}, suffix="flatten")
+    sm = ctx.op("Softmax", [flat], {"axis": 1}, suffix="softmax")
+    return ctx.op("Reshape", [sm, ctx.op("Shape", [x], suffix="shape")])
+
+
+@converter("SoftmaxOutput", "Softmax", onnx="Softmax (axis=1)",
+           notes="inference output (probabilities): multi_output over axis 1, preserve_shape over the last axis, else over all non-batch dims (axis=1 for 2-D); the label input is dropped")
+def convert_softmax_output(node, ctx):
+    x = ctx.input(0)
+    if ctx.attr_bool("multi_output", False):
+        return [ctx.op("Softmax", [x], {"axis": 1})]
+    if ctx.attr_bool("preserve_shape", False):
+        return [_softmax_last(ctx, x)]
+    return [_softmax_flat(ctx, x)]
+
+
+@converter("SoftmaxActivation", onnx="Softmax", notes="mode instance (last axis, as MXNet computes it) and channel (axis 1)")
+def convert_softmax_activation(node, ctx):
+    x = ctx.input(0)
+    if ctx.attr_str("mode", "instance") == "channel":
+        return [ctx.op("Softmax", [x], {"axis": 1})]
+    return [_softmax_last(ctx, x)]
+
+
+def _softmax(ctx, op_type: str):
+    x = ctx.input(0)
+    if ctx.num_inputs > 1 or ctx.attr_bool("use_length", False):
+        raise ctx.fail("use_length is not supported", kind="unsupported_op")
+    temperature = ctx.attr_float("temperature")
+    if temperature is not None and temperature != 1.0:
+        x = ctx.op("Div", [x, ctx.const(temperature, "temperature")], suffix="temperature")
+    return [ctx.op(op_type, [x], {"axis": ctx.attr_int("axis", -1)})]
+
+
+@converter("softmax", onnx="Softmax", notes="axis, temperature")
+def convert_softmax(node, ctx):
+    return _softmax(ctx, "Softmax")
+
+
+@converter("log_softmax", onnx="LogSoftmax", notes="axis, temperature")
+def convert_log_softmax(node, ctx):
+    return _softmax(ctx, "LogSoftmax")
+
+
+@converter("LogisticRegressionOutput", onnx="Sigmoid", notes="inference output; the label input is dropped")
+def convert_logistic_regression_output(node, ctx):
+    return [ctx.op("Sigmoid", [ctx.input(0)])]
+
+
+@converter("LinearRegressionOutput", "MAERegressionOutput", onnx="(none)",
+           notes="identity at inference; the label input is dropped")
+def convert_linear_regression_output(node, ctx):
+    return [ctx.input(0)]
+
+
+@converter("L2Normalization", onnx="ReduceSumSquare, Add, Sqrt, Div", notes="mode instance, channel, spatial; eps")
+def convert_l2_normalization(node, ctx):
+    x = ctx.input(0)
+    mode = ctx.attr_str("mode", "instance")
+    eps = ctx.attr_float("eps", 1e-10)
+    rank = ctx.need_rank(x, "L2Normalization")
+    axes = {"instance": list(range(1, rank)), "channel": [1], "spatial": list(range(2, rank))}.get(mode)
+    if axes is None:
+        raise ctx.fail(f"mode={mode} is not supported", kind="unsupported_op")
+    ss = ctx.op("ReduceSumSquare", [x], {"axes": axes, "keepdims": 1}, suffix="sumsq")
+    norm = ctx.op("Sqrt", [ctx.op("Add", [ss, ctx.const(eps, "eps")], suffix="add_eps")], suffix="norm")
+    return [ctx.op("Div", [x, norm])]
+
+
+@converter("LRN", onnx="LRN", notes="alpha, beta, knorm, nsize")
+def convert_lrn(node, ctx):
+    attrs = {
+        "alpha": ctx.attr_float("alpha", 1e-4),
+        "beta": ctx.attr_float("beta", 0.75),
+        "bias": ctx.attr_float("knorm", 2.0),
+        "size": ctx.attr_int("nsize"),
+    }
+    return [ctx.op("LRN", [ctx.input(0)], attrs)]
+
+
+@converter("UpSampling", onnx="Resize (nearest)", notes="sample_type nearest, one input")
+def convert_upsampling(node, ctx):
+    if ctx.attr_str("sample_type", "nearest") != "nearest":
+        raise ctx.fail("only sample_type=nearest is supported", kind="unsupported_op")
+    if ctx.attr_int("num_args", 1) != 1:
+        raise ctx.fail("num_args > 1 is not supported", kind="unsupported_op")
+    scale = float(ctx.attr_int("scale"))
+    x = ctx.input(0)
+    rank = ctx.rank(x) or 4
+    scales = ctx.const([1.0, 1.0] + [scale] * (rank - 2), "scales")
+    attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    return [ctx.op("Resize", [x, None, scales], attrs)]
+
+
+@converter("Embedding", onnx="Gather", notes="static weight; indices cast to int64")
+def convert_embedding(node, ctx):
+    dim = ctx.attr_int("output_dim")
+    w = ctx.weight(1, (ctx.attr_int("input_dim"), dim))
+    idx = ctx.op("Cast", [ctx.input(0)], {"to": 7}, suffix="indices")
+    return [ctx.op("Gather", [w, idx], {"axis": 0})]
