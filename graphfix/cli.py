@@ -14,6 +14,7 @@ __all__ = ["main", "COMMANDS"]
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("graphfix: error: interrupted; no output written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (`graphfix inspect ... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
