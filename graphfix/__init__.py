@@ -13,9 +13,13 @@ __all__ = [
     "GraphfixError",
     "Model",
     "Head",
+    "Thresholds",
     "load",
     "find_head",
     "swap_head",
+    "train_head",
+    "fit_thresholds",
+    "apply_thresholds",
 ]
 
 from graphfix._version import __version__
@@ -23,3 +27,4 @@ from graphfix.convert import load
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 from graphfix.surgery import Head, find_head, swap_head
+from graphfix.calibrate import Thresholds, apply_thresholds, fit_thresholds, train_head

@@ -166,6 +166,19 @@ class Model:
         _write_streaming(self.ir, buf)
         return buf.getvalue()
 
+    def sha256(self) -> str:
+        """Hex sha256 of the bytes `save` writes (computed without holding them)."""
+        self._stamp()
+        digest = hashlib.sha256()
+
+        class _Sink:
+            def write(self, data) -> int:
+                digest.update(data)
+                return len(data)
+
+        _write_streaming(self.ir, _Sink())  # type: ignore[arg-type]
+        return digest.hexdigest()
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model atomically; external data (`<name>.data`) above 2 GB.
 

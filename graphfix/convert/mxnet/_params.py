@@ -93,6 +93,10 @@ class ParamsFile:
         return self.aux.get(name)
 
 
+#: No array has more elements than this (numpy's limit is near 2**63 bytes).
+_MAX_ELEMENTS = 1 << 48
+
+
 class _Reader:
     """Bounds-checked cursor over a bytes-like buffer."""
 
@@ -134,6 +138,11 @@ class _Reader:
         dims = self.unpack(f"<{ndim}{'I' if legacy else 'q'}", what)
         if any(d < 0 for d in dims):
             raise self.fail(f"{what} has a negative dimension {dims}")
+        extent = 1
+        for d in dims:  # zero-size arrays still need a representable shape
+            extent *= max(int(d), 1)
+        if extent > _MAX_ELEMENTS:
+            raise self.fail(f"{what} declares an impossible shape {dims}")
         return tuple(int(d) for d in dims)
 
 

@@ -1,0 +1,207 @@
+"""Backbone features: the swapped model cut at the head's input, run with onnxruntime, cached.
+
+`feature_model` clones the model, makes the head Gemm's input[0] (the [N, F] feature vector) the
+only graph output and drops everything no longer needed (head, sigmoid, thresholds, metadata), so
+the backbone runs alone. `extract_features` runs it in batches and caches the result as
+`<cache>/features/<model-hash>-<data-hash>.npy`, where the model hash covers the backbone only
+(so training a new head keeps the cache valid) and the data hash covers the inputs. The cache
+folder is `$GRAPHFIX_CACHE` or `~/.cache/graphfix`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HEAD_NAME",
+    "find_head_gemm",
+    "head_parameters",
+    "feature_model",
+    "extract_features",
+    "scores_from_features",
+    "activate",
+    "probability_op",
+    "cache_dir",
+]
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+import numpy as np
+import onnx_ir as ir
+
+from graphfix.calibrate.datasets import Dataset
+from graphfix.errors import GraphfixError
+from graphfix.model import Model
+
+logger = logging.getLogger(__name__)
+
+#: Name of the swapped head's Gemm node; its initializers are `<HEAD_NAME>.weight/.bias`.
+HEAD_NAME = "graphfix_head"
+
+
+def find_head_gemm(model: Model) -> ir.Node:
+    """The swapped head's Gemm node.
+
+    Raises:
+        GraphfixError: (no_head) when the model has not been through swap-head.
+    """
+    for node in model.ir.graph:
+        if node.op_type == "Gemm" and node.name == HEAD_NAME:
+            return node
+    raise GraphfixError(
+        f"no multi-label head (Gemm node {HEAD_NAME!r})", kind="no_head", path=model.path,
+        hint="run `graphfix swap-head` first",
+    )
+
+
+def head_parameters(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """The head's weight [L, F] and bias [L] as float32 arrays."""
+    gemm = find_head_gemm(model)
+    w = gemm.inputs[1]
+    b = gemm.inputs[2] if len(gemm.inputs) > 2 else None
+    if w is None or w.const_value is None:
+        raise GraphfixError("the head's weight is not an initializer", kind="no_head", path=model.path)
+    weight = w.const_value.numpy().astype(np.float32)
+    if gemm.attributes.get("transB") is None or gemm.attributes["transB"].as_int() != 1:
+        weight = weight.T
+    bias = b.const_value.numpy().astype(np.float32) if b is not None and b.const_value is not None else np.zeros(len(weight), np.float32)
+    return np.ascontiguousarray(weight), bias.reshape(-1)
+
+
+def feature_model(model: Model) -> Model:
+    """A new Model whose only output is the head's features tensor [N, F] (head dropped)."""
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    new = model.copy()
+    gemm = find_head_gemm(new)
+    features = gemm.inputs[0]
+    weight, _ = head_parameters(model)
+    graph = new.ir.graph
+    graph.outputs.clear()
+    graph.outputs.append(features)
+    if features.dtype is None:
+        features.dtype = ir.DataType.FLOAT
+    if features.shape is None:
+        features.shape = ir.Shape([ir.SymbolicDim("N"), weight.shape[1]])
+    RemoveUnusedNodesPass()(new.ir)
+    new.ir.metadata_props.clear()
+    new.ir.doc_string = None
+    new.path = model.path
+    return new
+
+
+
+def cache_dir() -> Path:
+    """`$GRAPHFIX_CACHE` or `~/.cache/graphfix`."""
+    return Path(os.environ.get("GRAPHFIX_CACHE") or Path.home() / ".cache" / "graphfix")
+
+
+def _progress(progress: bool | None) -> bool:
+    return bool(sys.stderr.isatty()) if progress is None else progress
+
+
+def extract_features(
+    model: Model,
+    data: Dataset,
+    *,
+    batch_size: int = 64,
+    cache: bool = True,
+    progress: bool | None = None,
+    workers: int | None = None,
+) -> np.ndarray:
+    """Run the backbone over `data` and return float32 features [N, F].
+
+    Args:
+        model: A swapped model (has the `graphfix_head` Gemm).
+        data: The inputs.
+        batch_size: Samples per onnxruntime call.
+        cache: Read/write the on-disk cache.
+        progress: Show a tqdm bar (None: only when stderr is a terminal).
+        workers: Image decoding threads.
+    """
+    fm = feature_model(model)
+    key = None
+    if cache:
+        key = f"{fm.sha256()[:24]}-{data.fingerprint()[:24]}"
+        path = cache_dir() / "features" / f"{key}.npy"
+        if path.is_file():
+            try:
+                feats = np.load(path, allow_pickle=False)
+                if feats.shape[0] == len(data):
+                    logger.info("features from cache %s", path)
+                    return feats
+            except (OSError, ValueError):
+                logger.warning("ignoring unreadable feature cache %s", path)
+    feats = _run_batches(fm, data, batch_size=batch_size, progress=progress, workers=workers)
+    if key is not None:
+        _write_cache(cache_dir() / "features" / f"{key}.npy", feats)
+    return feats
+
+
+def _run_batches(
+    fm: Model, data: Dataset, *, batch_size: int, progress: bool | None, workers: int | None
+) -> np.ndarray:
+    from tqdm import tqdm
+
+    sess = fm.session()
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise GraphfixError(f"the backbone has {len(inputs)} inputs; one image input expected", path=fm.path)
+    name = inputs[0].name
+    out_name = sess.get_outputs()[0].name
+    chunks: list[np.ndarray] = []
+    bar = tqdm(total=len(data), desc="features", unit="img", disable=not _progress(progress), leave=False)
+    try:
+        for batch in data.batches(batch_size, workers=workers):
+            try:
+                (out,) = sess.run([out_name], {name: np.ascontiguousarray(batch, dtype=np.float32)})
+            except Exception as exc:  # shape mismatch and the like
+                raise GraphfixError(
+                    f"the backbone rejects inputs of shape {list(batch.shape)}: {str(exc).splitlines()[0]}",
+                    path=data.source,
+                ) from exc
+            chunks.append(np.asarray(out, dtype=np.float32).reshape(len(batch), -1))
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return np.concatenate(chunks)
+
+
+def _write_cache(path: Path, feats: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, feats, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache must not stop the job
+        logger.warning("cannot write feature cache %s: %s", path, exc)
+
+
+def scores_from_features(model: Model, feats: np.ndarray, *, kind: str | None = None) -> np.ndarray:
+    """The model's `probabilities` computed from features in NumPy (same head, same activation)."""
+    w, b = head_parameters(model)
+    if feats.shape[1] != w.shape[1]:
+        raise GraphfixError(f"features have {feats.shape[1]} columns, the head reads {w.shape[1]}", path=model.path)
+    logits = feats @ w.T + b
+    return activate(logits, kind or probability_op(model))
+
+
+def activate(logits: np.ndarray, op: str) -> np.ndarray:
+    """Sigmoid or Softmax (over classes) in float32."""
+    logits = logits.astype(np.float32)
+    if op == "Softmax":
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def probability_op(model: Model) -> str:
+    """"Sigmoid" or "Softmax": the op producing the `probabilities` output."""
+    for out in model.ir.graph.outputs:
+        if out.name == "probabilities" and out.producer() is not None:
+            return out.producer().op_type
+    return "Sigmoid"

@@ -1,0 +1,100 @@
+"""Fit per-class decision thresholds on held-out data and store them in the model.
+
+Exact per-class search by sorting (tied scores are never split) for --objective f1 (default),
+f2, fbeta:B, precision@P, recall@R, or one global threshold for micro-f1. Classes with fewer than
+--min-positives held-out positives fall back to thresholds fitted on --train data, else to the
+global micro-F1 threshold; the output says which classes fell back and why. Thresholds go into
+`graphfix.thresholds` metadata and a bool `labels` output (probabilities >= thresholds).
+--test DATA reports metrics at 0.5 and at the fitted thresholds on a separate split; --report DIR
+writes report.json, per_class.csv/.md and precision-recall plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from graphfix.commands._options import add_output_args, check_output_path, default_output, emit, load_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="trained swapped ONNX model (from train-head)")
+    parser.add_argument("--heldout", required=True, metavar="DATA", help="held-out data to fit thresholds on")
+    parser.add_argument("--objective", default="f1",
+                        help="f1 | f2 | fbeta:B | precision@P | recall@R | micro-f1 (default f1)")
+    parser.add_argument("--train", metavar="DATA", help="training data: thresholds for classes with few held-out positives")
+    parser.add_argument("--test", metavar="DATA", help="evaluate at 0.5 and at the fitted thresholds on this split")
+    parser.add_argument("--min-positives", type=int, default=3, help="fewer held-out positives -> fallback (default 3)")
+    parser.add_argument("--folds", type=int, help="average thresholds over K folds of the held-out set")
+    parser.add_argument("--at-least-one", action="store_true", help="always keep each image's top label")
+    parser.add_argument("--no-labels-output", action="store_true", help="store thresholds as metadata only")
+    parser.add_argument("--report", metavar="DIR", help="write report.json, per_class.csv/.md and PR plots here")
+    parser.add_argument("--no-plots", action="store_true", help="with --report: skip the PNG plots")
+    parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (default 0)")
+    from graphfix.calibrate._cli import add_data_args
+
+    add_data_args(parser)
+    add_output_args(parser)
+
+
+def _line(name: str, m: dict) -> str:
+    return (f"{name:<16} macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}  mAP {m['mAP'] or 0:.4f}  "
+            f"subset-acc {m['subset_accuracy']:.4f}  Hamming {m['hamming_loss']:.4f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores, model_scores
+    from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
+
+    out = args.output or default_output(args.model, "-calibrated")
+    check_output_path(out, [args.model, args.heldout, args.train, args.test])
+    for flag, path in (("--heldout", args.heldout), ("--train", args.train), ("--test", args.test)):
+        check_data_path(path, flag)
+    from graphfix.calibrate.thresholds import parse_objective
+
+    parse_objective(args.objective)
+    model = load_model(args)
+    prep = preprocess_for(model, args, [args.heldout, args.train, args.test])
+    kw = dict(batch_size=args.batch_size, cache=not args.no_cache, progress=progress_for(args), preprocess=prep)
+    scores, y = model_scores(model, args.heldout, **kw)
+    train_scores = train_y = None
+    if args.train:
+        train_scores, train_y = model_scores(model, args.train, **kw)
+    labels = model.labels or [str(j) for j in range(scores.shape[1])]
+    th = fit_thresholds_from_scores(
+        scores, y, args.objective, labels=labels, train_scores=train_scores, train_y=train_y,
+        min_positives=args.min_positives, folds=args.folds, at_least_one=args.at_least_one, seed=args.seed,
+    )
+    new = apply_thresholds(model, th, labels_output=not args.no_labels_output)
+    new.save(out)
+    splits = {"heldout": {"at_0.5": evaluate(scores, y, 0.5, labels), "tuned": th.heldout}}
+    if args.test:
+        t_scores, t_y = model_scores(model, args.test, **kw)
+        splits["test"] = {"at_0.5": evaluate(t_scores, t_y, 0.5, labels), "tuned": evaluate(t_scores, t_y, th, labels)}
+    files = []
+    if args.report:
+        from graphfix.calibrate.report import write_report
+
+        files = write_report(args.report, th, splits, scores, y, plots=not args.no_plots,
+                             extra={"model": args.model, "output": out, "objective": th.objective})
+    text = [f"objective {th.objective}: {sum(m == 'tuned' or m == 'global' for m in th.methods)}/{len(labels)} classes tuned"]
+    for fb in th.fallbacks:
+        text.append(f"  {fb['label']}: {fb['method']} (t={fb['threshold']:.4f}): {fb['reason']}")
+    for w in th.warnings:
+        text.append(f"  warning: {w}")
+    for split, res in splits.items():
+        text.append(_line(f"{split} @0.5", res["at_0.5"]))
+        text.append(_line(f"{split} tuned", res["tuned"]))
+    if files:
+        text.append(f"report: {args.report} ({len(files)} files)")
+    text.append(f"wrote {out}")
+
+    def brief(m: dict) -> dict:
+        return {k: v for k, v in m.items() if k != "per_class"}
+
+    doc = {
+        "ok": True, "command": "calibrate", "output": out, "thresholds": th.to_dict(),
+        "metrics": {s: {k: brief(v) for k, v in r.items()} for s, r in splits.items()},
+        "report_files": files,
+    }
+    emit(args, doc, text)
+    return 0
