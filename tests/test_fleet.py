@@ -88,3 +88,15 @@ def test_single_convert_verify_onnx(tmp_path):
     assert res.returncode == 0, res.stderr
     verify = json.loads(res.stdout)["verify"]
     assert verify["ok"] is True and verify["max_abs_diff"]["prob"] == 0.0
+
+
+def test_convert_verify_caffe_against_opencv(tmp_path):
+    pytest = __import__("pytest")
+    pytest.importorskip("cv2")
+    for proto in ("mtcnn_like", "squeezenet_v1.1"):
+        src = FIXTURES / "caffe" / f"{proto}.prototxt"
+        res = run_cli("convert", src, "--weights", src.with_suffix(".caffemodel"), "-o", tmp_path / f"{proto}.onnx", "--verify", "--json")
+        assert res.returncode == 0, res.stderr
+        verify = json.loads(res.stdout)["verify"]
+        assert verify["ok"] is True and verify["reference"].startswith("OpenCV"), verify
+        assert all(d is not None and d < 1e-4 for d in verify["max_abs_diff"].values())

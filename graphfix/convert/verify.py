@@ -81,7 +81,14 @@ def _verify_caffe(path: str, model: Model, weights: str | None, feeds: dict[str,
     for name, x in feeds.items():
         net.setInput(x, name)
     names = list(ours)
-    outs = net.forward(names)
+    if not set(names) <= set(net.getLayerNames()):
+        # an output blob written in place keeps the blob name in ONNX; OpenCV names its layer
+        unconnected = list(net.getUnconnectedOutLayersNames())
+        if len(unconnected) != len(names):
+            return _not_verified(f"OpenCV outputs {unconnected} do not pair with {names}")
+        outs = net.forward(unconnected)
+    else:
+        outs = net.forward(names)
     return _compare(dict(zip(names, outs)), ours, f"OpenCV DNN {cv2.__version__}")
 
 
