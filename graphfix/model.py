@@ -8,7 +8,7 @@ peak memory stays near one copy of the weights.
 
 from __future__ import annotations
 
-__all__ = ["Model", "META_PREFIX", "load_onnx"]
+__all__ = ["Model", "META_PREFIX", "load_onnx", "set_metadata", "source_metadata", "SourceHasher", "atomic_write"]
 
 import contextlib
 import hashlib
@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -106,8 +107,8 @@ class Model:
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def weight_bytes(self) -> int:
-        """Total bytes of all initializers."""
-        return sum(v.const_value.nbytes for v in self.ir.graph.initializers.values() if v.const_value is not None)
+        """Total bytes of all initializers (STRING tensors count their characters)."""
+        return sum(_nbytes(v.const_value) for v in self.ir.graph.initializers.values() if v.const_value is not None)
 
     # ----- metadata -----------------------------------------------------------------------
     @property
@@ -150,25 +151,26 @@ class Model:
         return new
 
     # ----- serialisation ------------------------------------------------------------------
-    def _stamp(self) -> None:
-        self.ir.ir_version = ir_version_for(self.opset, self.ir.ir_version)
+    def written_ir_version(self) -> int:
+        """The IR version `save` writes: kept when in 8..10, else the nearest allowed one."""
+        return ir_version_for(self.opset, self.ir.ir_version)
 
     def to_proto(self) -> onnx.ModelProto:
         """A full ModelProto (copies the weights; prefer `save` for large models)."""
-        self._stamp()
-        return ir.serde.serialize_model(self.ir)
+        proto = ir.serde.serialize_model(self.ir)
+        proto.ir_version = self.written_ir_version()
+        return proto
 
     def to_bytes(self) -> bytes:
         """The serialized model, byte-identical to what `save` writes (models under 2 GB)."""
         import io
 
         buf = io.BytesIO()
-        _write_streaming(self.ir, buf)
+        _write_streaming(self.ir, buf, self.written_ir_version())
         return buf.getvalue()
 
     def sha256(self) -> str:
         """Hex sha256 of the bytes `save` writes (computed without holding them)."""
-        self._stamp()
         digest = hashlib.sha256()
 
         class _Sink:
@@ -176,7 +178,7 @@ class Model:
                 digest.update(data)
                 return len(data)
 
-        _write_streaming(self.ir, _Sink())  # type: ignore[arg-type]
+        _write_streaming(self.ir, _Sink(), self.written_ir_version())  # type: ignore[arg-type]
         return digest.hexdigest()
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -185,7 +187,6 @@ class Model:
         Returns:
             The path written.
         """
-        self._stamp()
         path = Path(path)
         if path.is_dir():
             raise GraphfixError("is a folder, not a model file name", kind="usage", path=path)
@@ -193,10 +194,12 @@ class Model:
         if not folder.is_dir():
             raise GraphfixError("output folder does not exist", kind="usage", path=path)
         if _needs_external_data(self.ir):
-            _save_external(self.ir, path)
+            stamped = self.ir.clone()  # tensors shared; only the copy gets the IR version
+            stamped.ir_version = self.written_ir_version()
+            _save_external(stamped, path)
         else:
             with atomic_write(path) as fh:
-                _write_streaming(self.ir, fh)
+                _write_streaming(self.ir, fh, self.written_ir_version())
         return path
 
     # ----- running ------------------------------------------------------------------------
@@ -259,18 +262,61 @@ def set_metadata(model: ir.Model, **values: Any) -> None:
             model.metadata_props[full] = json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22, cancel: threading.Event | None = None) -> str:
+    """Hex sha256 of a file, read in chunks; stops early (returns "") once `cancel` is set."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
+            if cancel is not None and cancel.is_set():
+                return ""
             h.update(block)
     return h.hexdigest()
 
 
-def source_metadata(fmt: str, files: list[str | os.PathLike]) -> dict[str, Any]:
+def source_metadata(fmt: str, files: list[str | os.PathLike], cancel: threading.Event | None = None) -> dict[str, Any]:
     """The `graphfix.source` document: format and sha256 of each source file (by base name)."""
-    return {"format": fmt, "files": {os.path.basename(f): sha256_file(f) for f in files}}
+    return {"format": fmt, "files": {os.path.basename(f): sha256_file(f, cancel=cancel) for f in files}}
+
+
+class SourceHasher:
+    """`source_metadata` on a background thread (hashlib releases the GIL), stopped on error.
+
+        with SourceHasher("mxnet", [symbol, params]) as hasher:
+            model = convert(...)                      # runs beside the hashing
+            set_metadata(model, source=hasher.result())
+
+    Leaving the block by an exception stops the hashing at its next 4 MB chunk, so a file
+    refused early (a broken 3 GB params file) is not hashed to the end first.
+    """
+
+    def __init__(self, fmt: str, files: list[str | os.PathLike]) -> None:
+        self._cancel = threading.Event()
+        self._result: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fmt, files), name="graphfix-sha256", daemon=True)
+
+    def _run(self, fmt: str, files: list[str | os.PathLike]) -> None:
+        try:
+            self._result = source_metadata(fmt, files, cancel=self._cancel)
+        except BaseException as exc:  # re-raised in result()
+            self._error = exc
+
+    def __enter__(self) -> SourceHasher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._cancel.set()
+        self._thread.join()
+
+    def result(self) -> dict[str, Any]:
+        """The `graphfix.source` document (waits for the hashing to finish)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 # ----- writing ------------------------------------------------------------------------------
@@ -339,8 +385,8 @@ def _tensor_data(tensor: ir.TensorProtocol) -> memoryview | bytes:
     return tensor.tobytes()
 
 
-def _skeleton(model: ir.Model) -> onnx.ModelProto:
-    """The model proto with every initializer's data left out (value_info kept)."""
+def _skeleton(model: ir.Model, ir_version: int) -> onnx.ModelProto:
+    """The model proto, stamped with `ir_version`, with every initializer left out."""
     inits = list(model.graph.initializers.values())
     saved = [v.const_value for v in inits]
     serde_logger = logging.getLogger("onnx_ir.serde")
@@ -354,6 +400,7 @@ def _skeleton(model: ir.Model) -> onnx.ModelProto:
         for v, t in zip(inits, saved):
             v.const_value = t
         serde_logger.setLevel(level)
+    proto.ir_version = ir_version
     # value_info with a dtype but no shape says nothing and fails onnx.checker: drop it
     keep = [vi for vi in proto.graph.value_info if not vi.type.HasField("tensor_type") or vi.type.tensor_type.HasField("shape")]
     if len(keep) != len(proto.graph.value_info):
@@ -362,7 +409,7 @@ def _skeleton(model: ir.Model) -> onnx.ModelProto:
     return proto
 
 
-def _write_streaming(model: ir.Model, fh: BinaryIO) -> None:
+def _write_streaming(model: ir.Model, fh: BinaryIO, ir_version: int) -> None:
     """Serialize `model` to `fh`, streaming each initializer's bytes from its own buffer.
 
     Protobuf allows a message's fields in any order, so the graph is written as its skeleton
@@ -370,7 +417,7 @@ def _write_streaming(model: ir.Model, fh: BinaryIO) -> None:
     known from the headers and the tensors' byte counts, so nothing is serialized twice and the
     layout (hence the output) is deterministic.
     """
-    skeleton = _skeleton(model)
+    skeleton = _skeleton(model, ir_version)
     graph_bytes = skeleton.graph.SerializeToString(deterministic=True)
     skeleton.ClearField("graph")
     head = skeleton.SerializeToString(deterministic=True)
@@ -402,6 +449,12 @@ def _write_streaming(model: ir.Model, fh: BinaryIO) -> None:
             progress.update(size)
 
 
+def _nbytes(tensor: ir.TensorProtocol) -> int:
+    if tensor.dtype == ir.DataType.STRING:
+        return sum(len(b) for b in tensor.string_data())
+    return tensor.nbytes
+
+
 def _needs_external_data(model: ir.Model) -> bool:
     total = 0
     for v in model.graph.initializers.values():
@@ -410,7 +463,7 @@ def _needs_external_data(model: ir.Model) -> bool:
             continue
         if isinstance(t, ir.ExternalTensor):
             return True
-        total += t.nbytes
+        total += _nbytes(t)
     return total > _PROTO_LIMIT - (64 << 20)
 
 
@@ -460,4 +513,7 @@ def load_onnx(path: str | os.PathLike) -> Model:
     except Exception as exc:
         raise GraphfixError(f"malformed ONNX graph: {str(exc).splitlines()[0]}", path=path) from exc
     ir.external_data.set_base_dir(model.graph, os.path.dirname(os.path.abspath(path)))
+    from onnx_ir.passes.common import TopologicalSortPass
+
+    TopologicalSortPass()(model)  # some exporters write unsorted graphs; cloning needs order
     return Model(model, path=path)

@@ -116,3 +116,24 @@ def test_save_keeps_every_dtype_and_typed_fields(tmp_path):
         assert got[name].dtype == array.dtype and np.array_equal(got[name], array), name
     assert got["typed"].tolist() == [1.0, 2.0, 3.0]
     assert got["names"].tolist() == ["a", "bc"]
+
+
+def test_save_does_not_change_the_model(tmp_path):
+    m = gf.Model.from_proto(_tiny(ir_version=14, opset=17))
+    m.save(tmp_path / "a.onnx")
+    assert m.ir.ir_version == 14  # only the file is stamped
+    assert m.to_proto().ir_version == 10 and onnx.load(str(tmp_path / "a.onnx")).ir_version == 10
+
+
+def test_unsorted_graph_loads_and_swaps(tmp_path):
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    nodes = [helper.make_node("Softmax", ["fc"], ["p"], axis=1, name="sm"),
+             helper.make_node("Gemm", ["r", "w"], ["fc"], transB=1, name="fc"),
+             helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 4])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    (tmp_path / "u.onnx").write_bytes(m.SerializeToString())
+    new = gf.swap_head(gf.load(tmp_path / "u.onnx"), labels=2)
+    assert new.run(np.ones((1, 3), np.float32))["logits"].shape == (1, 2)

@@ -9,11 +9,10 @@ from __future__ import annotations
 __all__ = ["load", "detect_format", "parse_input_shapes"]
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from graphfix.errors import GraphfixError
-from graphfix.model import Model, load_onnx, set_metadata, source_metadata
+from graphfix.model import Model, SourceHasher, load_onnx, set_metadata
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -93,12 +92,10 @@ def load(
     fmt = format or detect_format(path)
     shapes = parse_input_shapes(input_shape)
     if fmt == "onnx":
-        # hashlib releases the GIL: hash the file on another core while it is parsed
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            source = pool.submit(source_metadata, "onnx", [path])
+        with SourceHasher("onnx", [path]) as hasher:  # hashes beside the parsing
             model = load_onnx(path)
             if "graphfix.source" not in model.ir.metadata_props:
-                set_metadata(model.ir, source=source.result())
+                set_metadata(model.ir, source=hasher.result())
         return model
     if fmt == "mxnet":
         from graphfix.convert.mxnet import load_mxnet

@@ -16,7 +16,6 @@ __all__ = ["load_caffe", "SUPPORTED_LAYERS", "NO_ONNX_LAYERS"]
 import glob
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from graphfix.convert.caffe._schema import Msg
 from graphfix.convert.caffe._table import CONVERTERS, DATA_LAYERS, NO_ONNX_LAYERS, SUPPORTED_LAYERS
 from graphfix.convert.caffe._upgrade import Layer, net_layers
 from graphfix.errors import GraphfixError
-from graphfix.model import Model, set_metadata, source_metadata
+from graphfix.model import Model, SourceHasher, set_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +70,7 @@ def load_caffe(
     inputs, layers = _inputs(net, layers, input_shape, path)
     weights_path = _find_weights(path, weights, layers)
     files = [path] + ([weights_path] if weights_path else [])
-    # sha256 of the sources runs beside the conversion (hashlib releases the GIL)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        source = pool.submit(source_metadata, "caffe", files)
+    with SourceHasher("caffe", files) as hasher:  # hashes beside the conversion
         caffemodel = read_caffemodel(weights_path) if weights_path else None
         try:
             ir_model = build_graph(layers, inputs, caffemodel, outputs=outputs, opset=opset, path=path)
@@ -81,7 +78,7 @@ def load_caffe(
             exc.with_path(path)  # errors that name no file are about the prototxt
             raise
         preprocess = _preprocess(net, layers, caffemodel, inputs, path)
-        set_metadata(ir_model, source=source.result(), preprocess=preprocess)
+        set_metadata(ir_model, source=hasher.result(), preprocess=preprocess)
     return Model(ir_model, path=path)
 
 

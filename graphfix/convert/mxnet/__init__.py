@@ -13,7 +13,6 @@ __all__ = ["load_mxnet", "find_params", "SUPPORTED_OPS", "supported_ops", "ops_m
 import logging
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 from graphfix.convert._onnx import DEFAULT_OPSET
 from graphfix.convert.mxnet._driver import build_model, check_supported
@@ -21,7 +20,7 @@ from graphfix.convert.mxnet._params import read_params
 from graphfix.convert.mxnet._symbol import read_symbol
 from graphfix.convert.mxnet._table import ops_markdown, supported_ops
 from graphfix.errors import GraphfixError
-from graphfix.model import Model, set_metadata, source_metadata
+from graphfix.model import Model, SourceHasher, set_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +112,9 @@ def load_mxnet(
     check_supported(symbol, symbol_path)
     params_path = os.fspath(params) if params is not None else find_params(symbol_path)
     files = [symbol_path] + ([params_path] if params_path else [])
-    # sha256 of the sources (graphfix.source) runs in a thread beside the conversion: hashlib
-    # releases the GIL, and on a large checkpoint hashing takes as long as everything else.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="graphfix-sha256") as pool:
-        source = pool.submit(source_metadata, "mxnet", files)
+    # sha256 of the sources (graphfix.source) runs beside the conversion; on a large checkpoint
+    # hashing takes as long as everything else.
+    with SourceHasher("mxnet", files) as hasher:
         if params_path is None:
             logger.warning("no params file found beside %s; converting without weights", symbol_path)
             pfile = None
@@ -125,12 +123,11 @@ def load_mxnet(
         try:
             ir_model = build_model(symbol, pfile, path=symbol_path, input_shapes=input_shape, opset=opset)
         except GraphfixError as exc:
-            source.cancel()
             if pfile is None and "missing from params" in exc.message:
                 exc.hint = "no params file was found beside the symbol file; pass --params"
                 exc.args = (exc.one_line(),)
             raise
-        set_metadata(ir_model, source=source.result())
+        set_metadata(ir_model, source=hasher.result())
     logger.info(
         "converted %s (%s layout, %d nodes) with %s",
         symbol_path,

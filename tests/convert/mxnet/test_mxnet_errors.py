@@ -42,7 +42,7 @@ def test_declared_shape_exceeds_file(tmp_path):
     sym, params = _lenet_copy(tmp_path)
     huge = struct.pack("<QQQ", 0x112, 0, 1) + struct.pack("<Iii4q", 0xF993FAC9, 0, 4, 1 << 20, 1 << 20, 1 << 20, 8)
     params.write_bytes(huge + struct.pack("<iii", 1, 0, 0) + b"\0" * 100)
-    _assert_refused(tmp_path, sym, match="truncated")
+    _assert_refused(tmp_path, sym, match="impossible shape")
 
 
 @pytest.mark.parametrize("text", ['{"hello": "world"}', "[1, 2, 3]", "{not json"])
