@@ -20,6 +20,8 @@ __all__ = [
     "train_head",
     "fit_thresholds",
     "apply_thresholds",
+    "export",
+    "check",
 ]
 
 from graphfix._version import __version__
@@ -28,3 +30,5 @@ from graphfix.errors import GraphfixError
 from graphfix.model import Model
 from graphfix.surgery import Head, find_head, swap_head
 from graphfix.calibrate import Thresholds, apply_thresholds, fit_thresholds, train_head
+from graphfix.convert.check import check
+from graphfix.convert.export import export

@@ -135,3 +135,23 @@ def _assert_one_line_error(res, needle: str) -> None:
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("graphfix: error: ") and needle in lines[0], lines[0]
     assert "Traceback" not in res.stderr
+
+
+def test_swap_head_with_target_exports_a_ready_model(tmp_path):
+    out = tmp_path / "trt.onnx"
+    res = run_cli("swap-head", onnx_fixture("squeezenet_conv_head"), "--labels", "4", "-o", out, "--target", "tensorrt", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["export"]["ready"] is True and doc["export"]["parity"]["ok"] is True
+    proto = onnx.load(str(out))
+    assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}  # folded by export
+    assert [o.name for o in proto.graph.output] == ["logits", "probabilities"]
+    check = run_cli("check", out, "--target", "tensorrt", "--json")
+    assert check.returncode == 0 and json.loads(check.stdout)["ok"] is True
+
+
+def test_convert_with_target_and_fp16_needs_target(tmp_path):
+    res = run_cli("convert", onnx_fixture("cnn_softmax"), "-o", tmp_path / "c.onnx", "--target", "cuda", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["export"]["target"] == "cuda"
+    res = run_cli("convert", onnx_fixture("cnn_softmax"), "-o", tmp_path / "d.onnx", "--fp16")
+    _assert_one_line_error(res, "--fp16 needs --target")

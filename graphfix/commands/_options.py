@@ -86,3 +86,38 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+def add_target_args(parser: argparse.ArgumentParser) -> None:
+    """--target/--fp16: write a deployable model in the same command (see `graphfix export`)."""
+    parser.add_argument("--target", choices=("cpu", "cuda", "tensorrt"),
+                        help="export for this target (export passes, parity check, readiness check)")
+    parser.add_argument("--fp16", action="store_true", help="with --target: float16 inside the graph, fp32 I/O and head")
+
+
+def write_model(args: argparse.Namespace, model, out: str) -> dict[str, Any] | None:
+    """Save `model` to `out`, or export it for `--target`; returns the export summary.
+
+    Raises:
+        GraphfixError: kind "parity" (nothing written) when the export changes the outputs, or
+            kind "not_ready" (the model is written) when the readiness check has a FAIL.
+    """
+    if not getattr(args, "target", None):
+        if getattr(args, "fp16", False):
+            raise GraphfixError("--fp16 needs --target", kind="usage")
+        model.save(out)
+        return None
+    from graphfix.convert.export import export
+
+    result = export(model, out, target=args.target, fp16=args.fp16)
+    summary = {
+        "target": args.target,
+        "fp16": args.fp16,
+        "parity": result.parity,
+        "ready": result.report.ok if result.report is not None else None,
+        "findings": [f.to_dict() for f in result.report.findings] if result.report is not None else [],
+    }
+    if result.report is not None and not result.report.ok:
+        fails = ", ".join(sorted({f.id for f in result.report.failures}))
+        raise GraphfixError(f"written, but not ready for {args.target}: FAIL {fails} (see `graphfix check`)", kind="not_ready", path=out)
+    return summary

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from graphfix.commands._options import add_output_args, check_output_path, default_output, emit, load_model
+from graphfix.commands._options import (
+    add_output_args, add_target_args, check_output_path, default_output, emit, load_model, write_model,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from graphfix.calibrate._cli import add_data_args
 
     add_data_args(parser)
+    add_target_args(parser)
     add_output_args(parser)
 
 
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         min_positives=args.min_positives, folds=args.folds, at_least_one=args.at_least_one, seed=args.seed,
     )
     new = apply_thresholds(model, th, labels_output=not args.no_labels_output)
-    new.save(out)
+    exported = write_model(args, new, out)
     splits = {"heldout": {"at_0.5": evaluate(scores, y, 0.5, labels), "tuned": th.heldout}}
     if args.test:
         t_scores, t_y = model_scores(model, args.test, **kw)
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "ok": True, "command": "calibrate", "output": out, "thresholds": th.to_dict(),
         "metrics": {s: {k: brief(v) for k, v in r.items()} for s, r in splits.items()},
         "report_files": files,
+        "export": exported,
     }
     emit(args, doc, text)
     return 0

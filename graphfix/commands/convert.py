@@ -16,7 +16,9 @@ import json
 import os
 import time
 
-from graphfix.commands._options import add_model_args, add_output_args, check_output_path, default_output, emit, load_model
+from graphfix.commands._options import (
+    add_model_args, add_output_args, add_target_args, check_output_path, default_output, emit, load_model, write_model,
+)
 from graphfix.errors import GraphfixError
 
 
@@ -24,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser, nargs="+")
     parser.add_argument("--swap-head", metavar="N|FILE", help="also replace the head with N labels (or names from FILE)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new head (with --swap-head)")
+    add_target_args(parser)
     parser.add_argument("--verify", action="store_true",
                         help="run the source framework (mxnet / OpenCV DNN) where importable and report max abs diff")
     fleet = parser.add_argument_group("fleet (folders or several models)")
@@ -60,7 +63,7 @@ def _run_one(args: argparse.Namespace, path: str) -> int:
         from graphfix.surgery import parse_labels_arg, swap_head
 
         model = swap_head(model, labels=parse_labels_arg(args.swap_head), seed=args.seed)
-    model.save(out)
+    exported = write_model(args, model, out)
     seconds = time.perf_counter() - start
     io = model.io_info()
     doc = {
@@ -75,6 +78,7 @@ def _run_one(args: argparse.Namespace, path: str) -> int:
         "inputs": io["inputs"],
         "outputs": io["outputs"],
         "verify": verify,
+        "export": exported,
         "seconds": round(seconds, 3),
     }
     text = [f"wrote {out} ({len(model.graph)} nodes, opset {model.opset}, {os.path.getsize(out) / 1e6:.2f} MB, {seconds:.2f} s)"]
@@ -104,6 +108,8 @@ def _run_fleet(args: argparse.Namespace) -> int:
         extra += ["--swap-head", args.swap_head, "--seed", str(args.seed)]
     if args.verify:
         extra.append("--verify")
+    if args.target:
+        extra += ["--target", args.target] + (["--fp16"] if args.fp16 else [])
     for shape in args.input_shape or []:
         extra += ["--input-shape", shape]
     run_fleet(jobs, workers=args.jobs, timeout=args.timeout, force=args.force, extra=extra)

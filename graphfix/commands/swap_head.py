@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from graphfix.commands._options import add_model_args, add_output_args, check_output_path, default_output, emit, load_model
+from graphfix.commands._options import (
+    add_model_args, add_output_args, add_target_args, check_output_path, default_output, emit, load_model, write_model,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the new head's initialisation (default 0)")
     parser.add_argument("--features", metavar="NAME", help="tensor the new head reads (overrides head finding)")
     parser.add_argument("--init-from-old", metavar="MAP", help="JSON or text map label -> old class index; those rows copy the old classifier")
+    add_target_args(parser)
     add_output_args(parser)
 
 
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out, [args.model, args.params, args.weights])
     model = load_model(args)
     new = swap_head(model, labels=labels, seed=args.seed, features=args.features, init_from_old=args.init_from_old)
-    new.save(out)
+    exported = write_model(args, new, out)
     seconds = time.perf_counter() - start
     head = new.metadata["head"]
     doc = {
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         "labels": labels,
         "head": head,
         "outputs": new.io_info()["outputs"],
+        "export": exported,
         "seconds": round(seconds, 3),
     }
     emit(

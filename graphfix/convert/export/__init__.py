@@ -1,0 +1,295 @@
+"""Export GPU- and TensorRT-ready ONNX: a fixed sequence of onnx-ir passes, parity, readiness.
+
+`export(model, path, target=...)` clones the model, runs the passes below in this order, checks
+parity with the input in onnxruntime, writes `path` (external data above 2 GB) and runs the
+readiness check (`graphfix.convert.check`) on the result:
+
+1. FoldConstantsPass        constant folding + dead code (onnxscript optimizer)
+2. RemoveInferenceNoOpsPass inference Dropout / Identity
+3. FoldBatchNormPass        BatchNormalization into the preceding Conv / Gemm
+4. ConstantReshapePass      Shape-chain Reshape -> Flatten / constant Reshape
+5. ConvertOpsetPass         target opset (default 17), explicit ir_version
+6. BatchDimPass             only the batch dimension symbolic (or fixed), shapes re-inferred
+7. FoldConstantsPass        again (a fixed batch lets more fold)
+8. Int64RangePass           int64 constants vs int32 range
+9. Float16Pass              with `fp16=True`: fp16 in the graph, fp32 I/O, Resize + head fp32
+10. HygienePass             no initializer inputs, unique node names, topological order
+"""
+
+from __future__ import annotations
+
+__all__ = ["export", "ExportResult", "TARGETS"]
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphfix.errors import GraphfixError
+from graphfix.model import Model, set_metadata
+
+logger = logging.getLogger(__name__)
+
+#: Export targets.
+TARGETS = ("cpu", "cuda", "tensorrt")
+
+
+@dataclass
+class ExportResult:
+    """What `export` produced.
+
+    Attributes:
+        model: The exported Model.
+        path: The file written, if any.
+        options: target, fp16, opset, batch, max_batch.
+        passes: Per pass: name, modified, seconds.
+        parity: The parity figures (`_parity.compare`), None when not verified.
+        report: The readiness Report of the exported model, None when not checked.
+        notes: fp16 overflow/underflow and int64 findings of the passes.
+        seconds: Total wall time.
+    """
+
+    model: Model
+    path: str | None
+    options: dict[str, Any]
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    parity: dict[str, Any] | None = None
+    report: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Parity within tolerance (or not run) and no FAIL in the readiness report."""
+        parity_ok = self.parity is None or self.parity["ok"]
+        return parity_ok and (self.report is None or self.report.ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for `--json`."""
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "options": self.options,
+            "passes": self.passes,
+            "parity": self.parity,
+            "notes": self.notes,
+            "report": self.report.to_dict() if self.report is not None else None,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def export(
+    model: Model | str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    *,
+    target: str = "tensorrt",
+    fp16: bool = False,
+    opset: int = 17,
+    batch: str | int = "dynamic",
+    max_batch: int | None = None,
+    verify: bool = True,
+    sample_inputs: Any = None,
+    check: bool = True,
+    reference_path: str | os.PathLike | None = None,
+) -> ExportResult:
+    """Export `model` for `target`; write `path` when given.
+
+    Args:
+        model: A Model or an ONNX file path. It is not changed.
+        path: Where to write the result (external data `<name>.data` above 2 GB).
+        target: "cpu", "cuda" or "tensorrt".
+        fp16: Put float16 into the graph (fp32 inputs/outputs; Resize and the head stay fp32).
+        opset: Target default-domain opset (13..20).
+        batch: "dynamic" (symbolic batch) or a fixed batch size.
+        max_batch: Largest batch the deployment uses (stored in metadata; used for the TensorRT
+            profile by `check --build`).
+        verify: Compare with the input in onnxruntime (GraphfixError kind "parity" when over).
+        sample_inputs: Extra feeds for the parity run and the fp16 activation probe.
+        check: Run the readiness check on the result.
+        reference_path: The ONNX file `model` was loaded from, when its graph is unchanged:
+            parity then runs the reference from that file (no temporary copy of big weights).
+
+    Returns:
+        An ExportResult. Raises GraphfixError(kind="parity") when outputs differ beyond the
+        tolerance (nothing is written then; the figures are in `error.result`).
+    """
+    from graphfix.convert.export import passes as P
+    from graphfix.convert.export._parity import compare
+
+    start = time.perf_counter()
+    reference_path = os.fspath(reference_path) if reference_path is not None else None
+    if not isinstance(model, Model):
+        from graphfix.model import load_onnx
+
+        model = load_onnx(model)
+        reference_path = model.path  # loaded here and never edited: run the reference from the file
+    if target not in TARGETS:
+        raise GraphfixError(f"unknown target {target!r}", kind="usage", hint="cpu, cuda or tensorrt")
+    if isinstance(batch, str) and batch != "dynamic":
+        try:
+            batch = int(batch)
+        except ValueError:
+            raise GraphfixError(f"bad --batch {batch!r}", kind="usage", hint="dynamic or a positive N") from None
+    if max_batch is not None and (max_batch < 1 or (isinstance(batch, int) and max_batch < batch)):
+        raise GraphfixError(f"bad --max-batch {max_batch}", kind="usage")
+    options = {"target": target, "fp16": bool(fp16), "opset": opset, "batch": batch, "max_batch": max_batch}
+    result = ExportResult(model=None, path=None, options=options)  # type: ignore[arg-type]
+
+    work = _working_copy(model)
+    int64 = P.Int64RangePass()
+    half = P.Float16Pass()
+    pipeline: list[tuple[str, Any]] = [
+        ("fold_constants", P.FoldConstantsPass()),
+        ("remove_inference_noops", P.RemoveInferenceNoOpsPass()),
+        ("fold_batchnorm", P.FoldBatchNormPass()),
+        ("constant_reshape", P.ConstantReshapePass()),
+        ("convert_opset", P.ConvertOpsetPass(opset)),
+        ("batch_dim", P.BatchDimPass(batch)),
+        ("fold_constants_2", P.FoldConstantsPass()),
+        ("int64_range", int64),
+    ]
+    if fp16:
+        pipeline.append(("float16", half))
+    pipeline.append(("hygiene", P.HygienePass()))
+    for name, pass_ in pipeline:
+        t0 = time.perf_counter()
+        try:
+            outcome = pass_(work.ir)
+        except GraphfixError as exc:
+            raise exc.with_path(model.path) if model.path else exc
+        except Exception as exc:  # a pass bug or a model the pass cannot handle
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            if isinstance(cause, GraphfixError):
+                raise cause.with_path(model.path) if model.path else cause
+            raise
+        result.passes.append(
+            {"name": name, "modified": bool(outcome.modified), "seconds": round(time.perf_counter() - t0, 4)}
+        )
+        logger.info("export pass %s: %s", name, "modified" if outcome.modified else "no change")
+    if int64.out_of_range:
+        result.notes["int64_out_of_range"] = int64.out_of_range
+    if fp16:
+        result.notes["fp16_converted_nodes"] = half.converted
+        if half.overflow:
+            result.notes["fp16_overflow_kept_fp32"] = half.overflow
+        if half.underflow:
+            result.notes["fp16_underflow"] = half.underflow
+    set_metadata(
+        work.ir,
+        export={k: v for k, v in options.items()},
+    )
+    _preflight(work, model.path)
+    result.model = work
+
+    # Big models are written first and verified from the file (one serialization instead of
+    # two); when parity fails the written files are removed again, so nothing is left behind.
+    early_save = path is not None and _is_big(work)
+    if early_save:
+        work.save(path)
+    if verify:
+        t0 = time.perf_counter()
+        try:
+            result.parity = compare(model, work, fp16=fp16, sample_inputs=sample_inputs,
+                                    candidate_path=os.fspath(path) if early_save else None,
+                                    reference_path=reference_path)
+        except BaseException:
+            if early_save:
+                _remove_written(path)
+            raise
+        result.parity["seconds"] = round(time.perf_counter() - t0, 3)
+        if not result.parity["ok"]:
+            if early_save:
+                _remove_written(path)
+            worst = max(
+                result.parity["outputs"].items(),
+                key=lambda kv: kv[1]["max_abs_diff"] - kv[1]["tolerance"],
+            )
+            error = GraphfixError(
+                f"parity failed: output {worst[0]} differs by {worst[1]['max_abs_diff']:.3g} "
+                f"(tolerance {worst[1]['tolerance']:.3g})",
+                kind="parity", path=model.path,
+                hint="nothing was written; report this model to the graphfix developers",
+            )
+            error.result = result  # type: ignore[attr-defined]
+            raise error
+
+    if path is not None:
+        if not early_save:
+            work.save(path)
+        work.path = os.fspath(path)
+        result.path = os.fspath(path)
+    if check:
+        from graphfix.convert.check import check as run_check
+
+        check_target = "cuda" if target == "cpu" else target
+        result.report = run_check(
+            result.path or work, target=check_target, sample_inputs=sample_inputs,
+            max_batch=max_batch, generic_only=(target == "cpu"),
+        )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _preflight(model: Model, path: str | None) -> None:
+    """Refuse models that cannot be deployed whatever the passes do (before the parity run)."""
+    import onnx_ir as ir
+
+    from graphfix.convert.export.passes.noop import dropout_is_training
+
+    graph = model.ir.graph
+    strings = [v.name for v in graph.initializers.values() if v.dtype == ir.DataType.STRING]
+    strings += [v.name for v in [*graph.inputs, *graph.outputs] if v.dtype == ir.DataType.STRING]
+    if strings:
+        raise GraphfixError(
+            f"STRING tensors cannot run on GPU: {', '.join(list(dict.fromkeys(strings))[:3])}", kind="not_ready",
+            path=path,
+            hint="keep label names in metadata (graphfix.labels), not in the graph",
+        )
+    for node in graph:
+        if node.op_type == "Dropout" and dropout_is_training(node, model.opset) is not False:
+            raise GraphfixError("Dropout is in training mode", kind="not_ready", path=path,
+                                node=f"{node.name} (Dropout)", hint="export the source model in eval mode")
+        if node.op_type == "BatchNormalization" and node.attributes.get_int("training_mode", 0):
+            raise GraphfixError("BatchNormalization is in training mode", kind="not_ready", path=path,
+                                node=f"{node.name} (BatchNormalization)", hint="export the source model in eval mode")
+
+
+def _working_copy(model: Model) -> Model:
+    """A clone to edit (tensors shared), topologically sorted first.
+
+    onnx-ir cannot clone a graph whose nodes are out of order; such a (small, malformed) graph
+    is copied through serialization instead.
+    """
+    from onnx_ir.passes.common import TopologicalSortPass
+
+    try:
+        work = model.copy()
+    except Exception:  # an unsorted graph: onnx-ir's clone needs producers first
+        import onnx_ir as ir
+
+        work = Model(ir.serde.deserialize_model(ir.serde.serialize_model(model.ir)), path=model.path)
+    TopologicalSortPass()(work.ir)
+    return work
+
+
+def _is_big(model: Model) -> bool:
+    """True when the model holds external tensors or more than 256 MiB of weights."""
+    import onnx_ir as ir
+
+    total = 0
+    for value in model.ir.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            return True
+        if tensor is not None and value.dtype != ir.DataType.STRING:
+            total += tensor.nbytes
+    return total > (256 << 20)
+
+
+def _remove_written(path) -> None:
+    for name in (os.fspath(path), os.fspath(path) + ".data"):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass

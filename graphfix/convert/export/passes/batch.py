@@ -1,0 +1,87 @@
+"""Make the batch dimension the only symbolic one (or fix it), then re-infer shapes."""
+
+from __future__ import annotations
+
+__all__ = ["BatchDimPass"]
+
+import logging
+
+import onnx_ir as ir
+
+from graphfix.errors import GraphfixError
+
+logger = logging.getLogger(__name__)
+
+
+class BatchDimPass(ir.passes.InPlacePass):
+    """Set dim 0 of every graph input and output to one symbol (`batch`) or a fixed N.
+
+    Cases:
+        1. `batch="dynamic"`: dim 0 of each input becomes the same symbol (the name the model
+           already uses, else `batch`); `batch=N` fixes it to N.
+        2. Any other symbolic input dimension is an error (GraphfixError not_ready): TensorRT
+           needs a profile range for each; fix it when loading (`--input-shape`).
+        3. Intermediate and output shapes are cleared and re-inferred with ONNX shape
+           inference (data propagation on); output dim 0 that inference leaves unknown is set
+           to the batch symbol. Inputs of rank 0 are left alone.
+
+    `modified` is True when any input or output shape changed.
+    """
+
+    def __init__(self, batch: str | int = "dynamic") -> None:
+        super().__init__()
+        if batch != "dynamic" and (not isinstance(batch, int) or batch < 1):
+            raise GraphfixError(f"bad batch {batch!r}", kind="usage", hint="--batch dynamic or a positive N")
+        self.batch = batch
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        from onnx_ir.passes.common import ShapeInferencePass
+
+        graph = model.graph
+        inputs = [v for v in graph.inputs if not v.is_initializer()]
+        before = [(v.name, _dims(v.shape)) for v in [*inputs, *graph.outputs]]
+        dim0 = self._batch_dim(inputs)
+        for value in inputs:
+            if value.shape is None or len(value.shape) == 0:
+                continue
+            dims = list(value.shape)
+            for axis, dim in enumerate(dims[1:], 1):
+                if not isinstance(dim, int):
+                    raise GraphfixError(
+                        f"input {value.name} has a dynamic dimension {axis} ({dim}); only the batch may be dynamic",
+                        kind="not_ready", hint=f"fix it when loading: --input-shape {value.name}:1,3,224,224",
+                    )
+            value.shape = ir.Shape([dim0, *dims[1:]])
+        saved = {}
+        for node in graph:
+            for out in node.outputs:
+                saved[out] = out.shape
+                out.shape = None
+        result = ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+        if not result.modified:
+            for value, shape in saved.items():
+                value.shape = shape
+        for value in graph.outputs:
+            shape = value.shape
+            if shape is None or len(shape) == 0:
+                continue
+            first = shape[0]
+            if not isinstance(first, int) and first != dim0:
+                value.shape = ir.Shape([dim0, *list(shape)[1:]])
+        after = [(v.name, _dims(v.shape)) for v in [*inputs, *graph.outputs]]
+        return ir.passes.PassResult(model, after != before)
+
+    def _batch_dim(self, inputs: list[ir.Value]) -> int | ir.SymbolicDim:
+        if self.batch != "dynamic":
+            return int(self.batch)
+        for value in inputs:
+            if value.shape is not None and len(value.shape) and isinstance(value.shape[0], ir.SymbolicDim):
+                if value.shape[0].value:
+                    return ir.SymbolicDim(value.shape[0].value)
+        return ir.SymbolicDim("batch")
+
+
+def _dims(shape: ir.Shape | None):
+    if shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else str(d.value) for d in shape)

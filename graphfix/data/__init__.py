@@ -1,0 +1,1 @@
+"""Data shipped with graphfix (package data): the onnxruntime CUDA kernel table."""
