@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import onnx
 
-from tests.conftest import FIXTURES, run_cli
+from tests.conftest import FIXTURES, ROOT, run_cli
 
 
-def _model_units() -> list[list[Path]]:
-    """Each fixture model as the list of files it needs (ONNX, MXNet and Caffe fixtures)."""
-    units = [[p] for p in sorted((FIXTURES / "onnx").glob("*.onnx"))]
-    for sym in sorted((FIXTURES / "mxnet").glob("*/*-symbol.json")):  # whole models, not per-op ones
-        stem = sym.name[: -len("-symbol.json")]
-        params = sorted(sym.parent.glob(f"{stem}-*.params"))
-        if params:
-            units.append([sym, params[-1]])
-    for proto in sorted((FIXTURES / "caffe").glob("**/*.prototxt")):
-        weights = proto.with_suffix(".caffemodel")
-        if weights.exists():
-            units.append([proto, weights])
-    return units
-
-
-def _make_fleet(root: Path, count: int, broken: int) -> int:
-    """Copy `count` fixture models (each in its own folder) plus `broken` broken ones."""
-    units = _model_units()[:count]
-    for i, files in enumerate(units):
-        folder = root / ("deep" if i % 3 == 0 else ".") / f"m{i:02d}"
-        folder.mkdir(parents=True)
-        for f in files:
-            shutil.copy(f, folder / f.name)
-    bad = root / "broken"
-    bad.mkdir()
-    kinds = [("garbage.onnx", b"not a model at all"), ("cut-symbol.json", b'{"nodes": [{"op": "null", "name": "data", "inputs": []'),
-             ("empty.onnx", b"")]
-    for name, data in kinds[:broken]:
-        (bad / name).write_bytes(data)
-    if broken >= 2:
-        (bad / "cut-0000.params").write_bytes(b"\x12\x01")
-    return len(units)
+_spec = importlib.util.spec_from_file_location("bench_fleet", ROOT / "benchmarks" / "bench_fleet.py")
+bench_fleet = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_fleet)
+_make_fleet = bench_fleet.make_fleet
 
 
 def test_fleet_summary_counts_and_rerun_skips(tmp_path):
