@@ -25,6 +25,7 @@ import numpy as np
 
 from graphfix.calibrate import metrics
 from graphfix.errors import GraphfixError
+from graphfix.jsonout import jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def write_report(
         "definitions": METRIC_DEFINITIONS,
     }
     path = out / "report.json"
-    path.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
+    path.write_text(json.dumps(doc, indent=2, default=jsonable) + "\n")
     written.append(str(path))
     table_split = "test" if "test" in splits else next(iter(splits))
     rows = _rows(thresholds, splits[table_split])
@@ -172,11 +173,3 @@ def _plot_pr(out: Path, thresholds: Any, scores: np.ndarray, y: np.ndarray) -> l
         plt.close(fig)
         written.append(str(path))
     return written
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from graphfix.errors import GraphfixError
+from graphfix.jsonout import jsonable
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
@@ -72,20 +73,12 @@ def check_output_path(out: str, inputs: list[str]) -> None:
 def emit(args: argparse.Namespace, doc: dict[str, Any], text: list[str] | str) -> None:
     """Print `doc` as JSON with --json, else the human `text` unless -q."""
     if getattr(args, "json", False):
-        print(json.dumps(doc, indent=2, default=_jsonable))
+        print(json.dumps(doc, indent=2, default=jsonable))
     elif not getattr(args, "quiet", False):
         lines = [text] if isinstance(text, str) else text
         for line in lines:
             print(line)
     sys.stdout.flush()
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
 
 
 def add_target_args(parser: argparse.ArgumentParser) -> None:

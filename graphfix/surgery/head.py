@@ -20,10 +20,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
 
 from graphfix.errors import GraphfixError
+from graphfix.irutil import const_array, downstream_nodes
 from graphfix.model import Model
 
 logger = logging.getLogger(__name__)
@@ -79,18 +79,6 @@ class Head:
 
 
 # ----- small helpers ---------------------------------------------------------------------------
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    """The value's constant array (initializer or Constant node), else None."""
-    if value is None:
-        return None
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    prod = value.producer()
-    if prod is not None and prod.op_type == "Constant" and prod.domain == "" and "value" in prod.attributes:
-        return prod.attributes["value"].as_tensor().numpy()
-    return None
-
-
 def _shape(value: ir.Value) -> list[Any] | None:
     if value.shape is None:
         return None
@@ -141,7 +129,7 @@ class _Classifier:
 
 
 def _match_gemm(node: ir.Node) -> _Classifier | str:
-    w = _const(node.inputs[1] if len(node.inputs) > 1 else None)
+    w = const_array(node.inputs[1] if len(node.inputs) > 1 else None)
     if w is None or w.ndim != 2:
         return "Gemm weight is not a constant 2-D tensor"
     if node.attributes.get("transA") is not None and node.attributes["transA"].as_int():
@@ -160,8 +148,8 @@ def _match_add(node: ir.Node) -> _Classifier | str:
             mm, bias = prod, node.inputs[1 - i]
     if mm is None:
         return "Add is not fed by a MatMul"
-    w = _const(mm.inputs[1])
-    b = _const(bias)
+    w = const_array(mm.inputs[1])
+    b = const_array(bias)
     if w is None or w.ndim != 2:
         return "MatMul weight is not a constant 2-D tensor"
     if b is None or b.size != w.shape[1]:
@@ -172,7 +160,7 @@ def _match_add(node: ir.Node) -> _Classifier | str:
 
 
 def _is_1x1_conv(node: ir.Node) -> str | None:
-    w = _const(node.inputs[1] if len(node.inputs) > 1 else None)
+    w = const_array(node.inputs[1] if len(node.inputs) > 1 else None)
     if w is None or w.ndim != 4:
         return "Conv weight is not a constant 4-D tensor"
     if w.shape[2:] != (1, 1):
@@ -216,7 +204,7 @@ def _match_pool(node: ir.Node) -> _Classifier | str:
         return why
     if not _single_use(src.outputs[0], node.graph):
         return "Conv output has other consumers"
-    w = _const(src.inputs[1])
+    w = const_array(src.inputs[1])
     return _Classifier("conv", [src, *nodes], src.inputs[0], int(w.shape[1]), int(w.shape[0]), True)
 
 
@@ -224,7 +212,7 @@ def _match_conv(node: ir.Node) -> _Classifier | str:
     """A 1x1 Conv applied after global pooling (its input is [N, F, 1, 1])."""
     if (why := _is_1x1_conv(node)) is not None:
         return why
-    w = _const(node.inputs[1])
+    w = const_array(node.inputs[1])
     shape = _shape(node.inputs[0])
     if shape is None or len(shape) != 4 or shape[2:] != [1, 1]:
         return "1x1 Conv does not read a globally pooled [N, F, 1, 1] tensor"
@@ -345,7 +333,7 @@ def _locate_features(model: Model, name: str) -> Located:
             f"--features {name!r} has shape {shape}; expected [N, F] or [N, F, H, W] with static F",
             kind="usage", path=model.path,
         )
-    downstream = _downstream(feat)
+    downstream = downstream_nodes([feat])
     outputs = [o for o in graph.outputs if o.producer() is not None and o.producer() in downstream]
     if not outputs:
         raise GraphfixError(f"--features {name!r} feeds no graph output", kind="usage", path=model.path)
@@ -355,19 +343,6 @@ def _locate_features(model: Model, name: str) -> Located:
         removed=sorted(n.name for n in downstream), needs_pooling=len(shape) == 4,
     )
     return Located(head, feat, outputs, list(downstream), [])
-
-
-def _downstream(value: ir.Value) -> set[ir.Node]:
-    seen: set[ir.Node] = set()
-    stack = [u.node for u in value.uses()]
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        for out in node.outputs:
-            stack.extend(u.node for u in out.uses())
-    return seen
 
 
 def locate_head(model: Model, *, features: str | None = None) -> Located:
@@ -420,7 +395,7 @@ def locate_head(model: Model, *, features: str | None = None) -> Located:
             kind="no_head", path=model.path, hint="choose a 2-D tensor with --features NAME",
         )
     last = cls.nodes[-1].outputs[0]
-    downstream = _downstream(last)
+    downstream = downstream_nodes([last])
     outputs = [o for o in model.ir.graph.outputs if o is last or o.producer() in downstream]
     remove = list(dict.fromkeys(cls.nodes + [n for n in model.ir.graph if n in downstream]))
     head = Head(

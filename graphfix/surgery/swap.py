@@ -28,7 +28,8 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, Top
 from graphfix._version import __version__
 from graphfix.errors import GraphfixError
 from graphfix.model import Model, set_metadata
-from graphfix.surgery.head import Located, _const, locate_head
+from graphfix.irutil import const_array, fresh_name, graph_names
+from graphfix.surgery.head import Located, locate_head
 from graphfix.surgery.labels import read_init_map, resolve_labels
 
 logger = logging.getLogger(__name__)
@@ -61,23 +62,23 @@ def _old_classifier(loc: Located, path: str | None) -> tuple[np.ndarray, np.ndar
     nodes = loc.classifier
     if kind == "gemm":
         node = nodes[0]
-        w = _const(node.inputs[1]).astype(np.float32)
+        w = const_array(node.inputs[1]).astype(np.float32)
         if not (node.attributes.get("transB") is not None and node.attributes["transB"].as_int()):
             w = w.T
         alpha = node.attributes["alpha"].as_float() if "alpha" in node.attributes else 1.0
         beta = node.attributes["beta"].as_float() if "beta" in node.attributes else 1.0
-        c = _const(node.inputs[2]) if len(node.inputs) > 2 else None
+        c = const_array(node.inputs[2]) if len(node.inputs) > 2 else None
         b = np.zeros(w.shape[0], np.float32) if c is None else np.broadcast_to(c.astype(np.float32).reshape(-1), (w.shape[0],))
         return alpha * w, beta * b
     if kind == "matmul_add":
         mm, add = nodes
-        w = _const(mm.inputs[1]).astype(np.float32).T
+        w = const_array(mm.inputs[1]).astype(np.float32).T
         bias_in = add.inputs[1] if add.inputs[0] is mm.outputs[0] else add.inputs[0]
-        return w, _const(bias_in).astype(np.float32).reshape(-1)
+        return w, const_array(bias_in).astype(np.float32).reshape(-1)
     if kind == "conv":
         conv = nodes[0]
-        w = _const(conv.inputs[1]).astype(np.float32)
-        b = _const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
+        w = const_array(conv.inputs[1]).astype(np.float32)
+        b = const_array(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
         return w.reshape(w.shape[0], -1), (np.zeros(w.shape[0], np.float32) if b is None else b.astype(np.float32))
     raise GraphfixError("--init-from-old needs a linear classifier; --features has none", kind="usage", path=path)
 
@@ -102,34 +103,19 @@ def _initial_weights(
     return w, b, mapping
 
 
-def _unique_namer(graph: ir.Graph):
-    taken = {v.name for n in graph for v in n.outputs} | {v.name for v in graph.inputs}
-    taken |= set(graph.initializers) | {n.name for n in graph if n.name}
-
-    def unique(base: str) -> str:
-        name, i = base, 1
-        while name in taken:
-            name = f"{base}_{i}"
-            i += 1
-        taken.add(name)
-        return name
-
-    return unique
-
-
 def _free_reserved_names(graph: ir.Graph, reserved: list[str]) -> None:
     """Rename existing values or nodes that use a name the new head needs."""
-    unique = _unique_namer(graph)
+    taken = graph_names(graph)
     for node in graph:
         if node.name in reserved:
-            node.name = unique(f"{node.name}.orig")
+            node.name = fresh_name(taken, f"{node.name}.orig")
         for out in node.outputs:
             if out.name in reserved:
-                out.name = unique(f"{out.name}.orig")
+                out.name = fresh_name(taken, f"{out.name}.orig")
     for value in list(graph.inputs) + list(graph.initializers.values()):
         if value.name in reserved:
             old = value.name
-            value.name = unique(f"{old}.orig")
+            value.name = fresh_name(taken, f"{old}.orig")
             if old in graph.initializers:
                 graph.initializers.pop(old)
                 graph.register_initializer(value)

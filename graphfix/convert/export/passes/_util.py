@@ -7,44 +7,8 @@ __all__ = ["const_array", "fresh_name", "add_initializer", "only_consumer", "mai
 import numpy as np
 import onnx_ir as ir
 
-
-def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The NumPy value of an initializer or Constant-node output, else None."""
-    if value is None:
-        return None
-    tensor = value.const_value
-    if tensor is None:
-        producer = value.producer()
-        if producer is None or producer.op_type != "Constant" or producer.domain not in ("", "ai.onnx"):
-            return None
-        try:
-            tensor = ir.convenience.get_const_tensor(value)
-        except Exception:  # an attribute form get_const_tensor does not know
-            return None
-        if tensor is None:
-            return None
-    return tensor.numpy()
-
-
-def main_graph_names(graph: ir.Graph) -> set[str]:
-    """Every value and node name used in `graph` (inputs, initializers, node outputs, node names)."""
-    names = {v.name for v in graph.inputs if v.name}
-    names.update(graph.initializers)
-    for node in graph:
-        if node.name:
-            names.add(node.name)
-        names.update(o.name for o in node.outputs if o.name)
-    return names
-
-
-def fresh_name(taken: set[str], base: str) -> str:
-    """`base`, or `base_1`, `base_2`... whichever is not in `taken`; the result is added to `taken`."""
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    taken.add(name)
-    return name
+from graphfix.irutil import const_array, fresh_name
+from graphfix.irutil import graph_names as main_graph_names
 
 
 def add_initializer(graph: ir.Graph, taken: set[str], base: str, array: np.ndarray) -> ir.Value:

@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphfix.convert.export.passes._util import fresh_name, main_graph_names, set_dtype
+from graphfix.irutil import downstream_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -130,16 +131,8 @@ class Float16Pass(ir.passes.InPlacePass):
 
     # ----- selection ---------------------------------------------------------------------
     def _kept_nodes(self, graph: ir.Graph) -> set[ir.Node]:
-        kept: set[ir.Node] = set()
-        stack = [n for n in graph if n.name in self.keep]
-        while stack:
-            node = stack.pop()
-            if node in kept:
-                continue
-            kept.add(node)
-            for out in node.outputs:
-                stack.extend(use.node for use in out.uses())
-        return kept
+        seeds = [n for n in graph if n.name in self.keep]
+        return set(seeds) | downstream_nodes(out for n in seeds for out in n.outputs)
 
     def _wants_fp16(self, node: ir.Node) -> bool:
         if node.domain not in ("", "ai.onnx") or node.op_type not in FP16_OPS or node.op_type in self.block_ops:
