@@ -121,3 +121,19 @@ def test_prototxt_with_a_python_layer(tmp_path):
     proto.write_text(LENET + '\nlayer { name: "evil" type: "Python" bottom: "prob" top: "evil" python_param { module: "os" layer: "system" } }\n')
     weights = FIXTURES / "caffe" / "lenet.caffemodel"
     _assert_refused(tmp_path, [proto, "--weights", weights], "evil")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"nodes": [{"op": "null", "name": "' + "a" * 100_000 + '", "inputs": []}], "heads": [[0, 0, 0]]}', "longer than"),
+        (json.dumps({"nodes": [{"op": "null", "name": f"v{i}", "inputs": []} for i in range(100_001)], "heads": [[0, 0, 0]]}),
+         "more than 100000"),
+    ],
+    ids=["deep-json", "long-name", "too-many-nodes"],
+)
+def test_symbol_json_bounds(tmp_path, content, needle):
+    path = tmp_path / "x-symbol.json"
+    path.write_text(content)
+    _assert_refused(tmp_path, [path, "--input-shape", "data:1,3,8,8"], needle)

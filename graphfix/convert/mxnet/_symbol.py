@@ -79,6 +79,12 @@ class Symbol:
     layout: str
 
 
+#: Bounds on what a symbol file may declare (real networks are far below them).
+MAX_SYMBOL_BYTES = 256 << 20
+MAX_NODES = 100_000
+MAX_STRING = 4096
+
+
 def _fail(path, message: str, node: str | None = None, hint: str | None = None) -> GraphfixError:
     return GraphfixError(message, path=path, node=node, hint=hint)
 
@@ -91,6 +97,9 @@ def read_symbol(path: str | os.PathLike) -> Symbol:
     """
     path = os.fspath(path)
     try:
+        size = os.path.getsize(path)
+        if size > MAX_SYMBOL_BYTES:
+            raise _fail(path, f"symbol file is {size} bytes; more than {MAX_SYMBOL_BYTES} is not a real network")
         with open(path, "rb") as fh:
             text = fh.read()
     except OSError as exc:
@@ -99,6 +108,8 @@ def read_symbol(path: str | os.PathLike) -> Symbol:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _fail(path, f"not an MXNet symbol file: invalid JSON ({exc})") from exc
+    except RecursionError:
+        raise _fail(path, "not an MXNet symbol file: JSON nested too deeply") from None
     return parse_symbol(doc, path=path)
 
 
@@ -107,7 +118,10 @@ def _str_attrs(raw, path, where: str) -> dict[str, str]:
         return {}
     if not isinstance(raw, dict):
         raise _fail(path, f"not an MXNet symbol file: {where} is not an object")
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    out = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    if any(len(k) > MAX_STRING or len(v) > MAX_STRING for k, v in out.items()):
+        raise _fail(path, f"{where} has an attribute longer than {MAX_STRING} characters")
+    return out
 
 
 def _entry(raw, path, who: str, count: int) -> tuple[int, int]:
@@ -126,6 +140,8 @@ def parse_symbol(doc, *, path: str | None = None) -> Symbol:
     raw_nodes = doc["nodes"]
     if not raw_nodes:
         raise _fail(path, "not an MXNet symbol file: no nodes")
+    if len(raw_nodes) > MAX_NODES:
+        raise _fail(path, f"{len(raw_nodes)} nodes; more than {MAX_NODES} is refused")
     top = doc.get("attrs") or {}
     version_attr = top.get("mxnet_version") if isinstance(top, dict) else None
     version = 800
@@ -143,6 +159,8 @@ def parse_symbol(doc, *, path: str | None = None) -> Symbol:
         name = raw.get("name", "")
         if not isinstance(name, str):
             raise _fail(path, f"not an MXNet symbol file: node {i} has a non-string name")
+        if len(name) > MAX_STRING or len(raw["op"]) > MAX_STRING:
+            raise _fail(path, f"node {i} has a name or op longer than {MAX_STRING} characters")
         who = f"node {i} {name!r} ({raw['op']})"
         if "param" in raw or "backward_source_id" in raw:
             layout = "0.x"
