@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 import onnx
@@ -53,6 +53,9 @@ class Model:
         self.ir = ir_model
         self.path = os.fspath(path) if path is not None else None
         self._session = None
+        #: graphfix.* metadata still being computed (key -> object with .result()), e.g. the
+        #: source hash, which runs beside conversion and saving and is written last.
+        self._pending: dict[str, Any] = {}
 
     # ----- construction -------------------------------------------------------------------
     @classmethod
@@ -67,7 +70,19 @@ class Model:
 
     def copy(self) -> Model:
         """A new Model with a cloned graph; tensors are shared (they are never edited in place)."""
-        return Model(self.ir.clone(), path=self.path)
+        new = Model(self.ir.clone(), path=self.path)
+        new._pending = dict(self._pending)
+        return new
+
+    def defer_metadata(self, **jobs: Any) -> None:
+        """Set graphfix.* keys from jobs still running (objects with `.result()`), resolved on
+        first read of `metadata` or when saving, after the weights are written."""
+        self._pending.update(jobs)
+
+    def _resolve(self) -> None:
+        for key, job in list(self._pending.items()):
+            set_metadata(self.ir, **{key: job.result()})
+            del self._pending[key]
 
     # ----- facts --------------------------------------------------------------------------
     @property
@@ -114,6 +129,7 @@ class Model:
     @property
     def metadata(self) -> dict[str, Any]:
         """graphfix.* metadata, JSON values decoded, keys without the prefix."""
+        self._resolve()
         out: dict[str, Any] = {}
         for key, value in self.ir.metadata_props.items():
             if not key.startswith(META_PREFIX):
@@ -146,7 +162,9 @@ class Model:
         Only use this on a Model you are about to discard or on a fresh copy: the returned
         Model shares the graph with this one.
         """
-        new = Model(self.ir.clone(), path=self.path)
+        new = self.copy()
+        for key in values:
+            new._pending.pop(key, None)
         set_metadata(new.ir, **values)
         return new
 
@@ -157,6 +175,7 @@ class Model:
 
     def to_proto(self) -> onnx.ModelProto:
         """A full ModelProto (copies the weights; prefer `save` for large models)."""
+        self._resolve()
         proto = ir.serde.serialize_model(self.ir)
         proto.ir_version = self.written_ir_version()
         return proto
@@ -166,7 +185,7 @@ class Model:
         import io
 
         buf = io.BytesIO()
-        _write_streaming(self.ir, buf, self.written_ir_version())
+        _write_streaming(self.ir, buf, self.written_ir_version(), self._resolve)
         return buf.getvalue()
 
     def sha256(self) -> str:
@@ -178,7 +197,7 @@ class Model:
                 digest.update(data)
                 return len(data)
 
-        _write_streaming(self.ir, _Sink(), self.written_ir_version())  # type: ignore[arg-type]
+        _write_streaming(self.ir, _Sink(), self.written_ir_version(), self._resolve)  # type: ignore[arg-type]
         return digest.hexdigest()
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -194,12 +213,13 @@ class Model:
         if not folder.is_dir():
             raise GraphfixError("output folder does not exist", kind="usage", path=path)
         if _needs_external_data(self.ir):
+            self._resolve()
             stamped = self.ir.clone()  # tensors shared; only the copy gets the IR version
             stamped.ir_version = self.written_ir_version()
             _save_external(stamped, path)
         else:
             with atomic_write(path) as fh:
-                _write_streaming(self.ir, fh, self.written_ir_version())
+                _write_streaming(self.ir, fh, self.written_ir_version(), self._resolve)
         return path
 
     # ----- running ------------------------------------------------------------------------
@@ -283,7 +303,7 @@ class SourceHasher:
 
         with SourceHasher("mxnet", [symbol, params]) as hasher:
             model = convert(...)                      # runs beside the hashing
-            set_metadata(model, source=hasher.result())
+            model.defer_metadata(source=hasher)       # resolved when saved, after the weights
 
     Leaving the block by an exception stops the hashing at its next 4 MB chunk, so a file
     refused early (a broken 3 GB params file) is not hashed to the end first.
@@ -306,9 +326,9 @@ class SourceHasher:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
+        if exc_type is not None:  # stop hashing a refused file; on success it runs on
             self._cancel.set()
-        self._thread.join()
+            self._thread.join()
 
     def result(self) -> dict[str, Any]:
         """The `graphfix.source` document (waits for the hashing to finish)."""
@@ -352,6 +372,7 @@ def _varint(n: int) -> bytes:
 
 _GRAPH_FIELD = 7  # ModelProto.graph
 _INITIALIZER_FIELD = 5  # GraphProto.initializer
+_METADATA_FIELD = 14  # ModelProto.metadata_props
 
 
 _RAW_DATA_TAG = _varint((9 << 3) | 2)  # TensorProto.raw_data
@@ -401,6 +422,7 @@ def _skeleton(model: ir.Model, ir_version: int) -> onnx.ModelProto:
             v.const_value = t
         serde_logger.setLevel(level)
     proto.ir_version = ir_version
+    proto.ClearField("metadata_props")  # written last, see _write_streaming
     # value_info with a dtype but no shape says nothing and fails onnx.checker: drop it
     keep = [vi for vi in proto.graph.value_info if not vi.type.HasField("tensor_type") or vi.type.tensor_type.HasField("shape")]
     if len(keep) != len(proto.graph.value_info):
@@ -409,13 +431,15 @@ def _skeleton(model: ir.Model, ir_version: int) -> onnx.ModelProto:
     return proto
 
 
-def _write_streaming(model: ir.Model, fh: BinaryIO, ir_version: int) -> None:
+def _write_streaming(model: ir.Model, fh: BinaryIO, ir_version: int, resolve: Callable[[], None] | None = None) -> None:
     """Serialize `model` to `fh`, streaming each initializer's bytes from its own buffer.
 
-    Protobuf allows a message's fields in any order, so the graph is written as its skeleton
-    followed by the initializer records, each a small header then its raw_data; every length is
-    known from the headers and the tensors' byte counts, so nothing is serialized twice and the
-    layout (hence the output) is deterministic.
+    Protobuf allows a message's fields in any order, so the layout is: the model's other
+    fields; the graph as its skeleton followed by the initializer records (each a small header
+    then its raw_data); then metadata_props, sorted by key. Every length is known from the
+    headers and the tensors' byte counts, so nothing is serialized twice. Metadata goes last so
+    that `resolve` (metadata still being computed, such as the source hash) runs beside the
+    writing of the weights. The layout is fixed, so the output is deterministic.
     """
     skeleton = _skeleton(model, ir_version)
     graph_bytes = skeleton.graph.SerializeToString(deterministic=True)
@@ -447,6 +471,14 @@ def _write_streaming(model: ir.Model, fh: BinaryIO, ir_version: int) -> None:
                 fh.write(_varint(len(data)))
                 fh.write(data)
             progress.update(size)
+    if resolve is not None:
+        resolve()
+    tag = _varint((_METADATA_FIELD << 3) | 2)
+    for key, value in sorted(model.metadata_props.items()):
+        entry = onnx.StringStringEntryProto(key=key, value=value).SerializeToString(deterministic=True)
+        fh.write(tag)
+        fh.write(_varint(len(entry)))
+        fh.write(entry)
 
 
 def _nbytes(tensor: ir.TensorProtocol) -> int:

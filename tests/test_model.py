@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -137,3 +139,21 @@ def test_unsorted_graph_loads_and_swaps(tmp_path):
     (tmp_path / "u.onnx").write_bytes(m.SerializeToString())
     new = gf.swap_head(gf.load(tmp_path / "u.onnx"), labels=2)
     assert new.run(np.ones((1, 3), np.float32))["logits"].shape == (1, 2)
+
+
+@pytest.mark.parametrize("fixture", ["onnx/cnn_softmax.onnx", "mxnet/lenet/lenet-symbol.json"])
+def test_deferred_source_hash_gives_the_same_bytes(tmp_path, fixture):
+    """The source hash runs beside saving and is written last; reading it first changes nothing."""
+    from tests.conftest import FIXTURES
+
+    path = FIXTURES / fixture
+    gf.load(path).save(tmp_path / "a.onnx")
+    model = gf.load(path)
+    source = model.metadata["source"]
+    model.save(tmp_path / "b.onnx")
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    import hashlib
+
+    assert source["files"][path.name] == hashlib.sha256(path.read_bytes()).hexdigest()
+    saved = {p.key: p.value for p in onnx.load(str(tmp_path / "a.onnx")).metadata_props}
+    assert json.loads(saved["graphfix.source"]) == source

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from graphfix.errors import GraphfixError
-from graphfix.model import Model, SourceHasher, load_onnx, set_metadata
+from graphfix.model import Model, SourceHasher, load_onnx
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -92,10 +92,10 @@ def load(
     fmt = format or detect_format(path)
     shapes = parse_input_shapes(input_shape)
     if fmt == "onnx":
-        with SourceHasher("onnx", [path]) as hasher:  # hashes beside the parsing
+        with SourceHasher("onnx", [path]) as hasher:  # hashes beside parsing and saving
             model = load_onnx(path)
             if "graphfix.source" not in model.ir.metadata_props:
-                set_metadata(model.ir, source=hasher.result())
+                model.defer_metadata(source=hasher)
         return model
     if fmt == "mxnet":
         from graphfix.convert.mxnet import load_mxnet

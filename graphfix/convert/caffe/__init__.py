@@ -70,7 +70,7 @@ def load_caffe(
     inputs, layers = _inputs(net, layers, input_shape, path)
     weights_path = _find_weights(path, weights, layers)
     files = [path] + ([weights_path] if weights_path else [])
-    with SourceHasher("caffe", files) as hasher:  # hashes beside the conversion
+    with SourceHasher("caffe", files) as hasher:  # hashes beside conversion and saving
         caffemodel = read_caffemodel(weights_path) if weights_path else None
         try:
             ir_model = build_graph(layers, inputs, caffemodel, outputs=outputs, opset=opset, path=path)
@@ -78,8 +78,10 @@ def load_caffe(
             exc.with_path(path)  # errors that name no file are about the prototxt
             raise
         preprocess = _preprocess(net, layers, caffemodel, inputs, path)
-        set_metadata(ir_model, source=hasher.result(), preprocess=preprocess)
-    return Model(ir_model, path=path)
+        set_metadata(ir_model, preprocess=preprocess)
+        model = Model(ir_model, path=path)
+        model.defer_metadata(source=hasher)
+    return model
 
 
 def _read_prototxt(path: str) -> Msg:

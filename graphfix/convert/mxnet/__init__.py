@@ -20,7 +20,7 @@ from graphfix.convert.mxnet._params import read_params
 from graphfix.convert.mxnet._symbol import read_symbol
 from graphfix.convert.mxnet._table import ops_markdown, supported_ops
 from graphfix.errors import GraphfixError
-from graphfix.model import Model, SourceHasher, set_metadata
+from graphfix.model import Model, SourceHasher
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ def load_mxnet(
     check_supported(symbol, symbol_path)
     params_path = os.fspath(params) if params is not None else find_params(symbol_path)
     files = [symbol_path] + ([params_path] if params_path else [])
-    # sha256 of the sources (graphfix.source) runs beside the conversion; on a large checkpoint
-    # hashing takes as long as everything else.
+    # sha256 of the sources (graphfix.source) runs beside conversion and saving; on a large
+    # checkpoint hashing takes longer than everything else.
     with SourceHasher("mxnet", files) as hasher:
         if params_path is None:
             logger.warning("no params file found beside %s; converting without weights", symbol_path)
@@ -127,7 +127,8 @@ def load_mxnet(
                 exc.hint = "no params file was found beside the symbol file; pass --params"
                 exc.args = (exc.one_line(),)
             raise
-        set_metadata(ir_model, source=hasher.result())
+        model = Model(ir_model, path=symbol_path)
+        model.defer_metadata(source=hasher)
     logger.info(
         "converted %s (%s layout, %d nodes) with %s",
         symbol_path,
@@ -135,4 +136,4 @@ def load_mxnet(
         len(ir_model.graph),
         params_path or "no params",
     )
-    return Model(ir_model, path=symbol_path)
+    return model
