@@ -506,7 +506,11 @@ def build_model(
         ctx.node = node
         ctx.name = names[node.index]
         conv = CONVERTERS[node.op]
-        outs = conv.fn(node, ctx)
+        try:
+            outs = conv.fn(node, ctx)
+        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, OverflowError) as exc:
+            # a converter meeting attributes it cannot read (missing, wrong type or range)
+            raise ctx.fail(f"cannot convert: malformed or unsupported attributes ({type(exc).__name__}: {exc})") from exc
         if isinstance(outs, ir.Value):
             outs = [outs]
         for k, value in enumerate(outs):
