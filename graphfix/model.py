@@ -157,11 +157,7 @@ class Model:
         return self.metadata.get("preprocess")
 
     def with_metadata(self, **values: Any) -> Model:
-        """A copy with graphfix.* metadata set (None removes a key); the graph is shared.
-
-        Only use this on a Model you are about to discard or on a fresh copy: the returned
-        Model shares the graph with this one.
-        """
+        """A copy (graph cloned, tensors shared) with graphfix.* metadata set; None removes a key."""
         new = self.copy()
         for key in values:
             new._pending.pop(key, None)
