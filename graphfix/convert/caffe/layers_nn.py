@@ -17,7 +17,7 @@ __all__ = [
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,11 +62,11 @@ def _conv_geometry(ctx: Context) -> tuple[Msg, tuple[int, int], tuple[int, int],
     return p, k, s, pad, d
 
 
-@converter("Convolution", weights=True)
-def convert_convolution(ctx: Context):
-    """Conv (group, dilation, all pad/kernel/stride forms).
+def _conv_node(ctx: Context, op: str) -> tuple[Any, tuple[int, int, int, int], tuple]:
+    """Emit Conv or ConvTranspose from a convolution_param; returns (output, NCHW input, geometry).
 
-    Limits: 2-D only.
+    Caffe's Convolution weight is (Cout, Cin/group, kh, kw), Deconvolution's (Cin, Cout/group,
+    kh, kw), as in ONNX Conv and ConvTranspose.
     """
     p, k, s, pad, d = _conv_geometry(ctx)
     n, c, h, w = ctx.shape()
@@ -75,14 +75,25 @@ def convert_convolution(ctx: Context):
     if group <= 0 or c % group or cout % group:
         raise ctx.unsupported(f"group {group} does not divide channels {c} / num_output {cout}")
     blobs = ctx.blobs(2 if p.bias_term else 1)
-    wt = ctx.weight(blobs[0], (cout, c // group, k[0], k[1]), "weight")
+    layout = (c, cout // group) if op == "ConvTranspose" else (cout, c // group)
+    wt = ctx.weight(blobs[0], (*layout, k[0], k[1]), "weight")
     inputs = [ctx.input(), ctx.const(wt, "weight")]
     if p.bias_term:
         inputs.append(ctx.const(ctx.weight(blobs[1], (cout,), "bias"), "bias"))
     y = ctx.op(
-        "Conv", inputs, kernel_shape=list(k), strides=list(s), pads=[pad[0], pad[1], pad[0], pad[1]],
+        op, inputs, kernel_shape=list(k), strides=list(s), pads=[pad[0], pad[1], pad[0], pad[1]],
         dilations=list(d), group=group,
     )  # fmt: skip
+    return y, (n, cout, h, w), (k, s, pad, d)
+
+
+@converter("Convolution", weights=True)
+def convert_convolution(ctx: Context):
+    """Conv (group, dilation, all pad/kernel/stride forms).
+
+    Limits: 2-D only.
+    """
+    y, (n, cout, h, w), (k, s, pad, d) = _conv_node(ctx, "Conv")
     oh = (h + 2 * pad[0] - (d[0] * (k[0] - 1) + 1)) // s[0] + 1
     ow = (w + 2 * pad[1] - (d[1] * (k[1] - 1) + 1)) // s[1] + 1
     return [(y, (n, cout, oh, ow))]
@@ -94,21 +105,7 @@ def convert_deconvolution(ctx: Context):
 
     Limits: 2-D only.
     """
-    p, k, s, pad, d = _conv_geometry(ctx)
-    n, c, h, w = ctx.shape()
-    group = int(p.group)
-    cout = int(p.num_output)
-    if group <= 0 or c % group or cout % group:
-        raise ctx.unsupported(f"group {group} does not divide channels {c} / num_output {cout}")
-    blobs = ctx.blobs(2 if p.bias_term else 1)
-    wt = ctx.weight(blobs[0], (c, cout // group, k[0], k[1]), "weight")
-    inputs = [ctx.input(), ctx.const(wt, "weight")]
-    if p.bias_term:
-        inputs.append(ctx.const(ctx.weight(blobs[1], (cout,), "bias"), "bias"))
-    y = ctx.op(
-        "ConvTranspose", inputs, kernel_shape=list(k), strides=list(s),
-        pads=[pad[0], pad[1], pad[0], pad[1]], dilations=list(d), group=group,
-    )  # fmt: skip
+    y, (n, cout, h, w), (k, s, pad, d) = _conv_node(ctx, "ConvTranspose")
     oh = s[0] * (h - 1) + d[0] * (k[0] - 1) + 1 - 2 * pad[0]
     ow = s[1] * (w - 1) + d[1] * (k[1] - 1) + 1 - 2 * pad[1]
     return [(y, (n, cout, oh, ow))]
