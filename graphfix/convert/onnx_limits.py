@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_tensor_data", "MAX_NODES", "MAX_SUBGRAPH_DEPTH"]
+__all__ = ["check_tensor_data", "location_problem", "MAX_NODES", "MAX_SUBGRAPH_DEPTH"]
 
 import os
 from typing import Iterator
@@ -62,21 +62,36 @@ def _count_nodes(graph: onnx.GraphProto) -> int:
     return total
 
 
-def _check_location(location: str, base: str, path: str, name: str) -> str:
+def location_problem(location: str, base: str | None) -> tuple[str, str] | None:
+    """What is wrong with an external-data `location` for a model in folder `base`, if anything.
+
+    Returns:
+        None, or (kind, message): kind "location" (no location, absolute, `..`, or resolving
+        outside `base` through symlinks) or "missing" (no such file beside the model). Without
+        a `base` only the text of the location is checked.
+    """
     if not location:
-        raise GraphfixError(f"tensor {name!r}: external data has no location", path=path)
+        return "location", "external data has no location"
     if "\x00" in location or os.path.isabs(location) or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
-        raise GraphfixError(f"tensor {name!r}: external data location {location!r} is absolute", path=path)
-    parts = location.replace("\\", "/").split("/")
-    if ".." in parts:
-        raise GraphfixError(f"tensor {name!r}: external data location {location!r} leaves the model's folder", path=path)
+        return "location", f"external data location {location!r} is absolute"
+    if ".." in location.replace("\\", "/").split("/"):
+        return "location", f"external data location {location!r} leaves the model's folder"
+    if not base:
+        return None
     real_base = os.path.realpath(base)
     target = os.path.realpath(os.path.join(real_base, location))
     if os.path.commonpath([real_base, target]) != real_base:
-        raise GraphfixError(f"tensor {name!r}: external data location {location!r} resolves outside the model's folder", path=path)
+        return "location", f"external data location {location!r} resolves outside the model's folder"
     if not os.path.isfile(target):
-        raise GraphfixError(f"tensor {name!r}: external data file {location!r} not found beside the model", path=path)
-    return target
+        return "missing", f"external data file {location!r} not found beside the model"
+    return None
+
+
+def _check_location(location: str, base: str, path: str, name: str) -> str:
+    problem = location_problem(location, base)
+    if problem is not None:
+        raise GraphfixError(f"tensor {name!r}: {problem[1]}", path=path)
+    return os.path.realpath(os.path.join(os.path.realpath(base), location))
 
 
 def _declared_bytes(tensor: onnx.TensorProto, path: str) -> int | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 __all__ = ["check_folded", "check_size", "check_hygiene"]
 
 import logging
-import os
 
 import onnx_ir as ir
 
 from graphfix.convert.check._context import CheckContext
 from graphfix.convert.check._report import FAIL, INFO, WARN
+from graphfix.convert.onnx_limits import location_problem
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +49,9 @@ def check_size(ctx: CheckContext) -> None:
     bad_abs, missing = [], []
     for value in external:
         tensor = value.const_value
-        location = tensor.location
-        if os.path.isabs(location) or location.startswith(".."):
-            bad_abs.append(value.name)
-        elif tensor.base_dir and not os.path.exists(os.path.join(tensor.base_dir, location)):
-            missing.append(value.name)
+        problem = location_problem(str(tensor.location), str(tensor.base_dir) if tensor.base_dir else None)
+        if problem is not None:
+            (missing if problem[0] == "missing" else bad_abs).append(value.name)
     if bad_abs:
         ctx.add("C12", FAIL, f"{len(bad_abs)} external tensors use an absolute or parent location, e.g. {bad_abs[0]}",
                 "re-save with a relative location beside the model", node=bad_abs[0], rule="external-location")

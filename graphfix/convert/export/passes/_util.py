@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["const_array", "fresh_name", "add_initializer", "only_consumer", "main_graph_names", "set_dtype"]
+__all__ = ["const_array", "fresh_name", "add_initializer", "only_consumer", "main_graph_names", "set_dtype", "take_over"]
 
 import numpy as np
 import onnx_ir as ir
@@ -39,3 +39,15 @@ def set_dtype(value: ir.Value, dtype: ir.DataType) -> None:
     and `Graph.clone()` shares type objects with the original, so the input model would change.
     """
     value.type = ir.TensorType(dtype)
+
+
+def take_over(node: ir.Node, new: ir.Value) -> None:
+    """`new`, the output of a freshly built node, takes the place of `node`'s first output (its
+    uses, graph-output slot, shape, dtype and name); `node` is removed."""
+    out = node.outputs[0]
+    new.shape, new.dtype = out.shape, out.dtype
+    name = out.name
+    ir.convenience.replace_all_uses_with(out, new, replace_graph_outputs=True)
+    node.graph.remove(node, safe=True)
+    out.name = None
+    new.name = name

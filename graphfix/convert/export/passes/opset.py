@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphfix.convert._onnx import ir_version_for
-from graphfix.convert.export.passes._util import add_initializer, const_array, main_graph_names
+from graphfix.convert.export.passes._util import add_initializer, const_array, main_graph_names, take_over
 from graphfix.errors import GraphfixError
 
 logger = logging.getLogger(__name__)
@@ -278,13 +278,7 @@ def _softmax_13(graph: ir.Graph, node: ir.Node, taken: set[str]) -> bool:
         n.outputs[0].name = f"{n.name}_out"
         n.outputs[0].dtype = x.dtype
     graph.insert_before(node, [flat, soft, back])
-    out = node.outputs[0]
-    back.outputs[0].shape, back.outputs[0].dtype = out.shape, out.dtype
-    name = out.name
-    ir.convenience.replace_all_uses_with(out, back.outputs[0], replace_graph_outputs=True)
-    graph.remove(node, safe=True)
-    out.name = None
-    back.outputs[0].name = name
+    take_over(node, back.outputs[0])
     return True
 
 
@@ -305,14 +299,7 @@ def _to_resize(graph: ir.Graph, node: ir.Node, taken: set[str]) -> bool:
         attrs["nearest_mode"] = "floor"
     resize = ir.node("Resize", [node.inputs[0], None, scales], attrs, name=node.name, num_outputs=1)
     graph.insert_before(node, resize)
-    out = node.outputs[0]
-    new = resize.outputs[0]
-    new.shape, new.dtype = out.shape, out.dtype
-    name = out.name
-    ir.convenience.replace_all_uses_with(out, new, replace_graph_outputs=True)
-    graph.remove(node, safe=True)
-    out.name = None
-    new.name = name
+    take_over(node, resize.outputs[0])
     return True
 
 

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.convert.export.passes._util import add_initializer, const_array, main_graph_names
+from graphfix.convert.export.passes._util import add_initializer, const_array, main_graph_names, take_over
 
 logger = logging.getLogger(__name__)
 
@@ -148,15 +148,8 @@ class ConstantReshapePass(ir.passes.InPlacePass):
                 continue
             if shape == [0, -1]:
                 flat = ir.node("Flatten", [node.inputs[0]], {"axis": 1}, name=node.name, num_outputs=1)
-                out = node.outputs[0]
                 graph.insert_before(node, flat)
-                new_out = flat.outputs[0]
-                new_out.shape, new_out.dtype = out.shape, out.dtype
-                name = out.name
-                ir.convenience.replace_all_uses_with(out, new_out, replace_graph_outputs=True)
-                graph.remove(node, safe=True)
-                out.name = None
-                new_out.name = name
+                take_over(node, flat.outputs[0])
             else:
                 base = (node.name or "reshape") + ".shape"
                 const = add_initializer(graph, taken, base, np.array(shape, dtype=np.int64))
