@@ -8,7 +8,7 @@ input folder layout; a re-run skips models whose output is newer than all their 
 
 from __future__ import annotations
 
-__all__ = ["Job", "discover", "run_fleet", "summary_table"]
+__all__ = ["Job", "discover", "run_fleet", "summary_table", "job_dicts"]
 
 import glob
 import json
@@ -214,4 +214,5 @@ def summary_table(jobs: list[Job]) -> list[str]:
 
 
 def job_dicts(jobs: list[Job]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in asdict(j).items()} for j in jobs]
+    """The jobs with their result rows, for summary.json and --json."""
+    return [asdict(j) for j in jobs]

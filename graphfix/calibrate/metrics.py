@@ -119,8 +119,8 @@ def precision_recall_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
     return _div(tp, k), _div(tp, positives) if positives else np.zeros(len(k)), s[last]
 
 
-def average_precision(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Non-interpolated AP per class (NaN for classes with no positives)."""
+def _per_class_ap(y: np.ndarray, scores: np.ndarray, ap) -> np.ndarray:
+    """`ap(precision, recall)` of each class's PR curve (NaN for classes with no positives)."""
     y, scores = _bool(y), np.asarray(scores)
     if scores.ndim == 1:
         scores = scores[:, None]
@@ -129,22 +129,21 @@ def average_precision(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
         if not y[:, j].any():
             continue
         prec, rec, _ = precision_recall_curve(y[:, j], scores[:, j])
-        out[j] = float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
+        out[j] = float(ap(prec, rec))
     return out
+
+
+def average_precision(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Non-interpolated AP per class (NaN for classes with no positives)."""
+    return _per_class_ap(y, scores, lambda prec, rec: np.sum(np.diff(np.r_[0.0, rec]) * prec))
 
 
 def voc07_average_precision(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """VOC2007 11-point interpolated AP per class (NaN for classes with no positives)."""
-    y, scores = _bool(y), np.asarray(scores)
-    if scores.ndim == 1:
-        scores = scores[:, None]
-    out = np.full(y.shape[1], np.nan)
-    for j in range(y.shape[1]):
-        if not y[:, j].any():
-            continue
-        prec, rec, _ = precision_recall_curve(y[:, j], scores[:, j])
-        out[j] = float(np.mean([prec[rec >= r].max() if (rec >= r).any() else 0.0 for r in np.linspace(0, 1, 11)]))
-    return out
+    return _per_class_ap(
+        y, scores,
+        lambda prec, rec: np.mean([prec[rec >= r].max() if (rec >= r).any() else 0.0 for r in np.linspace(0, 1, 11)]),
+    )
 
 
 def mean_average_precision(y: np.ndarray, scores: np.ndarray, *, voc07: bool = False) -> float:
