@@ -9,11 +9,21 @@ All functions edit the onnx-ir graph of a Model in place; the public API calls t
 4. `add_labels_output`: `labels` [N, L] bool = GreaterOrEqual(probabilities, graphfix_thresholds)
    (Not(Less(...)) below opset 12), OR-ed with "is the row maximum" (ReduceMax + Equal) when at
    least one label per image is kept.
+5. `set_count_head` / `remove_count_head`: the `label_count` [N] output = Exp(Gemm(features,
+   `graphfix_count.weight` [1, F], `graphfix_count.bias` [1])), a Poisson mean of the number of
+   labels, beside the class head on the same features.
+6. `add_rank_labels_output`: `labels` = the top k per row by `probabilities` (ties at the k-th
+   score all kept): k fixed (`--decision topk`) or k = clip(floor(label_count + 0.5), 1, L)
+   (`--decision count`): TopK (sorted values) + Gather / GatherElements of the k-th value +
+   GreaterOrEqual. Needs opset >= 11.
 """
 
 from __future__ import annotations
 
-__all__ = ["set_head", "set_probability_op", "remove_labels_output", "add_labels_output", "THRESHOLDS_NAME"]
+__all__ = [
+    "set_head", "set_probability_op", "remove_labels_output", "add_labels_output", "set_count_head",
+    "remove_count_head", "add_rank_labels_output", "THRESHOLDS_NAME", "COUNT_NAME",
+]
 
 import logging
 
@@ -32,6 +42,9 @@ THRESHOLDS_NAME = "graphfix_thresholds"
 LABELS_NODE = "graphfix_labels"
 #: ReduceMax axes initializer (opset >= 18 only).
 AXES_NAME = "graphfix_labels_axes"
+#: Prefix of the label-count head's nodes and initializers; its output is `label_count`.
+COUNT_NAME = "graphfix_count"
+COUNT_OUTPUT = "label_count"
 
 
 def _output(model: Model, name: str) -> ir.Value:
@@ -77,8 +90,8 @@ def remove_labels_output(model: Model) -> bool:
     nodes = [n for n in graph if n.name and n.name.startswith(LABELS_NODE)]
     if nodes:
         graph.remove(nodes, safe=True)
-    graph.initializers.pop(THRESHOLDS_NAME, None)
-    graph.initializers.pop(AXES_NAME, None)
+    for name in [k for k in graph.initializers if k.startswith((THRESHOLDS_NAME, AXES_NAME, LABELS_NODE))]:
+        graph.initializers.pop(name)
     return bool(outs or nodes)
 
 
@@ -122,4 +135,94 @@ def add_labels_output(model: Model, thresholds: np.ndarray, *, at_least_one: boo
         ge.outputs[0].name = f"{LABELS_NODE}_ge_out"
         top.outputs[0].name = f"{LABELS_NODE}_max_out"
         is_top.outputs[0].name = f"{LABELS_NODE}_top_out"
+    graph.outputs.append(labels)
+
+
+def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, type=ir.TensorType(ir.DataType.from_numpy(array.dtype)), shape=ir.Shape(array.shape),
+                     const_value=ir.tensor(array, name=name))
+    graph.register_initializer(value)
+    return value
+
+
+def _append(graph: ir.Graph, op: str, inputs: list, name: str, attributes: dict | None = None) -> ir.Value:
+    node = ir.node(op, inputs, attributes or {}, name=name)
+    node.outputs[0].name = f"{name}_out"
+    graph.append(node)
+    return node.outputs[0]
+
+
+def remove_count_head(model: Model) -> bool:
+    """Drop the `label_count` output, its nodes and initializers; True if there was one."""
+    graph = model.ir.graph
+    outs = [v for v in graph.outputs if v.name == COUNT_OUTPUT]
+    for v in outs:
+        graph.outputs.remove(v)
+    nodes = [n for n in graph if n.name and n.name.startswith(COUNT_NAME)]
+    if nodes:
+        graph.remove(nodes, safe=True)
+    for name in [k for k in graph.initializers if k.startswith(COUNT_NAME)]:
+        graph.initializers.pop(name)
+    return bool(outs or nodes)
+
+
+def set_count_head(model: Model, weight: np.ndarray, bias: float) -> None:
+    """Add (or replace) `label_count` [N] = Exp(features . weight + bias) (see module docstring)."""
+    remove_count_head(model)
+    graph = model.ir.graph
+    features = find_head_gemm(model).inputs[0]
+    w = _const(graph, f"{COUNT_NAME}.weight", np.asarray(weight, np.float32).reshape(1, -1))
+    b = _const(graph, f"{COUNT_NAME}.bias", np.asarray([bias], np.float32))
+    eta = _append(graph, "Gemm", [features, w, b], f"{COUNT_NAME}_gemm", {"transB": 1})
+    rate = _append(graph, "Exp", [eta], f"{COUNT_NAME}_exp")
+    shape = _const(graph, f"{COUNT_NAME}.shape", np.array([-1], np.int64))
+    probs = _output(model, "probabilities")
+    batch = probs.shape[0] if probs.shape is not None and len(probs.shape) == 2 else ir.SymbolicDim("N")
+    out = ir.Value(name=COUNT_OUTPUT, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([batch]))
+    graph.append(ir.node("Reshape", [rate, shape], outputs=[out], name=f"{COUNT_NAME}_reshape"))
+    graph.outputs.append(out)
+
+
+def add_rank_labels_output(model: Model, *, top_k: int | None = None) -> None:
+    """`labels` = the top `top_k` per row, or the top round(label_count) when `top_k` is None."""
+    if model.opset < 11:
+        raise GraphfixError(
+            f"top-k and count decisions in the graph need opset >= 11 (the model has {model.opset})",
+            kind="usage", path=model.path, hint="graphfix export --opset 17 first",
+        )
+    remove_labels_output(model)
+    graph = model.ir.graph
+    probs = _output(model, "probabilities")
+    n_cls = find_head_gemm(model).inputs[1].shape[0] if find_head_gemm(model).inputs[1].shape else None
+    if n_cls is None:
+        raise GraphfixError("the head weight has no shape", kind="no_head", path=model.path)
+    n_cls = int(n_cls)
+    k_all = _const(graph, f"{LABELS_NODE}_k_all", np.array([n_cls], np.int64))
+    topk = ir.node("TopK", [probs, k_all], {"axis": 1, "largest": 1, "sorted": 1}, name=f"{LABELS_NODE}_sort", num_outputs=2)
+    topk.outputs[0].name = f"{LABELS_NODE}_sort_out"
+    topk.outputs[1].name = f"{LABELS_NODE}_sort_idx"
+    graph.append(topk)
+    ordered = topk.outputs[0]
+    if top_k is not None:
+        k = min(max(int(top_k), 1), n_cls)
+        idx = _const(graph, f"{LABELS_NODE}_kth_index", np.array([k - 1], np.int64))
+        kth = _append(graph, "Gather", [ordered, idx], f"{LABELS_NODE}_kth", {"axis": 1})
+    else:
+        rate = next(n for n in graph if n.name == f"{COUNT_NAME}_exp").outputs[0]  # [N, 1]
+        half = _const(graph, f"{LABELS_NODE}_half", np.array([0.5], np.float32))
+        one = _const(graph, f"{LABELS_NODE}_one", np.array([1.0], np.float32))
+        top = _const(graph, f"{LABELS_NODE}_n_classes", np.array([float(n_cls)], np.float32))
+        k = _append(graph, "Floor", [_append(graph, "Add", [rate, half], f"{LABELS_NODE}_k_half")], f"{LABELS_NODE}_k_round")
+        k = _append(graph, "Max", [k, one], f"{LABELS_NODE}_k_min")
+        k = _append(graph, "Min", [k, top], f"{LABELS_NODE}_k_max")
+        k = _append(graph, "Sub", [k, one], f"{LABELS_NODE}_k_index")
+        idx = _append(graph, "Cast", [k], f"{LABELS_NODE}_k_int", {"to": int(ir.DataType.INT64)})
+        kth = _append(graph, "GatherElements", [ordered, idx], f"{LABELS_NODE}_kth", {"axis": 1})
+    batch = probs.shape[0] if probs.shape is not None and len(probs.shape) == 2 else ir.SymbolicDim("N")
+    labels = ir.Value(name="labels", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([batch, n_cls]))
+    if model.opset < 12:  # GreaterOrEqual arrived in opset 12
+        less = _append(graph, "Less", [probs, kth], f"{LABELS_NODE}_lt")
+        graph.append(ir.node("Not", [less], outputs=[labels], name=LABELS_NODE))
+    else:
+        graph.append(ir.node("GreaterOrEqual", [probs, kth], outputs=[labels], name=LABELS_NODE))
     graph.outputs.append(labels)

@@ -1,36 +1,48 @@
-"""Training the linear head on frozen features with torch (CPU), seeded and deterministic.
+"""Head training on frozen features: a converged, standardised, cross-validated linear fit.
 
-Features are standardised (per-feature mean and std of the training set) for the optimiser and
-the standardisation is folded back into the weights, so the ONNX head reads raw features.
-Weights start at 0 and the bias at the class prior (logit of the prior for sigmoid losses, log
-prior for softmax), mini-batches are shuffled by a seeded `torch.Generator`, and Adam runs for a
-fixed number of epochs on one torch thread; with the same inputs and torch build the result is
-bit-identical whatever the core count.
-The L2 penalty (`weight_decay`, on weights only) is chosen from `WEIGHT_DECAYS` by validation
-mAP when validation features are given and `weight_decay="auto"`.
+`fit_head(x, y, cfg)` solves the regularised problem of `graphfix.calibrate.solver` to
+convergence (L-BFGS on the standardised features, stopping on the gradient norm) and returns
+the weights on the *raw* features (the standardisation folded in), so the ONNX head stays one
+Gemm on the backbone's output.
+
+The L2 strength (`weight_decay`, lambda in mean loss + lambda / 2 ||w||^2; sklearn's C is
+1 / (lambda n)) is chosen, unless given:
+1. by k-fold cross-validation on the training set (default, `cv_folds` = 3): for each fold, a
+   path over `LAMBDA_GRID` from strong to weak regularisation, each solve warm-started from the
+   previous one, scored by the held-out fold's mAP (mean over classes with a positive in it) and
+   averaged over folds; the path stops two grid steps after the best (the curve is unimodal in
+   practice, and the weak end is the costly one). The final model is fitted on all the training
+   rows at the best lambda, warm-started from the folds' mean solution.
+2. with validation data, by the same path on all the training rows scored on that data.
+The standardisation statistics come from all training rows (also for the folds). The CV solves
+stop at `CV_GTOL`; the final one at `cfg.tol`. Everything is NumPy float64 with fixed chunking
+and seeded folds: the same inputs give the same bits.
 """
 
 from __future__ import annotations
 
-__all__ = ["WEIGHT_DECAYS", "DEFAULT_WEIGHT_DECAY", "TrainConfig", "fit_linear", "fit_with_sweep"]
+__all__ = ["LAMBDA_GRID", "CV_GTOL", "TrainConfig", "HeadFit", "fit_head"]
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from graphfix.calibrate.losses import LOSSES, asl_loss, bce_loss, softmax_loss
 from graphfix.calibrate.metrics import mean_average_precision
+from graphfix.calibrate.objectives import LOSSES, Loss, make_loss
+from graphfix.calibrate.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
 from graphfix.errors import GraphfixError
 
 logger = logging.getLogger(__name__)
 
-#: Candidates of the validation sweep.
-WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
-#: Used when there is no validation set.
-DEFAULT_WEIGHT_DECAY = 1e-4
+#: Candidate L2 strengths, strong to weak (half decades from 1 to 1e-7).
+LAMBDA_GRID = tuple(float(10.0 ** (-k / 2)) for k in range(15))
+#: Gradient tolerance of the cross-validation solves (the final fit uses `TrainConfig.tol`).
+CV_GTOL = 1e-5
+#: Grid steps past the best before the path stops.
+PATIENCE = 2
 
 
 @dataclass
@@ -38,14 +50,15 @@ class TrainConfig:
     """Head-training settings (see `graphfix.calibrate.train_head`)."""
 
     loss: str = "bce"
-    epochs: int = 30
-    lr: float = 0.01
-    batch_size: int = 256
     weight_decay: float | str = "auto"
     pos_weight: str | None = None
     asl_gamma_neg: float = 4.0
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
+    count: bool = False
+    cv_folds: int = 3
+    tol: float = 1e-6
+    max_iter: int = 1000
     seed: int = 0
 
     def validate(self) -> None:
@@ -55,155 +68,153 @@ class TrainConfig:
             raise GraphfixError(f"unknown pos_weight {self.pos_weight!r}", kind="usage", hint="None or 'balanced'")
         if self.pos_weight and self.loss != "bce":
             raise GraphfixError("pos_weight applies to the bce loss only", kind="usage")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise GraphfixError("epochs, batch size and learning rate must be positive", kind="usage")
+        if self.count and self.loss != "softmax":
+            raise GraphfixError("the label-count head goes with the softmax loss", kind="usage")
         if isinstance(self.weight_decay, str) and self.weight_decay != "auto":
             raise GraphfixError(f"weight decay {self.weight_decay!r}: a number or 'auto'", kind="usage")
-        if not isinstance(self.weight_decay, str) and not self.weight_decay >= 0:
-            raise GraphfixError("weight decay must be >= 0", kind="usage")
+        if not isinstance(self.weight_decay, str) and not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise GraphfixError("weight decay must be a number >= 0", kind="usage")
+        if self.cv_folds < 2:
+            raise GraphfixError("cross-validation needs at least 2 folds", kind="usage")
+        if not self.tol > 0 or self.max_iter < 1:
+            raise GraphfixError("tol must be > 0 and max_iter >= 1", kind="usage")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _import_torch():
-    try:
-        import torch
-    except ImportError as exc:
-        raise GraphfixError(
-            "training the head needs torch", kind="usage",
-            hint="pip install 'graphfix[train]' (the CPU wheel of torch is enough)",
-        ) from exc
-    return torch
+@dataclass
+class HeadFit:
+    """A trained head on raw features: weight [K, F], bias [K] (K = labels, + 1 with the count)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    history: dict[str, Any] = field(default_factory=dict)
 
 
-def _loss_fn(cfg: TrainConfig, pos_weight: Any):
-    if cfg.loss == "bce":
-        return lambda z, y: bce_loss(z, y, pos_weight=pos_weight)
-    if cfg.loss == "asl":
-        return lambda z, y: asl_loss(z, y, gamma_neg=cfg.asl_gamma_neg, gamma_pos=cfg.asl_gamma_pos, clip=cfg.asl_clip)
-    return softmax_loss
+def _loss_for(cfg: TrainConfig, y: np.ndarray) -> Loss:
+    return make_loss(cfg.loss, y, pos_weight=cfg.pos_weight, asl_gamma_neg=cfg.asl_gamma_neg,
+                     asl_gamma_pos=cfg.asl_gamma_pos, asl_clip=cfg.asl_clip, count=cfg.count)
 
 
-def fit_linear(
-    x: np.ndarray,
-    y: np.ndarray,
-    cfg: TrainConfig,
-    weight_decay: float,
-    x_val: np.ndarray | None = None,
-    y_val: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Train one linear head on features `x` [N, F] for targets `y` [N, L].
-
-    Returns:
-        (weight [L, F] float32, bias [L] float32, history) where history holds per-epoch
-        `train_loss` (and `val_loss`) and the final `val_mAP` when validation data is given.
-    """
-    torch = _import_torch()
-    from graphfix.calibrate.features import activate
-
-    x64 = x.astype(np.float64)
-    mu = x64.mean(axis=0)
-    sd = x64.std(axis=0)
-    sd = np.where(sd > 1e-6, sd, 1.0)
-    n, n_feat = x.shape
-    n_cls = y.shape[1]
-    yt = torch.from_numpy(y.astype(np.float32))
-    xt = torch.from_numpy(((x64 - mu) / sd).astype(np.float32))
-    prior = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
-    if cfg.loss == "softmax":
-        k = y.sum(axis=1, keepdims=True)
-        share = (y / np.maximum(k, 1)).sum(axis=0) / max(int((k > 0).sum()), 1)
-        bias0 = np.log(np.clip(share, 1e-4, 1.0))
-    else:
-        bias0 = np.log(prior / (1 - prior))
-    w = torch.zeros((n_cls, n_feat), dtype=torch.float32, requires_grad=True)
-    b = torch.tensor(bias0.astype(np.float32), requires_grad=True)
-    pos_weight = None
-    if cfg.pos_weight == "balanced":
-        pos = y.sum(axis=0)
-        pw = np.clip((n - pos) / np.maximum(pos, 1), 1.0, 1000.0)
-        pos_weight = torch.tensor(pw.astype(np.float32))
-    loss_fn = _loss_fn(cfg, pos_weight)
-    opt = torch.optim.Adam([w, b], lr=cfg.lr)
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    xv = yv = None
-    if x_val is not None and y_val is not None:
-        xv = torch.from_numpy(((x_val.astype(np.float64) - mu) / sd).astype(np.float32))
-        yv = torch.from_numpy(y_val.astype(np.float32))
-    history: dict[str, Any] = {"weight_decay": weight_decay, "train_loss": [], "val_loss": []}
-    bs = min(cfg.batch_size, n)
-    for _epoch in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for i in range(0, n, bs):
-            idx = order[i : i + bs]
-            opt.zero_grad()
-            data_loss = loss_fn(xt[idx] @ w.T + b, yt[idx])
-            loss = data_loss + weight_decay * (w * w).sum() if weight_decay else data_loss
-            loss.backward()
-            opt.step()
-            total += float(data_loss.detach()) * len(idx)
-        history["train_loss"].append(round(total / n, 6))
-        if xv is not None:
-            with torch.no_grad():
-                history["val_loss"].append(round(float(loss_fn(xv @ w.T + b, yv)), 6))
-    if not all(math.isfinite(v) for v in history["train_loss"]):
-        raise GraphfixError("training diverged (loss is not finite)", kind="failed", hint="lower --lr")
-    w_np = w.detach().numpy().astype(np.float64)
-    weight = (w_np / sd).astype(np.float32)
-    bias = (b.detach().numpy().astype(np.float64) - (w_np / sd) @ mu).astype(np.float32)
-    if x_val is not None and y_val is not None:
-        scores = activate(x_val @ weight.T + bias, "Softmax" if cfg.loss == "softmax" else "Sigmoid")
-        val_map = mean_average_precision(y_val, scores)
-        history["val_mAP"] = None if math.isnan(val_map) else round(val_map, 6)
-    if not history["val_loss"]:
-        del history["val_loss"]
-    return weight, bias, history
+def _scores(problem: Problem, theta: np.ndarray, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Class scores [n, L] for rows of `x` (streamed)."""
+    n = len(x) if rows is None else len(rows)
+    out = np.empty((n, problem.y.shape[1]), np.float64)
+    for start in range(0, n, CHUNK_ROWS):
+        part = slice(start, min(start + CHUNK_ROWS, n)) if rows is None else rows[start : start + CHUNK_ROWS]
+        out[start : start + CHUNK_ROWS] = problem.loss.activate(problem.logits(theta, x[part]))
+    return out
 
 
-def fit_with_sweep(
+def _map(y: np.ndarray, scores: np.ndarray) -> float:
+    value = mean_average_precision(y, scores)
+    return -math.inf if math.isnan(value) else float(value)
+
+
+def fit_head(
     x: np.ndarray,
     y: np.ndarray,
     cfg: TrainConfig,
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """`fit_linear`, with the weight decay chosen by validation mAP when it is "auto".
+    *,
+    progress: Any = None,
+) -> HeadFit:
+    """Train the head on features `x` [N, F] (float32, may be memory-mapped) for targets `y` [N, L].
+
+    Args:
+        progress: An object with `update(n)` (a tqdm bar), advanced once per solve.
 
     Returns:
-        (weight, bias, history): history has `weight_decay` (the chosen one), `runs` (one entry
-        per candidate, with its val mAP) and the chosen run's curves.
+        A `HeadFit`; its history holds the solver report (`iterations`, `grad_norm`,
+        `objective`, `stopped`), `weight_decay`, `C`, `selected_by` and the whole `cv` curve.
     """
     cfg.validate()
-    torch = _import_torch()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-identical results whatever the machine's core count
-    try:
-        return _sweep(x, y, cfg, x_val, y_val)
-    finally:
-        torch.set_num_threads(threads)
+    y = np.asarray(y)
+    if len(x) != len(y) or len(x) == 0:
+        raise GraphfixError(f"{len(x)} feature rows for {len(y)} target rows", kind="bad_input")
+    stats = Standardization.of(x)
+    loss = _loss_for(cfg, y)
+    problem = Problem(x, y, loss, stats)
+    history: dict[str, Any] = {"solver": "lbfgs", "standardized": True, "train_samples": int(len(x))}
+    theta0 = None
+    if not isinstance(cfg.weight_decay, str):
+        lam = float(cfg.weight_decay)
+        history.update(selected_by="fixed")
+    elif x_val is not None and y_val is not None:
+        lam, theta0, curve = _validation_path(problem, x_val, np.asarray(y_val), progress)
+        history.update(selected_by="validation mAP", cv=curve)
+    else:
+        folds = min(cfg.cv_folds, len(x))
+        lam, theta0, curve = _cv_path(x, y, cfg, stats, folds, progress)
+        history.update(selected_by=f"{folds}-fold CV mAP", cv_folds=folds, cv=curve)
+    result = solve(problem, lam, theta0, gtol=cfg.tol, max_iter=cfg.max_iter)
+    if progress is not None:
+        progress.update(1)
+    if not np.isfinite(result.theta).all():
+        raise GraphfixError("training diverged (non-finite weights)", kind="failed", hint="set --weight-decay > 0")
+    weight, bias = raw_parameters(result.theta, stats)
+    history.update(weight_decay=lam, C=(1.0 / (lam * len(x)) if lam > 0 else None), **result.summary())
+    history["converged"] = all(s in ("gtol", "ftol") for s in result.status)
+    if not history["converged"]:
+        logger.warning("head training stopped before convergence: %s", history["stopped"])
+    if x_val is not None and y_val is not None:
+        history["val_mAP"] = round(_map(np.asarray(y_val), _scores(problem, result.theta, x_val)), 6)
+    return HeadFit(weight=weight.T.astype(np.float32), bias=bias.astype(np.float32), history=history)
 
 
-def _sweep(
-    x: np.ndarray, y: np.ndarray, cfg: TrainConfig, x_val: np.ndarray | None, y_val: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    if cfg.weight_decay != "auto":
-        weight, bias, hist = fit_linear(x, y, cfg, float(cfg.weight_decay), x_val, y_val)
-        return weight, bias, {**hist, "selected_by": "fixed"}
-    if x_val is None or y_val is None:
-        weight, bias, hist = fit_linear(x, y, cfg, DEFAULT_WEIGHT_DECAY)
-        return weight, bias, {**hist, "selected_by": "default (no validation set)"}
+def _path(problem: Problem, start: np.ndarray | None, score, progress: Any):
+    """Solve along LAMBDA_GRID (warm-started), yielding (lambda, result, score)."""
+    theta = start
+    for lam in LAMBDA_GRID:
+        res = solve(problem, lam, theta, gtol=CV_GTOL)
+        theta = res.theta
+        if progress is not None:
+            progress.update(1)
+        yield lam, res, score(res)
+
+
+def _validation_path(problem: Problem, x_val: np.ndarray, y_val: np.ndarray, progress: Any):
+    curve = []
     best = None
-    runs = []
-    for wd in WEIGHT_DECAYS:
-        weight, bias, hist = fit_linear(x, y, cfg, wd, x_val, y_val)
-        score = hist.get("val_mAP")
-        score = -math.inf if score is None else score
-        runs.append({"weight_decay": wd, "val_mAP": hist.get("val_mAP"), "final_val_loss": hist["val_loss"][-1]})
-        logger.info("weight decay %g: val mAP %s", wd, hist.get("val_mAP"))
-        if best is None or score > best[0]:
-            best = (score, weight, bias, hist)
+    for lam, res, value in _path(problem, None, lambda r: _map(y_val, _scores(problem, r.theta, x_val)), progress):
+        curve.append({"weight_decay": lam, "mAP": round(value, 6), "iterations": int(res.iterations.max())})
+        if best is None or value > best[0]:
+            best = (value, lam, res.theta.copy(), len(curve))
+        elif len(curve) - best[3] >= PATIENCE:
+            break
     assert best is not None
-    _, weight, bias, hist = best
-    return weight, bias, {**hist, "selected_by": "validation mAP", "runs": runs}
+    return best[1], best[2], curve
+
+
+def _cv_path(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, stats: Standardization, folds: int, progress: Any):
+    order = np.random.default_rng(cfg.seed).permutation(len(x))
+    parts = [np.sort(p) for p in np.array_split(order, folds)]
+    problems, held = [], []
+    for k in range(folds):
+        train_rows = np.sort(np.concatenate([parts[i] for i in range(folds) if i != k]))
+        problems.append(Problem(x, y, _loss_for(cfg, y[train_rows]), stats, rows=train_rows))
+        held.append(parts[k])
+    thetas: list[np.ndarray | None] = [None] * folds
+    curve = []
+    best = None
+    for lam in LAMBDA_GRID:
+        fold_scores, iters = [], []
+        for k in range(folds):
+            res = solve(problems[k], lam, thetas[k], gtol=CV_GTOL)
+            thetas[k] = res.theta
+            iters.append(int(res.iterations.max()))
+            fold_scores.append(_map(y[held[k]], _scores(problems[k], res.theta, x, held[k])))
+            if progress is not None:
+                progress.update(1)
+        value = float(np.mean(fold_scores))
+        curve.append({"weight_decay": lam, "mAP": round(value, 6), "fold_mAP": [round(v, 6) for v in fold_scores],
+                      "iterations": iters})
+        logger.info("weight decay %g: CV mAP %.6f", lam, value)
+        if best is None or value > best[0]:
+            best = (value, lam, np.mean(thetas, axis=0), len(curve))
+        elif len(curve) - best[3] >= PATIENCE:
+            break
+    assert best is not None
+    return best[1], best[2], curve

@@ -2,8 +2,8 @@
 
 INPUTS are image files, folders of images, or NPZ files (`x` [N,C,H,W] preprocessed). The
 decision is the model's `labels` output when it has one, else `probabilities >=
-graphfix.thresholds` (top-k when trained with --decision topk and not calibrated; 0.5 with a
-warning when nothing is stored).
+graphfix.thresholds` (top-k or top round(label_count) when trained with --decision topk|count
+and not calibrated; 0.5 with a warning when nothing is stored).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     rule = stored_decision(model)
     if rule["rule"] == "default 0.5":
         print("graphfix: warning: the model stores no thresholds; using 0.5 (run `graphfix calibrate`)", file=sys.stderr)
-    outputs = ["probabilities"] + (["labels"] if "labels" in model.output_names and rule["rule"] == "thresholds" else [])
+    outputs = ["probabilities"] + (["labels"] if "labels" in model.output_names else [])
     probs, decided = [], []
     for batch in batches:
         try:

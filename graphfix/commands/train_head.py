@@ -1,10 +1,13 @@
 """Train the multi-label head of a swapped model on frozen backbone features.
 
-Features are computed with onnxruntime (the backbone only, cached on disk), the linear head is
-trained with torch on CPU (pip install 'graphfix[train]'), and the weights are written into the
-head initializers. Losses: bce (default), bce with --pos-weight balanced, asl (asymmetric loss),
-softmax (1/k targets; `probabilities` becomes a Softmax). With --val the weight decay is chosen by
-validation mAP. Same inputs and --seed give a byte-identical model.
+Features are computed with onnxruntime (the backbone only, cached on disk). The linear head is
+fitted to convergence: features standardised (folded back into the head's weights), full-batch
+L-BFGS stopping on the gradient norm, the L2 strength chosen by k-fold cross-validation on the
+training set scored by mAP (--val DATA scores on that set instead; --weight-decay X fixes it).
+Losses: bce (default), bce with --pos-weight balanced, asl (asymmetric loss), softmax (1/k
+targets; `probabilities` becomes a Softmax and a `label_count` output is trained beside it for
+--decision count). --train-from TENSOR also fine-tunes the layers between TENSOR and the head
+(torch, pip install 'graphfix[train]'). Same inputs and --seed give a byte-identical model.
 
 Data: CSV (`path,labels` with `;`-separated names, or `path,<name>,...` 0/1 columns) or NPZ
 (`x` [N,C,H,W] preprocessed, `y` [N,L]).
@@ -20,19 +23,27 @@ from graphfix.commands._options import add_output_args, check_output_path, defau
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="swapped ONNX model (from swap-head)")
     parser.add_argument("--train", required=True, metavar="DATA", help="training data (.csv or .npz)")
-    parser.add_argument("--val", metavar="DATA", help="validation data: picks the weight decay, reports val mAP")
+    parser.add_argument("--val", metavar="DATA", help="validation data: picks the weight decay instead of CV, reports val mAP")
     parser.add_argument("--loss", choices=("bce", "asl", "softmax"), default="bce", help="default bce")
     parser.add_argument("--pos-weight", choices=("balanced",), help="bce: weight positives by negatives/positives per class")
-    parser.add_argument("--epochs", type=int, default=30, help="default 30")
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
-    parser.add_argument("--train-batch-size", type=int, default=256, help="samples per step (default 256)")
-    parser.add_argument("--weight-decay", default="auto", help="L2 strength or 'auto' (default: sweep with --val, else 1e-4)")
+    parser.add_argument("--weight-decay", default="auto",
+                        help="L2 strength lambda (mean loss + lambda/2 ||w||^2 on standardised features) or 'auto' "
+                             "(default: k-fold CV on --train, or --val)")
+    parser.add_argument("--cv-folds", type=int, default=3, help="folds of the weight-decay CV (default 3)")
+    parser.add_argument("--tol", type=float, default=1e-6, help="stop when max |gradient| <= TOL (default 1e-6)")
+    parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iteration cap (default 1000)")
     parser.add_argument("--asl-gamma-neg", type=float, default=4.0, help="ASL gamma- (default 4)")
     parser.add_argument("--asl-gamma-pos", type=float, default=0.0, help="ASL gamma+ (default 0)")
     parser.add_argument("--asl-clip", type=float, default=0.05, help="ASL probability margin (default 0.05)")
-    parser.add_argument("--decision", choices=("thresholds", "topk"), default="thresholds",
-                        help="how predict decides before calibrate stores thresholds")
+    parser.add_argument("--decision", choices=("thresholds", "topk", "count"), default="thresholds",
+                        help="how predict and the labels output decide before calibrate stores thresholds "
+                             "(count: top round(label_count) labels, --loss softmax)")
     parser.add_argument("--top-k", type=int, help="k for --decision topk (default: mean label count)")
+    parser.add_argument("--train-from", metavar="TENSOR",
+                        help="also fine-tune every layer between TENSOR and the head (see README for the ops)")
+    parser.add_argument("--epochs", type=int, default=30, help="--train-from: Adam epochs (default 30)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="--train-from: Adam learning rate (default 1e-3)")
+    parser.add_argument("--train-batch-size", type=int, default=256, help="--train-from: samples per step (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="default 0")
     from graphfix.calibrate._cli import add_data_args
 
@@ -58,17 +69,19 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     prep = preprocess_for(model, args, [args.train, args.val])
     new, history = train_head(
-        model, args.train, args.val, epochs=args.epochs, loss=args.loss, lr=args.lr,
-        batch_size=args.train_batch_size, weight_decay=wd, pos_weight=args.pos_weight,
+        model, args.train, args.val, loss=args.loss, weight_decay=wd, pos_weight=args.pos_weight,
         asl_gamma_neg=args.asl_gamma_neg, asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip,
-        decision=args.decision, top_k=args.top_k, seed=args.seed, features_batch_size=args.batch_size,
-        cache=not args.no_cache, progress=progress_for(args), preprocess=prep,
+        cv_folds=args.cv_folds, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
+        train_from=args.train_from, epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
+        seed=args.seed, features_batch_size=args.batch_size, cache=not args.no_cache,
+        progress=progress_for(args), preprocess=prep,
     )
     new.save(out)
     s = history["settings"]
     text = [
-        f"trained head: loss {s['loss']}, {s['epochs']} epochs, weight decay {s['weight_decay']:g} ({s['selected_by']})",
-        f"train loss {s['final_train_loss']:.4f}" + (f", val mAP {s['val_mAP']:.4f}" if s.get("val_mAP") is not None else ""),
+        f"trained head: loss {s['loss']}, weight decay {s['weight_decay']:g} ({s['selected_by']}), "
+        f"{s['iterations']} iterations, max |gradient| {s['grad_norm']:.2e}" + ("" if s["converged"] else " (NOT converged)"),
+        f"objective {s['objective']:.6g}" + (f", val mAP {s['val_mAP']:.4f}" if s.get("val_mAP") is not None else ""),
         f"wrote {out}",
     ]
     emit(args, {"ok": True, "command": "train-head", "output": out, "history": history}, text)

@@ -1,0 +1,150 @@
+"""`train_head`: fit the swapped model's multi-label head on frozen backbone features.
+
+Features come from the backbone cut at the head's input (onnxruntime, cached); the head is fitted
+by `graphfix.calibrate.training.fit_head` (standardised, converged L-BFGS, L2 strength by
+cross-validation) and written into the head Gemm's initializers, standardisation folded in.
+With `train_from`, the layers between that tensor and the head are fine-tuned as well
+(`graphfix.calibrate.finetune`). With the softmax loss a label-count head (`label_count`) is
+trained beside it; `decision="count"` keeps the top round(count) labels per image.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DECISIONS", "train_head"]
+
+import os
+from typing import Any
+
+import numpy as np
+
+from graphfix.calibrate.datasets import Dataset, Preprocess
+from graphfix.calibrate.features import extract_features
+from graphfix.calibrate.scoring import as_dataset
+from graphfix.calibrate.training import TrainConfig, fit_head
+from graphfix.errors import GraphfixError
+from graphfix.model import Model, set_metadata
+
+#: Decision rules `train_head` can store for `predict` and the `labels` output.
+DECISIONS = ("thresholds", "topk", "count")
+
+
+def train_head(
+    model: Model,
+    train_set: Dataset | str | os.PathLike,
+    val_set: Dataset | str | os.PathLike | None = None,
+    *,
+    loss: str = "bce",
+    weight_decay: float | str = "auto",
+    pos_weight: str | None = None,
+    asl_gamma_neg: float = 4.0,
+    asl_gamma_pos: float = 0.0,
+    asl_clip: float = 0.05,
+    cv_folds: int = 3,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    decision: str = "thresholds",
+    top_k: int | None = None,
+    train_from: str | None = None,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+    features_batch_size: int = 64,
+    cache: bool = True,
+    progress: bool | None = None,
+    preprocess: Preprocess | None = None,
+) -> tuple[Model, dict[str, Any]]:
+    """Train the head's linear layer (and, with `train_from`, the layers before it).
+
+    Args:
+        model: A swapped model (not changed).
+        train_set: Training data (Dataset, CSV or NPZ path).
+        val_set: Validation data: picks the L2 strength instead of cross-validation.
+        loss: "bce", "asl" or "softmax" (1/k targets; `probabilities` becomes a Softmax and a
+            `label_count` output is added).
+        weight_decay: lambda of mean loss + lambda/2 ||w||^2 on standardised features, or "auto"
+            (k-fold CV on the training set, or `val_set`, scored by mAP).
+        pos_weight: None or "balanced" (BCE: negatives/positives per class).
+        asl_gamma_neg, asl_gamma_pos, asl_clip: ASL parameters.
+        cv_folds: k of the cross-validation.
+        tol: Gradient tolerance (max abs) of the final solve; max_iter: its iteration cap.
+        decision: "thresholds", "topk" or "count" (softmax loss only): stored for `predict`, and
+            for topk/count also computed by a bool `labels` output.
+        top_k: k for decision "topk" (default: the rounded mean label count of the train set).
+        train_from: A tensor of the backbone: fine-tune every layer between it and the head.
+        epochs, lr, batch_size: Adam settings of the `train_from` fine-tuning.
+        seed: Fold assignment and fine-tuning seed; same inputs and seed give the same bytes.
+        features_batch_size, cache, progress, preprocess: feature extraction settings.
+
+    Returns:
+        (new model, history): the history holds the solver report (iterations, gradient norm,
+        objective), the chosen weight decay and the whole CV curve; a compact copy is stored as
+        `graphfix.training`. Stale thresholds (and the `labels` output) are removed.
+    """
+    from tqdm import tqdm
+
+    from graphfix.calibrate.features import _progress
+    from graphfix.calibrate.graph import (
+        add_rank_labels_output, remove_count_head, remove_labels_output, set_count_head, set_head,
+        set_probability_op,
+    )
+
+    cfg = TrainConfig(
+        loss=loss, weight_decay=weight_decay, pos_weight=pos_weight, asl_gamma_neg=float(asl_gamma_neg),
+        asl_gamma_pos=float(asl_gamma_pos), asl_clip=float(asl_clip), count=loss == "softmax",
+        cv_folds=int(cv_folds), tol=float(tol), max_iter=int(max_iter), seed=int(seed),
+    )
+    cfg.validate()
+    if decision not in DECISIONS:
+        raise GraphfixError(f"unknown decision {decision!r}", kind="usage", hint=" | ".join(DECISIONS))
+    if decision == "count" and loss != "softmax":
+        raise GraphfixError("--decision count needs the label-count head of --loss softmax", kind="usage")
+    train = as_dataset(model, train_set, preprocess)
+    val = as_dataset(model, val_set, preprocess) if val_set is not None else None
+    kw = dict(batch_size=features_batch_size, cache=cache, progress=progress)
+    bar = tqdm(desc="head", unit="solve", disable=not _progress(progress), leave=False)
+    try:
+        if train_from is not None:
+            from graphfix.calibrate.finetune import finetune
+
+            new, hist = finetune(model, train, val, cfg, tensor=train_from, epochs=int(epochs), lr=float(lr),
+                                 batch_size=int(batch_size), features_kw=kw, progress=bar)
+        else:
+            x_train = extract_features(model, train, **kw)
+            x_val = extract_features(model, val, **kw) if val is not None else None
+            fit = fit_head(x_train, train.y, cfg, x_val, val.y if val is not None else None, progress=bar)
+            hist = fit.history
+            new = model.copy()
+            n_cls = train.y.shape[1]
+            remove_labels_output(new)
+            remove_count_head(new)
+            set_head(new, fit.weight[:n_cls], fit.bias[:n_cls])
+            if cfg.count:
+                set_count_head(new, fit.weight[n_cls], float(fit.bias[n_cls]))
+    finally:
+        bar.close()
+    set_probability_op(new, "Softmax" if loss == "softmax" else "Sigmoid")
+    if decision == "topk" and top_k is None:
+        top_k = max(1, int(round(float(train.y.sum(axis=1).mean()))))
+    if decision in ("topk", "count"):
+        add_rank_labels_output(new, top_k=top_k if decision == "topk" else None)
+    settings = {k: v for k, v in cfg.to_dict().items() if loss == "asl" or not k.startswith("asl_")}
+    summary = {
+        **settings,
+        "weight_decay": hist["weight_decay"],
+        "decision": decision,
+        "top_k": top_k if decision == "topk" else None,
+        "train_from": train_from,
+        "selected_by": hist["selected_by"],
+        "C": hist.get("C"),
+        "train_samples": len(train),
+        "val_samples": len(val) if val is not None else None,
+        "iterations": hist["iterations"],
+        "grad_norm": hist["grad_norm"],
+        "objective": hist["objective"],
+        "converged": hist["converged"],
+        "val_mAP": hist.get("val_mAP"),
+    }
+    set_metadata(new.ir, training=summary, thresholds=None, calibration=None)
+    history = {**hist, "settings": summary}
+    return new, history
