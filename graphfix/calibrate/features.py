@@ -20,8 +20,10 @@ __all__ = [
     "activate",
     "probability_op",
     "cache_dir",
+    "memory_budget",
 ]
 
+import contextlib
 import logging
 import os
 import sys
@@ -122,26 +124,48 @@ def extract_features(
     """
     fm = feature_model(model)
     key = None
+    target = None
     if cache:
         key = f"{fm.sha256()[:24]}-{data.fingerprint()[:24]}"
-        path = cache_dir() / "features" / f"{key}.npy"
-        if path.is_file():
+        target = cache_dir() / "features" / f"{key}.npy"
+        if target.is_file():
             try:
-                feats = np.load(path, allow_pickle=False)
+                feats = np.load(target, allow_pickle=False, mmap_mode="r")
                 if feats.shape[0] == len(data):
-                    logger.info("features from cache %s", path)
-                    return feats
+                    logger.info("features from cache %s", target)
+                    return feats if _too_big(feats.nbytes) else np.array(feats)
             except (OSError, ValueError):
-                logger.warning("ignoring unreadable feature cache %s", path)
-    feats = _run_batches(fm, data, batch_size=batch_size, progress=progress, workers=workers)
-    if key is not None:
-        _write_cache(cache_dir() / "features" / f"{key}.npy", feats)
-    return feats
+                logger.warning("ignoring unreadable feature cache %s", target)
+    return _run_batches(fm, data, batch_size=batch_size, progress=progress, workers=workers, target=target)
+
+
+def memory_budget() -> int:
+    """Bytes of features kept in memory: `$GRAPHFIX_MEMORY_BUDGET` (bytes, or with a K/M/G suffix),
+    else half of the machine's memory."""
+    text = os.environ.get("GRAPHFIX_MEMORY_BUDGET", "").strip().upper()
+    if text:
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+        try:
+            return int(float(text.rstrip("KMG")) * scale)
+        except ValueError as exc:
+            raise GraphfixError(f"GRAPHFIX_MEMORY_BUDGET={text!r}: a byte count such as 8G", kind="usage") from exc
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def _too_big(nbytes: int) -> bool:
+    return nbytes > memory_budget()
 
 
 def _run_batches(
-    fm: Model, data: Dataset, *, batch_size: int, progress: bool | None, workers: int | None
+    fm: Model, data: Dataset, *, batch_size: int, progress: bool | None, workers: int | None, target: Path | None
 ) -> np.ndarray:
+    """Features [N, F] float32, written batch by batch into one array (never concatenated): in
+    memory, or, above the memory budget, a memory-mapped file (the cache file when caching, else
+    a temporary file) that the streamed head solver reads chunk by chunk. The cache file is
+    written under a temporary name and renamed when complete."""
     from tqdm import tqdm
 
     sess = fm.session()
@@ -150,7 +174,9 @@ def _run_batches(
         raise GraphfixError(f"the backbone has {len(inputs)} inputs; one image input expected", path=fm.path)
     name = inputs[0].name
     out_name = sess.get_outputs()[0].name
-    chunks: list[np.ndarray] = []
+    feats: np.ndarray | None = None
+    tmp: str | None = None
+    done = 0
     bar = tqdm(total=len(data), desc="features", unit="img", disable=not _progress(progress), leave=False)
     try:
         for batch in data.batches(batch_size, workers=workers):
@@ -161,20 +187,56 @@ def _run_batches(
                     f"the backbone rejects inputs of shape {list(batch.shape)}: {str(exc).splitlines()[0]}",
                     path=data.source,
                 ) from exc
-            chunks.append(np.asarray(out, dtype=np.float32).reshape(len(batch), -1))
+            out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+            if feats is None:
+                feats, tmp = _allocate((len(data), out.shape[1]), target)
+            feats[done : done + len(out)] = out
+            done += len(out)
             bar.update(len(batch))
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
     finally:
         bar.close()
-    return np.concatenate(chunks)
+    assert feats is not None
+    if target is not None:
+        _finish_cache(feats, tmp, target)
+    elif isinstance(feats, np.memmap):
+        feats.flush()
+    return feats
 
 
-def _write_cache(path: Path, feats: np.ndarray) -> None:
+def _allocate(shape: tuple[int, int], target: Path | None) -> tuple[np.ndarray, str | None]:
+    nbytes = shape[0] * shape[1] * 4
+    if not _too_big(nbytes):
+        return np.empty(shape, np.float32), None
+    folder = target.parent if target is not None else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=folder)
+    os.close(fd)
+    logger.warning("features (%.1f GB) are over the memory budget (%.1f GB): streaming them from %s",
+                   nbytes / 1e9, memory_budget() / 1e9, tmp)
+    feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    if target is None:  # nothing to keep: the mapping outlives the name
+        os.unlink(tmp)
+        return feats, None
+    return feats, tmp
+
+
+def _finish_cache(feats: np.ndarray, tmp: str | None, path: Path) -> None:
+    """Make `path` the cache file of `feats` (rename the memory-mapped file, or save the array)."""
     try:
+        if tmp is not None:
+            feats.flush()
+            os.replace(tmp, path)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, feats, allow_pickle=False)
-        os.replace(tmp, path)
+        os.replace(name, path)
     except OSError as exc:  # a read-only cache must not stop the job
         logger.warning("cannot write feature cache %s: %s", path, exc)
 

@@ -210,3 +210,18 @@ def test_retraining_drops_stale_thresholds(tiny_model, split):
 def test_bad_settings(tiny_model, split, kw, match):
     with pytest.raises(GraphfixError, match=match):
         train_head(tiny_model, split[0], **kw)
+
+
+def test_features_over_the_memory_budget_are_streamed(tiny_model, split, monkeypatch, caplog):
+    """Above the budget the features live in a memory-mapped file and the same head comes out."""
+    train, _ = split
+    in_memory, _ = train_head(tiny_model, train, weight_decay=1e-3, cache=False)
+    monkeypatch.setenv("GRAPHFIX_MEMORY_BUDGET", "1K")
+    with caplog.at_level("WARNING"):
+        streamed, _ = train_head(tiny_model, train, weight_decay=1e-3)
+    assert "over the memory budget" in caplog.text
+    assert streamed.to_bytes() == in_memory.to_bytes()
+    from graphfix.calibrate import extract_features
+
+    cached = extract_features(tiny_model, train)  # from the cache, memory-mapped
+    assert isinstance(cached, np.memmap) and cached.shape == (len(train), 8)

@@ -1,0 +1,227 @@
+"""Head quality: graphfix's CLI defaults against a converged, CV-tuned scikit-learn reference.
+
+For each data set, in one process:
+- graphfix, as a new user runs it: `swap-head` -> `train-head --train` -> `calibrate --heldout
+  --test` (CLI entry point called in-process, defaults only), test metrics from calibrate's JSON;
+  then the options that go beyond the defaults (ASL, class-balanced BCE, the train-score
+  fallback, softmax with the label-count decision and with top-k, `--train-from`).
+- the reference on the very same features: scikit-learn `StandardScaler` + one-vs-rest
+  `LogisticRegression` (lbfgs, tol 1e-6, max_iter 10000), one C for all classes chosen by
+  `GridSearchCV` (C in 10^-4..10^4, 17 values, 3 shuffled folds, scored by mAP over the classes
+  with a positive), refitted on the whole training set; its per-class thresholds are fitted on
+  the held-out scores with the same exact F1 search and few-positive policy that graphfix uses,
+  so the rows differ only in the head.
+
+Data sets (nothing downloaded): digit mosaics (`digit_mosaics.py`, long-tailed, a CNN's 32
+backbone features) and scikit-learn's `make_multilabel_classification` (count features, 20
+labels, several seeds; two constant columns and a few columns scaled by 10 added, like real
+features), each split train / held-out / test.
+
+    python benchmarks/head_quality.py --out /tmp/head-quality            # everything
+    python benchmarks/head_quality.py --out /tmp/hq --sets tabular-0     # one set
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+C_GRID = np.logspace(-4, 4, 17)
+
+
+def _digit_mosaics():
+    spec = importlib.util.spec_from_file_location("digit_mosaics", HERE / "digit_mosaics.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def cli(*args: str) -> dict:
+    """Run `graphfix ARGS --json` in this process; the parsed JSON document."""
+    from graphfix.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main([*args, "--json"])
+    if rc != 0:
+        raise RuntimeError(f"graphfix {' '.join(args)} exited {rc}:\n{buf.getvalue()}")
+    return json.loads(buf.getvalue())
+
+
+# ----- data sets ----------------------------------------------------------------------------
+def tabular_model(n_features: int, n_labels: int, path: Path, seed: int) -> None:
+    """A 'pretrained' softmax classifier on tabular features: data -> Identity -> Gemm -> Softmax."""
+    import onnx
+    import onnx.helper as oh
+    from onnx import numpy_helper
+
+    from graphfix.convert._onnx import make_model
+
+    rng = np.random.default_rng(seed)
+    nodes = [
+        oh.make_node("Identity", ["data"], ["features"], name="backbone"),
+        oh.make_node("Gemm", ["features", "fc.weight", "fc.bias"], ["fc"], name="fc", transB=1),
+        oh.make_node("Softmax", ["fc"], ["prob"], name="softmax", axis=1),
+    ]
+    inits = [numpy_helper.from_array(rng.standard_normal((n_labels, n_features)).astype(np.float32) * 0.01, "fc.weight"),
+             numpy_helper.from_array(np.zeros(n_labels, np.float32), "fc.bias")]
+    graph = oh.make_graph(nodes, "tabular", [oh.make_tensor_value_info("data", onnx.TensorProto.FLOAT, ["N", n_features])],
+                          [oh.make_tensor_value_info("prob", onnx.TensorProto.FLOAT, ["N", n_labels])], inits)
+    onnx.save(make_model(graph), os.fspath(path))
+
+
+def make_tabular(out: Path, seed: int) -> dict[str, str]:
+    from sklearn.datasets import make_multilabel_classification
+
+    x, y = make_multilabel_classification(n_samples=4000, n_features=60, n_classes=20, n_labels=3, length=50,
+                                          allow_unlabeled=True, sparse=False, random_state=seed)
+    x = x.astype(np.float32)
+    x[:, :5] *= 10.0
+    x = np.concatenate([x, np.full((len(x), 1), 3.0, np.float32), np.zeros((len(x), 1), np.float32)], axis=1)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"model": str(out / "pretrained.onnx"), "labels": "20"}
+    tabular_model(x.shape[1], 20, out / "pretrained.onnx", seed)
+    for name, part in (("train", slice(0, 2000)), ("heldout", slice(2000, 3000)), ("test", slice(3000, 4000))):
+        np.savez(out / f"{name}.npz", x=x[part], y=y[part].astype(np.uint8))
+        paths[f"{name}_npz"] = str(out / f"{name}.npz")
+    return paths
+
+
+def make_mosaics(out: Path) -> dict[str, str]:
+    return _digit_mosaics().generate(out, n_train=3000, n_heldout=1000, n_test=1000)
+
+
+# ----- runs ---------------------------------------------------------------------------------
+def _test_metrics(doc: dict) -> dict[str, float]:
+    m = doc["metrics"]["test"]["tuned"]
+    return {"mAP": m["mAP"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"]}
+
+
+def graphfix_runs(out: Path, paths: dict[str, str], *, train_from: str | None) -> dict[str, dict]:
+    swapped = out / "swapped.onnx"
+    cli("swap-head", paths["model"], "--labels", paths["labels"], "-o", str(swapped))
+    train, held, test = paths["train_npz"], paths["heldout_npz"], paths["test_npz"]
+    runs: dict[str, dict] = {}
+
+    def pipeline(name: str, train_args: list[str], cal_args: list[str] = ()) -> dict:
+        trained, calibrated = out / f"trained-{name}.onnx", out / f"calibrated-{name}.onnx"
+        start = time.perf_counter()
+        th = cli("train-head", str(swapped), "--train", train, *train_args, "-o", str(trained))
+        seconds = time.perf_counter() - start
+        cal = cli("calibrate", str(trained), "--heldout", held, "--test", test, *cal_args, "-o", str(calibrated))
+        res = {**_test_metrics(cal), "train_seconds": round(seconds, 2), "weight_decay": th["history"]["weight_decay"],
+               "iterations": th["history"]["iterations"], "grad_norm": th["history"]["grad_norm"]}
+        runs[name] = res
+        return res
+
+    pipeline("default", [])
+    pipeline("asl", ["--loss", "asl"])
+    pipeline("balanced", ["--pos-weight", "balanced"])
+    pipeline("fallback:train", [], ["--train", train])
+    for decision in ("count", "topk"):
+        trained = out / f"trained-softmax-{decision}.onnx"
+        cli("train-head", str(swapped), "--train", train, "--loss", "softmax", "--decision", decision, "-o", str(trained))
+        runs[f"softmax+{decision}"] = _decision_metrics(trained, test)
+    pipeline("softmax+thresholds", ["--loss", "softmax"])
+    if train_from:
+        pipeline(f"train-from {train_from}", ["--train-from", train_from])
+    return runs
+
+
+def _decision_metrics(model_path: Path, test_npz: str) -> dict[str, float]:
+    """Test metrics of the model's own `labels` output (its stored top-k / count decision)."""
+    from graphfix.calibrate import metrics
+    from graphfix.model import Model
+
+    data = np.load(test_npz)
+    out = Model.load(model_path).run(data["x"])
+    y = data["y"]
+    return {"mAP": metrics.mean_average_precision(y, out["probabilities"]),
+            "macro_f1": metrics.macro_f1(y, out["labels"]), "micro_f1": metrics.micro_f1(y, out["labels"])}
+
+
+def _features(swapped: Path, npz: str) -> tuple[np.ndarray, np.ndarray]:
+    from graphfix.calibrate import feature_model
+    from graphfix.model import Model
+
+    data = np.load(npz)
+    fm = feature_model(Model.load(swapped))
+    name = fm.output_names[0]
+    return fm.run(data["x"])[name].reshape(len(data["x"]), -1), data["y"]
+
+
+def _map_scorer(estimator, x, y) -> float:
+    from sklearn.metrics import average_precision_score
+
+    scores = estimator.predict_proba(x)
+    present = y.sum(axis=0) > 0
+    return float(np.mean([average_precision_score(y[:, j], scores[:, j]) for j in np.flatnonzero(present)]))
+
+
+def reference_run(out: Path, paths: dict[str, str]) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from graphfix.calibrate import evaluate, fit_thresholds_from_scores
+
+    swapped = out / "swapped.onnx"
+    xtr, ytr = _features(swapped, paths["train_npz"])
+    xho, yho = _features(swapped, paths["heldout_npz"])
+    xte, yte = _features(swapped, paths["test_npz"])
+    start = time.perf_counter()
+    pipe = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(tol=1e-6, max_iter=10000)))
+    search = GridSearchCV(pipe, {"onevsrestclassifier__estimator__C": C_GRID}, scoring=_map_scorer,
+                          cv=KFold(3, shuffle=True, random_state=0), refit=True)
+    search.fit(xtr.astype(np.float64), ytr)
+    seconds = time.perf_counter() - start
+    th = fit_thresholds_from_scores(search.predict_proba(xho), yho, "f1")
+    m = evaluate(search.predict_proba(xte), yte, th)
+    return {"mAP": m["mAP"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"], "train_seconds": round(seconds, 2),
+            "C": float(search.best_params_["onevsrestclassifier__estimator__C"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="head-quality", help="work folder (default ./head-quality)")
+    p.add_argument("--sets", default="mosaics,tabular-0,tabular-1,tabular-2", help="comma-separated")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    os.environ.setdefault("GRAPHFIX_CACHE", str(out / "cache"))
+    results = {}
+    for name in args.sets.split(","):
+        folder = out / name
+        paths = make_mosaics(folder) if name == "mosaics" else make_tabular(folder, int(name.split("-")[1]))
+        runs = graphfix_runs(folder, paths, train_from="p1" if name == "mosaics" else None)
+        runs["sklearn reference"] = reference_run(folder, paths)
+        results[name] = runs
+        print(f"\n## {name}\n")
+        print("| run | test mAP | macro-F1 | micro-F1 | train s |")
+        print("|---|---|---|---|---|")
+        ref = runs["sklearn reference"]
+        for run, m in runs.items():
+            diff = "" if run == "sklearn reference" else f" ({m['mAP'] - ref['mAP']:+.4f})"
+            print(f"| {run} | {m['mAP']:.4f}{diff} | {m['macro_f1']:.4f} ({m['macro_f1'] - ref['macro_f1']:+.4f}) | "
+                  f"{m['micro_f1']:.4f} ({m['micro_f1'] - ref['micro_f1']:+.4f}) | {m.get('train_seconds', '')} |")
+        sys.stdout.flush()
+    (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    worst = min(min(r["default"][k] - r["sklearn reference"][k] for k in ("mAP", "macro_f1", "micro_f1")) for r in results.values())
+    print(f"\nworst default - reference over all sets and metrics: {worst:+.4f} (target >= -0.01)")
+    print(f"command: python benchmarks/head_quality.py --out {args.out} --sets {args.sets}")
+    return 0 if worst >= -0.01 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
