@@ -15,6 +15,7 @@ __all__ = [
     "find_head_gemm",
     "head_parameters",
     "feature_model",
+    "find_value",
     "extract_features",
     "scores_from_features",
     "activate",
@@ -71,27 +72,39 @@ def head_parameters(model: Model) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(weight), bias.reshape(-1)
 
 
-def feature_model(model: Model) -> Model:
-    """A new Model whose only output is the head's features tensor [N, F] (head dropped)."""
+def find_value(model: Model, name: str) -> ir.Value:
+    """The tensor `name` computed by a node of the model's graph."""
+    for node in model.ir.graph:
+        for out in node.outputs:
+            if out.name == name:
+                return out
+    inputs = [v.name for v in model.ir.graph.inputs]
+    why = "it is a graph input" if name in inputs else "no node computes it"
+    raise GraphfixError(f"tensor {name!r} not found ({why})", kind="usage", path=model.path,
+                        hint="`graphfix inspect MODEL` lists the tensors")
+
+
+def feature_model(model: Model, tensor: str | None = None) -> Model:
+    """A new Model whose only output is the head's features tensor [N, F] (head dropped), or the
+    tensor named `tensor` (everything after it dropped)."""
     from onnx_ir.passes.common import RemoveUnusedNodesPass
 
     new = model.copy()
     gemm = find_head_gemm(new)
-    features = gemm.inputs[0]
-    weight, _ = head_parameters(model)
+    features = gemm.inputs[0] if tensor is None else find_value(new, tensor)
     graph = new.ir.graph
     graph.outputs.clear()
     graph.outputs.append(features)
     if features.dtype is None:
         features.dtype = ir.DataType.FLOAT
-    if features.shape is None:
+    if features.shape is None and tensor is None:
+        weight, _ = head_parameters(model)
         features.shape = ir.Shape([ir.SymbolicDim("N"), weight.shape[1]])
     RemoveUnusedNodesPass()(new.ir)
     new.ir.metadata_props.clear()
     new.ir.doc_string = None
     new.path = model.path
     return new
-
 
 
 def cache_dir() -> Path:
@@ -111,8 +124,9 @@ def extract_features(
     cache: bool = True,
     progress: bool | None = None,
     workers: int | None = None,
+    tensor: str | None = None,
 ) -> np.ndarray:
-    """Run the backbone over `data` and return float32 features [N, F].
+    """Run the backbone over `data` and return float32 features [N, F] (flattened per sample).
 
     Args:
         model: A swapped model (has the `graphfix_head` Gemm).
@@ -121,8 +135,9 @@ def extract_features(
         cache: Read/write the on-disk cache.
         progress: Show a tqdm bar (None: only when stderr is a terminal).
         workers: Image decoding threads.
+        tensor: Cut the backbone at this tensor instead of the head's input.
     """
-    fm = feature_model(model)
+    fm = feature_model(model, tensor)
     key = None
     target = None
     if cache:
