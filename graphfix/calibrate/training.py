@@ -43,6 +43,8 @@ LAMBDA_GRID = tuple(float(10.0 ** (-k / 2)) for k in range(15))
 CV_GTOL = 1e-5
 #: Grid steps past the best before the path stops.
 PATIENCE = 2
+#: Weight decay when the training set is too small to cross-validate (< 2 x folds samples).
+SMALL_SET_WEIGHT_DECAY = 1e-2
 
 
 @dataclass
@@ -145,10 +147,13 @@ def fit_head(
     elif x_val is not None and y_val is not None:
         lam, theta0, curve = _validation_path(problem, x_val, np.asarray(y_val), progress)
         history.update(selected_by="validation mAP", cv=curve)
+    elif len(x) < 2 * cfg.cv_folds:
+        lam = SMALL_SET_WEIGHT_DECAY
+        history.update(selected_by=f"default ({len(x)} samples: too few for {cfg.cv_folds}-fold CV)")
+        logger.warning("%d training samples: too few for %d-fold CV; weight decay %g", len(x), cfg.cv_folds, lam)
     else:
-        folds = min(cfg.cv_folds, len(x))
-        lam, theta0, curve = _cv_path(x, y, cfg, stats, folds, progress)
-        history.update(selected_by=f"{folds}-fold CV mAP", cv_folds=folds, cv=curve)
+        lam, theta0, curve = _cv_path(x, y, cfg, stats, cfg.cv_folds, progress)
+        history.update(selected_by=f"{cfg.cv_folds}-fold CV mAP", cv_folds=cfg.cv_folds, cv=curve)
     result = solve(problem, lam, theta0, gtol=cfg.tol, max_iter=cfg.max_iter)
     if progress is not None:
         progress.update(1)

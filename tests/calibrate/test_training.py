@@ -225,3 +225,9 @@ def test_features_over_the_memory_budget_are_streamed(tiny_model, split, monkeyp
 
     cached = extract_features(tiny_model, train)  # from the cache, memory-mapped
     assert isinstance(cached, np.memmap) and cached.shape == (len(train), 8)
+
+
+def test_tiny_training_set_uses_a_stated_default():
+    xs, y = _problem(7, n=5)
+    fit = fit_head(xs.astype(np.float32), y, TrainConfig())
+    assert fit.history["selected_by"].startswith("default (5 samples") and fit.history["converged"]

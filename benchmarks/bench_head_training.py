@@ -1,0 +1,102 @@
+"""Head-training speed: graphfix's whole automatic fit (CV path + final fit) against one
+scikit-learn one-vs-rest `LogisticRegression` fit at a single C, on the same features.
+
+Features look like a CNN's: ReLU of a low-rank latent map plus noise, per-feature scales spread
+over two decades; 100 labels with priors from 1% to 20% driven by the latent factors. Both
+sides get the same float32 matrix; sklearn also gets `StandardScaler` (its time included) and
+the C that graphfix's CV chose (tol 1e-4 default, max_iter 1000), run in the same process on
+the same 2 cores. Target: graphfix (CV included) <= 2x the single sklearn fit.
+
+    python benchmarks/bench_head_training.py                    # 50,000 x 512, 100 labels
+    python benchmarks/bench_head_training.py --big              # + 100,000 x 2,048, 1,000 labels (graphfix only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def make_features(n: int, n_feat: int, n_labels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, 64)).astype(np.float32)
+    mix = rng.standard_normal((64, n_feat)).astype(np.float32) / 8.0
+    x = np.maximum(latent @ mix + 0.5 * rng.standard_normal((n, n_feat), dtype=np.float32), 0.0)
+    x *= np.exp(rng.uniform(-2.3, 2.3, n_feat)).astype(np.float32)
+    proj = rng.standard_normal((64, n_labels)) / 2.0
+    priors = np.exp(np.linspace(np.log(0.01), np.log(0.2), n_labels))
+    z = latent @ proj + rng.logistic(size=(n, n_labels))
+    cut = np.array([np.quantile(z[:, j], 1 - priors[j]) for j in range(n_labels)])
+    y = (z > cut).astype(np.uint8)
+    return np.ascontiguousarray(x), y
+
+
+def run_graphfix(x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+    from graphfix.calibrate.training import TrainConfig, fit_head
+
+    start = time.perf_counter()
+    fit = fit_head(x, y, TrainConfig())
+    return time.perf_counter() - start, fit.history
+
+
+def run_sklearn(x: np.ndarray, y: np.ndarray, C: float) -> tuple[float, int]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    start = time.perf_counter()
+    model = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(C=C, max_iter=1000))).fit(x, y)
+    seconds = time.perf_counter() - start
+    iters = max(int(e.n_iter_[0]) for e in model[-1].estimators_)
+    return seconds, iters
+
+
+def big(n: int, n_feat: int, n_labels: int) -> dict:
+    """graphfix alone on a large problem: seconds and peak RSS of this process."""
+    x, y = make_features(n, n_feat, n_labels, seed=1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds, hist = run_graphfix(x, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1024, 1), "rss_before_fit_mb": round(base / 1024, 1),
+            "features_mb": round(x.nbytes / 2**20, 1), "weight_decay": hist["weight_decay"],
+            "cv_points": len(hist["cv"]), "iterations": hist["iterations"], "grad_norm": hist["grad_norm"],
+            "data_passes": hist["data_passes"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=50_000)
+    p.add_argument("--features", type=int, default=512)
+    p.add_argument("--labels", type=int, default=100)
+    p.add_argument("--big", action="store_true", help="also 100,000 x 2,048 x 1,000 in a fresh process")
+    p.add_argument("--_big", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._big:
+        print(json.dumps(big(*args._big)))
+        return 0
+    x, y = make_features(args.n, args.features, args.labels)
+    print(f"features {x.shape[0]} x {x.shape[1]}, {y.shape[1]} labels, positives per label {int(y.sum(0).min())}..{int(y.sum(0).max())}")
+    g_sec, hist = run_graphfix(x, y)
+    C = hist["C"]
+    print(f"graphfix fit_head (3-fold CV over {len(hist['cv'])} weight decays + final fit): {g_sec:.1f} s; "
+          f"chose weight decay {hist['weight_decay']:.3g} (C = {C:.3g}); final fit {hist['iterations']} iterations, "
+          f"max |grad| {hist['grad_norm']:.2e}, {hist['data_passes']} data passes")
+    s_sec, s_iter = run_sklearn(x, y, C)
+    print(f"sklearn StandardScaler + OvR LogisticRegression(C={C:.3g}, lbfgs): {s_sec:.1f} s (max {s_iter} iterations per class)")
+    print(f"ratio graphfix / sklearn single fit: {g_sec / s_sec:.2f} (target <= 2.0)")
+    if args.big:
+        cmd = [sys.executable, __file__, "--_big", "100000", "2048", "1000"]
+        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        print(f"100,000 x 2,048, 1,000 labels (graphfix only, fresh process): {res}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
