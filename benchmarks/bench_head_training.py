@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--_big", "100000", "2048", "1000"]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         print(f"100,000 x 2,048, 1,000 labels (graphfix only, fresh process): {res}")
+    print(f"command: python benchmarks/bench_head_training.py --n {args.n} --features {args.features} --labels {args.labels}"
+          + (" --big" if args.big else ""))
     return 0
 
 

@@ -80,10 +80,10 @@ def tabular_model(n_features: int, n_labels: int, path: Path, seed: int) -> None
     onnx.save(make_model(graph), os.fspath(path))
 
 
-def make_tabular(out: Path, seed: int) -> dict[str, str]:
+def make_tabular(out: Path, seed: int, n: int = 4000) -> dict[str, str]:
     from sklearn.datasets import make_multilabel_classification
 
-    x, y = make_multilabel_classification(n_samples=4000, n_features=60, n_classes=20, n_labels=3, length=50,
+    x, y = make_multilabel_classification(n_samples=n, n_features=60, n_classes=20, n_labels=3, length=50,
                                           allow_unlabeled=True, sparse=False, random_state=seed)
     x = x.astype(np.float32)
     x[:, :5] *= 10.0
@@ -91,7 +91,7 @@ def make_tabular(out: Path, seed: int) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"model": str(out / "pretrained.onnx"), "labels": "20"}
     tabular_model(x.shape[1], 20, out / "pretrained.onnx", seed)
-    for name, part in (("train", slice(0, 2000)), ("heldout", slice(2000, 3000)), ("test", slice(3000, 4000))):
+    for name, part in (("train", slice(0, n // 2)), ("heldout", slice(n // 2, 3 * n // 4)), ("test", slice(3 * n // 4, n))):
         np.savez(out / f"{name}.npz", x=x[part], y=y[part].astype(np.uint8))
         paths[f"{name}_npz"] = str(out / f"{name}.npz")
     return paths
@@ -197,13 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="head-quality", help="work folder (default ./head-quality)")
     p.add_argument("--sets", default="mosaics,tabular-0,tabular-1,tabular-2", help="comma-separated")
+    p.add_argument("--tabular-samples", type=int, default=4000, help="rows of each tabular set (default 4000)")
     args = p.parse_args(argv)
     out = Path(args.out)
     os.environ.setdefault("GRAPHFIX_CACHE", str(out / "cache"))
     results = {}
     for name in args.sets.split(","):
         folder = out / name
-        paths = make_mosaics(folder) if name == "mosaics" else make_tabular(folder, int(name.split("-")[1]))
+        paths = make_mosaics(folder) if name == "mosaics" else make_tabular(folder, int(name.split("-")[1]), args.tabular_samples)
         runs = graphfix_runs(folder, paths, train_from="p1" if name == "mosaics" else None)
         runs["sklearn reference"] = reference_run(folder, paths)
         results[name] = runs
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     worst = min(min(r["default"][k] - r["sklearn reference"][k] for k in ("mAP", "macro_f1", "micro_f1")) for r in results.values())
     print(f"\nworst default - reference over all sets and metrics: {worst:+.4f} (target >= -0.01)")
-    print(f"command: python benchmarks/head_quality.py --out {args.out} --sets {args.sets}")
+    print(f"command: python benchmarks/head_quality.py --out {args.out} --sets {args.sets} --tabular-samples {args.tabular_samples}")
     return 0 if worst >= -0.01 else 1
 
 
