@@ -13,8 +13,8 @@ are bit-identical):
 
 `resize_from=(h, w)` fixes the image size the client sends and resizes it in the graph to the
 model's input size: ONNX Resize, mode linear, coordinate_transformation_mode half_pixel, no
-antialiasing. That equals Pillow's bilinear resampling (graphfix's own) up to Pillow's rounding
-to uint8 when enlarging; when shrinking Pillow also low-pass filters, so resize on the client
+antialiasing. When enlarging that is Pillow's bilinear resampling (graphfix's own) within one
+uint8 level (Pillow computes in fixed point and rounds to uint8); when shrinking Pillow also low-pass filters, so resize on the client
 for results equal to `graphfix predict`.
 
 `verify_baked` runs the baked model on seeded random images and the unbaked one on the same
