@@ -118,7 +118,8 @@ def bake_preprocess(
         "size": [in_h, in_w], "resize": None if resize_from is None or (in_h, in_w) == (height, width)
         else "linear, half_pixel, no antialias",
     }
-    meta = {**(model.preprocess or {}), **prep.to_dict(), "baked": baked}
+    # "layout" tells graphfix's own image loader (NCHW float only) that this model is not for it
+    meta = {**(model.preprocess or {}), **prep.to_dict(), "layout": layout.upper(), "baked": baked}
     return work.with_metadata(preprocess=meta)
 
 
