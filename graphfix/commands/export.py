@@ -114,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
             return exc.exit_code
         raise
     doc = {"command": "export", **result.to_dict()}
-    lines = [f"exported ({args.target}{', fp16' if args.fp16 else ''}, opset {args.opset}, {result.seconds:.2f} s)"]
-    if result.path:
-        lines.append(f"wrote {result.path}")
+    lines = [f"{f'wrote {result.path}' if result.path else 'exported'} ({args.target}{', fp16' if args.fp16 else ''}, "
+             f"opset {args.opset}, {result.seconds:.2f} s)"]
     if baked_check is not None:
         doc["baked_preprocess"] = baked_check
         lines += _baked_lines(baked_check)

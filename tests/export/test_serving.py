@@ -161,10 +161,13 @@ def test_baked_export_passes_tensorrt_check_and_is_deterministic(tmp_path):
 
 def test_baked_model_builds_with_tensorrt_rtx(tmp_path):
     pytest.importorskip("tensorrt_rtx")
-    baked = bake_preprocess(_calibrated(), layout="nhwc", resize_from=(64, 48))
-    result = export(baked, tmp_path / "m.onnx", max_batch=8)
-    report = check(result.path, build=True)
-    assert report.ok and report.build["status"] == "ok", report.text()
+    model = _calibrated()
+    for i, (layout, size, fp16) in enumerate([("nhwc", (64, 48), False), ("nchw", None, True)]):
+        baked = bake_preprocess(model, layout=layout, resize_from=size)
+        result = export(baked, tmp_path / f"m{i}.onnx", fp16=fp16, max_batch=8)
+        report = check(result.path, build=True)
+        assert report.ok and report.build["status"] == "ok", report.text()
+        assert report.build["engine_bytes"] > 0
 
 
 def _model_config_pb2():
