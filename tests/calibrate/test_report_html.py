@@ -128,7 +128,8 @@ def test_calibrate_report_without_matplotlib(tmp_path, tiny_model):
     """No `report` extra: the report (HTML included) is written, the model saved, a warning said."""
     x, y = make_data(tiny_model, n=120)
     np.savez(tmp_path / "heldout.npz", x=x, y=y)
-    tiny_model.save(tmp_path / "model.onnx")
+    head = {**HEAD, "features": "features", "num_features": 8, "num_labels": 4, "old_classes": 10}
+    tiny_model.with_metadata(head=head).save(tmp_path / "model.onnx")
     blocker = tmp_path / "no_matplotlib" / "matplotlib"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text('raise ImportError("No module named \'matplotlib\' (blocked by the test)")\n')
@@ -147,8 +148,8 @@ def test_calibrate_report_without_matplotlib(tmp_path, tiny_model):
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["plots"].startswith("skipped")
     page = (tmp_path / "rep" / "index.html").read_text()
-    assert "Gemm graphfix_head" not in page or "features" in page  # head picture only when metadata says
-    assert 'id="classes"' in page
+    assert "The head that was replaced" in page and "W [4, 8]" in page and "[N, 10] (one label)" in page
+    assert 'id="classes"' in page and page.count("<svg") == 1  # the head picture; curves are drawn on demand
 
 
 def test_calibrate_report_with_matplotlib_writes_png(tmp_path, tiny_model):
