@@ -1,4 +1,4 @@
-"""The `--report DIR` of calibrate: report.json, a per-class table (CSV + Markdown), PR plots.
+"""The `--report DIR` of calibrate: report.json, index.html, a per-class table (CSV + Markdown), PR plots.
 
 Files:
 - `report.json`: thresholds with methods and reasons, metrics at 0.5 and at the fitted
@@ -6,13 +6,17 @@ Files:
 - `per_class.csv` / `per_class.md`: label, held-out positives, threshold, method, precision,
   recall, F1 at the threshold and at 0.5, AP (first split: the held-out set unless a test set
   is given, then the test set).
+- `index.html`: one self-contained page (`report_html`): summary before/after tuning,
+  fallbacks and warnings, the replaced head, the sortable per-class table, PR curves on demand.
+  Needs no matplotlib.
 - `pr_curves[_N].png`: per-class precision-recall curves (held-out scores) with the chosen
-  threshold marked, 25 classes per file (matplotlib, Agg backend, imported here only).
+  threshold marked, 25 classes per file (matplotlib, Agg backend, imported here only). Without
+  matplotlib (no `graphfix[report]`) they are skipped and report.json says so.
 """
 
 from __future__ import annotations
 
-__all__ = ["write_report", "METRIC_DEFINITIONS"]
+__all__ = ["write_report", "plots_available", "METRIC_DEFINITIONS"]
 
 import csv
 import json
@@ -45,6 +49,15 @@ METRIC_DEFINITIONS = {
 PER_FIGURE = 25
 
 
+def plots_available() -> bool:
+    """True when matplotlib imports (the PNG plots need it; index.html does not)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -62,6 +75,7 @@ def write_report(
     *,
     extra: dict[str, Any] | None = None,
     plots: bool = True,
+    head: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the report files; returns their paths.
 
@@ -71,44 +85,53 @@ def write_report(
         splits: Split name -> {"at_0.5": summarize(...), "tuned": summarize(...)}.
         heldout_scores, heldout_y: For the PR curves.
         extra: More keys for report.json (model, objective, ...).
-        plots: Write the PNGs.
+        plots: Write the PNGs (skipped, and said in report.json, when matplotlib is missing).
+        head: The model's `graphfix.head` metadata, for the head picture of index.html.
     """
+    from graphfix.calibrate.report_html import render_html
+
     out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GraphfixError(f"cannot create report folder ({exc.strerror})", kind="usage", path=out) from exc
     written = []
+    with_plots = plots and plots_available()
     doc = {
         **(extra or {}),
         "thresholds": thresholds.to_dict(),
         "splits": splits,
         "definitions": METRIC_DEFINITIONS,
+        "plots": "png" if with_plots else ("skipped: matplotlib is not installed (graphfix[report])" if plots else "off"),
     }
-    path = out / "report.json"
-    path.write_text(json.dumps(doc, indent=2, default=jsonable) + "\n")
-    written.append(str(path))
     table_split = "test" if "test" in splits else next(iter(splits))
     rows = _rows(thresholds, splits[table_split])
     cols = ["label", "positives", "threshold", "method", "precision", "recall", "f1", "f1_at_0.5", "ap", "reason"]
-    path = out / "per_class.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(cols)
-        for r in rows:
-            writer.writerow([_fmt(r[c]) for c in cols])
-    written.append(str(path))
-    path = out / "per_class.md"
-    lines = [f"Per-class results on the {table_split} split (objective {thresholds.objective}).", ""]
-    lines.append("| " + " | ".join(cols) + " |")
-    lines.append("|" + "---|" * len(cols))
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[c]).replace("|", "/") for c in cols) + " |")
-    path.write_text("\n".join(lines) + "\n")
-    written.append(str(path))
-    if plots:
-        written.extend(_plot_pr(out, thresholds, heldout_scores, heldout_y))
+    csv_lines: list[list[str]] = [cols] + [[_fmt(r[c]) for c in cols] for r in rows]
+    md = [f"Per-class results on the {table_split} split (objective {thresholds.objective}).", ""]
+    md.append("| " + " | ".join(cols) + " |")
+    md.append("|" + "---|" * len(cols))
+    md += ["| " + " | ".join(_fmt(r[c]).replace("|", "/") for c in cols) + " |" for r in rows]
+    page = render_html(rows, thresholds, splits, heldout_scores, heldout_y, table_split=table_split, head=head,
+                       extra=extra)
+    try:
+        _write_text(out / "report.json", json.dumps(doc, indent=2, default=jsonable) + "\n", written)
+        with open(out / "per_class.csv", "w", newline="") as fh:
+            csv.writer(fh).writerows(csv_lines)
+        written.append(str(out / "per_class.csv"))
+        _write_text(out / "per_class.md", "\n".join(md) + "\n", written)
+        _write_text(out / "index.html", page, written)
+        if with_plots:
+            written.extend(_plot_pr(out, thresholds, heldout_scores, heldout_y))
+    except OSError as exc:
+        raise GraphfixError(f"cannot write the report ({exc.strerror})", path=exc.filename or out) from exc
     return written
+
+
+def _write_text(path: Path, text: str, written: list[str]) -> None:
+    """The one place the report writes a text file (to move onto graphfix's common output path)."""
+    path.write_text(text, encoding="utf-8")
+    written.append(str(path))
 
 
 def _rows(thresholds: Any, split: dict[str, Any]) -> list[dict[str, Any]]:

@@ -6,12 +6,15 @@ f2, fbeta:B, precision@P, recall@R, or one global threshold for micro-f1. Classe
 global micro-F1 threshold; the output says which classes fell back and why. Thresholds go into
 `graphfix.thresholds` metadata and a bool `labels` output (probabilities >= thresholds).
 --test DATA reports metrics at 0.5 and at the fitted thresholds on a separate split; --report DIR
-writes report.json, per_class.csv/.md and precision-recall plots.
+writes report.json, index.html (one self-contained page: sortable per-class table, PR curves,
+the replaced head), per_class.csv/.md and precision-recall PNGs (these need matplotlib, the
+`report` extra; without it they are skipped with a warning and everything else is written).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from graphfix.commands._options import (
     add_output_args, add_target_args, check_output_path, default_output, emit, load_model, write_model,
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, help="average thresholds over K folds of the held-out set")
     parser.add_argument("--at-least-one", action="store_true", help="always keep each image's top label")
     parser.add_argument("--no-labels-output", action="store_true", help="store thresholds as metadata only")
-    parser.add_argument("--report", metavar="DIR", help="write report.json, per_class.csv/.md and PR plots here")
+    parser.add_argument("--report", metavar="DIR", help="write report.json, index.html, per_class.csv/.md and PR plots here")
     parser.add_argument("--no-plots", action="store_true", help="with --report: skip the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (default 0)")
     from graphfix.calibrate._cli import add_data_args
@@ -75,10 +78,17 @@ def run(args: argparse.Namespace) -> int:
         splits["test"] = {"at_0.5": evaluate(t_scores, t_y, 0.5, labels), "tuned": evaluate(t_scores, t_y, th, labels)}
     files = []
     if args.report:
-        from graphfix.calibrate.report import write_report
+        import sys
 
+        from graphfix.calibrate.report import plots_available, write_report
+
+        if not args.no_plots and not plots_available():
+            print("graphfix: warning: matplotlib is not installed: PR-curve PNGs skipped "
+                  f"(the curves are in {os.path.join(args.report, 'index.html')}; pip install 'graphfix[report]')",
+                  file=sys.stderr)
         files = write_report(args.report, th, splits, scores, y, plots=not args.no_plots,
-                             extra={"model": args.model, "output": out, "objective": th.objective})
+                             extra={"model": args.model, "output": out, "objective": th.objective},
+                             head=model.metadata.get("head"))
     text = [f"objective {th.objective}: {sum(m == 'tuned' or m == 'global' for m in th.methods)}/{len(labels)} classes tuned"]
     for fb in th.fallbacks:
         text.append(f"  {fb['label']}: {fb['method']} (t={fb['threshold']:.4f}): {fb['reason']}")

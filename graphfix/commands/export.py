@@ -7,11 +7,19 @@ outputs, Resize and the multi-label head kept fp32). The result is compared with
 onnxruntime (fp32: max|diff| <= 1e-5 x max(1, max|ref|); fp16: probabilities within 1e-2) and
 checked with the C1-C16 readiness checklist.
 
+Serving: --bake-preprocess makes the model take uint8 images (--layout nhwc|nchw, RGB) and do
+graphfix's preprocessing (cast, channel order, mean/std/scale; --image-size H,W adds a linear
+resize from that fixed size) inside the graph; it is checked against graphfix's own
+preprocessing on random images (fp32 within 1e-5) before the export. --triton REPO writes a
+Triton model repository REPO/NAME/{config.pbtxt, labels.txt, 1/model.onnx} (--name, default
+the output's stem), adding the bool `labels` output when thresholds are stored.
+
 Exit status: 0 exported and ready; 1 parity over tolerance (nothing written) or a readiness
 FAIL remains (the file is written); 2 bad input or usage.
 
 Example:
   graphfix export resnet-multilabel.onnx --target tensorrt --fp16 --max-batch 32 -o resnet-trt.onnx
+  graphfix export calibrated.onnx --target tensorrt --bake-preprocess --triton models/ --name resnet
 """
 
 from __future__ import annotations
@@ -34,6 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", metavar="NPZ", help="sample inputs (arrays named like the model inputs) "
                         "for the parity run and the fp16 activation probe")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity run")
+    serving = parser.add_argument_group("serving")
+    serving.add_argument("--bake-preprocess", action="store_true",
+                         help="the model takes uint8 RGB images; preprocessing runs in the graph")
+    serving.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
+                         help="with --bake-preprocess: image layout (default nhwc)")
+    serving.add_argument("--image-size", metavar="H,W",
+                         help="with --bake-preprocess: images come at H,W and are resized in the graph "
+                         "(linear, half-pixel, no antialias)")
+    serving.add_argument("--triton", metavar="REPO", help="write a Triton model repository entry REPO/NAME")
+    serving.add_argument("--name", help="with --triton: the model name (default: the output's stem)")
     add_output_args(parser)
 
 
@@ -57,18 +75,33 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.convert.export import export
     from graphfix.errors import GraphfixError
 
-    out = args.output or default_output(args.model, f"-{args.target}" + ("-fp16" if args.fp16 else ""))
-    check_output_path(out, [args.model, getattr(args, "params", None), getattr(args, "weights", None)])
+    default_out = default_output(args.model, f"-{args.target}" + ("-fp16" if args.fp16 else ""))
+    # with --triton and no -o, only the repository is written
+    out = args.output or (None if args.triton else default_out)
+    if out is not None:
+        check_output_path(out, [args.model, getattr(args, "params", None), getattr(args, "weights", None)])
     batch = args.batch if args.batch == "dynamic" else _positive(args.batch, "--batch")
     from graphfix.convert import detect_format
 
+    serving = _check_serving_args(args, default_out)
     model = load_model(args)
     # an .onnx input is loaded unchanged (metadata aside): parity may run it from the file
     reference = args.model if detect_format(args.model) == "onnx" else None
+    sample_inputs = load_inputs(args.inputs)
+    baked_check = None
+    if serving["triton"]:
+        from graphfix.convert.triton import ensure_labels_output
+
+        with_labels = ensure_labels_output(model)
+        reference = reference if with_labels is model else None
+        model = with_labels
+    if args.bake_preprocess:
+        model, sample_inputs, baked_check = _bake(args, model)
+        reference = None
     try:
         result = export(
             model, out, target=args.target, fp16=args.fp16, opset=args.opset, batch=batch,
-            max_batch=args.max_batch, verify=not args.no_verify, sample_inputs=load_inputs(args.inputs),
+            max_batch=args.max_batch, verify=not args.no_verify, sample_inputs=sample_inputs,
             reference_path=reference,
         )
     except GraphfixError as exc:
@@ -81,8 +114,18 @@ def run(args: argparse.Namespace) -> int:
             return exc.exit_code
         raise
     doc = {"command": "export", **result.to_dict()}
-    lines = [f"wrote {result.path} ({args.target}{', fp16' if args.fp16 else ''}, opset {args.opset}, "
-             f"{result.seconds:.2f} s)"]
+    lines = [f"{f'wrote {result.path}' if result.path else 'exported'} ({args.target}{', fp16' if args.fp16 else ''}, "
+             f"opset {args.opset}, {result.seconds:.2f} s)"]
+    if baked_check is not None:
+        doc["baked_preprocess"] = baked_check
+        lines += _baked_lines(baked_check)
+    if serving["triton"] and (result.report is None or result.report.ok):
+        from graphfix.convert.triton import write_repository
+
+        files = write_repository(result.model, args.triton, serving["name"], target=args.target, fp16=args.fp16,
+                                 max_batch=args.max_batch)
+        doc["triton"] = {"repository": args.triton, "name": serving["name"], "files": files}
+        lines.append(f"wrote Triton model {serving['name']} in {args.triton}: {', '.join(files)}")
     changed = [p["name"] for p in result.passes if p["modified"]]
     lines.append(f"  passes that changed the model: {', '.join(changed) or 'none'}")
     if result.parity is not None:
@@ -98,6 +141,69 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _check_serving_args(args: argparse.Namespace, default_out: str) -> dict:
+    """Usage errors of the serving options, before any work; the Triton model name."""
+    from pathlib import Path
+
+    from graphfix.errors import GraphfixError
+
+    if not args.bake_preprocess and (args.image_size or args.layout != "nhwc"):
+        raise GraphfixError("--layout and --image-size need --bake-preprocess", kind="usage")
+    if args.bake_preprocess and args.inputs:
+        raise GraphfixError("--inputs cannot be used with --bake-preprocess (the parity run feeds random images)",
+                            kind="usage")
+    if args.name and not args.triton:
+        raise GraphfixError("--name needs --triton", kind="usage")
+    name = None
+    if args.triton:
+        from graphfix.convert.triton import check_name
+
+        name = check_name(args.name or Path(args.output or default_out).name.removesuffix(".onnx"))
+        if not Path(args.triton).is_dir():
+            raise GraphfixError("Triton repository folder does not exist", kind="usage", path=args.triton)
+        if (Path(args.triton) / name).exists():
+            raise GraphfixError("already exists", kind="usage", path=Path(args.triton) / name,
+                                hint="remove it or pick another --name")
+    return {"triton": bool(args.triton), "name": name}
+
+
+def _bake(args: argparse.Namespace, model):
+    """The baked model, random image feeds for the export parity run, the check against graphfix's
+    own preprocessing (GraphfixError kind "parity" when it differs beyond 1e-5)."""
+    from graphfix.convert.export.preprocess import bake_preprocess, random_images, verify_baked
+    from graphfix.errors import GraphfixError
+
+    size = None
+    if args.image_size:
+        parts = args.image_size.replace("x", ",").split(",")
+        if len(parts) != 2:
+            raise GraphfixError(f"bad --image-size {args.image_size!r}", kind="usage", hint="H,W")
+        size = (_positive(parts[0], "--image-size"), _positive(parts[1], "--image-size"))
+    baked = bake_preprocess(model, layout=args.layout, resize_from=size)
+    feeds = [{baked.preprocess["baked"]["input"]: random_images(baked, seed=s)} for s in (1, 2)]
+    check = None
+    if not args.no_verify:
+        check = verify_baked(model, baked)
+        if check["ok"] is False:
+            name, fig = max(((n, f) for n, f in check["outputs"].items() if not f["ok"]),
+                            key=lambda kv: kv[1].get("max_abs_diff", 1.0))
+            raise GraphfixError(f"baked preprocessing differs from graphfix's: output {name} by "
+                                f"{fig.get('max_abs_diff', fig.get('mismatches'))}", kind="parity", path=args.model,
+                                hint="nothing was written; report this model to the graphfix developers")
+    return baked, feeds, check
+
+
+def _baked_lines(check: dict) -> list[str]:
+    verdict = {True: "ok", False: "FAILED", None: "not compared exactly (in-graph resize)"}[check["ok"]]
+    lines = [f"  baked preprocessing vs graphfix's ({check['images']} random images): {verdict}"]
+    for name, fig in check["outputs"].items():
+        if "max_abs_diff" in fig:
+            lines.append(f"    {name}: max|diff| {fig['max_abs_diff']:.3g} (tolerance {fig['tolerance']:.3g})")
+        else:
+            lines.append(f"    {name}: {fig['mismatches']} mismatches")
+    return lines
 
 
 def _parity_lines(parity: dict) -> list[str]:
