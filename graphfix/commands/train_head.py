@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from graphfix.commands._options import add_output_args, check_output_path, default_output, emit, load_model
+from graphfix.commands._writeback import add_to_argument, write_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from graphfix.calibrate._cli import add_data_args
 
     add_data_args(parser)
+    add_to_argument(parser)
     add_output_args(parser)
 
 
@@ -64,12 +66,12 @@ def run(args: argparse.Namespace) -> int:
         decision=args.decision, top_k=args.top_k, seed=args.seed, features_batch_size=args.batch_size,
         cache=not args.no_cache, progress=progress_for(args), preprocess=prep,
     )
-    new.save(out)
+    exported = write_output(args, new, out)
     s = history["settings"]
     text = [
         f"trained head: loss {s['loss']}, {s['epochs']} epochs, weight decay {s['weight_decay']:g} ({s['selected_by']})",
         f"train loss {s['final_train_loss']:.4f}" + (f", val mAP {s['val_mAP']:.4f}" if s.get("val_mAP") is not None else ""),
         f"wrote {out}",
     ]
-    emit(args, {"ok": True, "command": "train-head", "output": out, "history": history}, text)
+    emit(args, {"ok": True, "command": "train-head", "output": out, "history": history, "export": exported}, text)
     return 0

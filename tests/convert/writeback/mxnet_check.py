@@ -29,6 +29,19 @@ def main(mode: str, jobs_path: str, out_path: str) -> None:
         mod.forward(mx.io.DataBatch([mx.nd.array(x)]), is_train=False)
         probs = mod.get_outputs()[0].asnumpy()
         out[job["name"]] = probs
+        # the head alone: MXNet's own features through sigmoid(W f + b) in float64
+        nodes = json.loads(sym.tojson())["nodes"]
+        fc = next(n for n in nodes if n["name"] == job["head"])
+        src = nodes[fc["inputs"][0][0]]
+        feats_sym = sym.get_internals()[src["name"] + "_output"]
+        fmod = mx.mod.Module(feats_sym, data_names=[data], label_names=None, context=mx.cpu())
+        fmod.bind(data_shapes=[(data, x.shape)], for_training=False)
+        fmod.set_params(args, aux, allow_missing=True, allow_extra=True)
+        fmod.forward(mx.io.DataBatch([mx.nd.array(x)]), is_train=False)
+        f = fmod.get_outputs()[0].asnumpy().astype(np.float64).reshape(x.shape[0], -1)
+        w = args[job["head"] + "_weight"].asnumpy().astype(np.float64)
+        b = args[job["head"] + "_bias"].asnumpy().astype(np.float64)
+        out[job["name"] + ".head_diff"] = np.array(np.max(np.abs(1 / (1 + np.exp(-(f @ w.T + b))) - probs)))
         if mode != "fit":
             continue
 
@@ -42,11 +55,11 @@ def main(mode: str, jobs_path: str, out_path: str) -> None:
         tmod = mx.mod.Module(train, data_names=[data], label_names=[labels], context=mx.cpu())
         tmod.bind(data_shapes=it.provide_data, label_shapes=it.provide_label)
         tmod.set_params(args, aux, allow_missing=False, allow_extra=False)
-        before = args[job["head_weight"]].asnumpy().copy()
+        before = args[job["head"] + "_weight"].asnumpy().copy()
         tmod.fit(it, num_epoch=1, optimizer="sgd", optimizer_params={"learning_rate": 0.1},
                  arg_params=args, aux_params=aux, allow_missing=False, force_init=False, force_rebind=False,
                  eval_metric="mse")
-        after = tmod._exec_group.execs[0].arg_dict[job["head_weight"]].asnumpy()
+        after = tmod._exec_group.execs[0].arg_dict[job["head"] + "_weight"].asnumpy()
         out[job["name"] + ".fit_moved"] = np.array(float(np.max(np.abs(after - before))))
     np.savez(out_path, **out)
 
