@@ -217,7 +217,7 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
 
     taken = {m.name for m in msgs} | {b for m in msgs for b in list(m.top) + list(m.bottom)} | set(net.get("input", []))
     n = {k: fresh_name(v, taken) for k, v in {
-        "pool": f"{HEAD_NAME}_pool", "fc": HEAD_NAME, "sigmoid": f"{HEAD_NAME}_sigmoid", "prob": f"{HEAD_NAME}_prob",
+        "pool": f"{HEAD_NAME}_pool", "fc": HEAD_NAME, "prob": f"{HEAD_NAME}_prob",
         "label": f"{HEAD_NAME}_label", "loss": f"{HEAD_NAME}_loss",
     }.items()}
     num_labels = spec.weight.shape[0]
@@ -227,7 +227,7 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
         new += _block(v1, n["pool"], "Pooling", [x], [n["pool"]], "pooling_param {\n  pool: AVE\n  global_pooling: true\n}")
         x = n["pool"]
     new += _block(v1, n["fc"], "InnerProduct", [x], [n["fc"]], f"inner_product_param {{\n  num_output: {num_labels}\n}}")
-    deploy_new = new + _block(v1, n["sigmoid"], "Sigmoid", [n["fc"]], [n["prob"]])
+    deploy_new = new + _block(v1, n["prob"], "Sigmoid", [n["fc"]], [n["prob"]])
     batch = _batch(net, msgs, types)
     if v1:
         label = _block(True, n["label"], "DummyData", [], [n["label"]],
