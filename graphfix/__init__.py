@@ -22,6 +22,7 @@ __all__ = [
     "apply_thresholds",
     "export",
     "check",
+    "write_back",
 ]
 
 from graphfix._version import __version__
@@ -32,3 +33,4 @@ from graphfix.surgery import Head, find_head, swap_head
 from graphfix.calibrate import Thresholds, apply_thresholds, fit_thresholds, train_head
 from graphfix.convert.check import check
 from graphfix.convert.export import export
+from graphfix.convert.writeback import write_back

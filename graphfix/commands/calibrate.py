@@ -17,8 +17,9 @@ import argparse
 import os
 
 from graphfix.commands._options import (
-    add_output_args, add_target_args, check_output_path, default_output, emit, load_model, write_model,
+    add_output_args, add_target_args, check_output_path, default_output, emit, load_model,
 )
+from graphfix.commands._writeback import add_to_argument, write_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_data_args(parser)
     add_target_args(parser)
+    add_to_argument(parser)
     add_output_args(parser)
 
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         min_positives=args.min_positives, folds=args.folds, at_least_one=args.at_least_one, seed=args.seed,
     )
     new = apply_thresholds(model, th, labels_output=not args.no_labels_output)
-    exported = write_model(args, new, out)
+    exported = write_output(args, new, out)
     splits = {"heldout": {"at_0.5": evaluate(scores, y, 0.5, labels), "tuned": th.heldout}}
     if args.test:
         t_scores, t_y = model_scores(model, args.test, **kw)

@@ -2,6 +2,8 @@
 
 Outputs `logits` and `probabilities` [batch, L]; the old head and training-only inputs go.
 Example: graphfix swap-head resnet-18-symbol.json --labels 20  (writes resnet-18-multilabel.onnx)
+`--to mxnet|caffe -o PREFIX` writes the source's own format instead (symbol + params, or
+prototxt + caffemodel, plus a training net and PREFIX-graphfix.json with labels/thresholds).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import argparse
 import time
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_target_args, check_output_path, default_output, emit, load_model, write_model,
+    add_model_args, add_output_args, add_target_args, check_output_path, default_output, emit, load_model,
 )
+from graphfix.commands._writeback import add_to_argument, write_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", metavar="NAME", help="tensor the new head reads (overrides head finding)")
     parser.add_argument("--init-from-old", metavar="MAP", help="JSON or text map label -> old class index; those rows copy the old classifier")
     add_target_args(parser)
+    add_to_argument(parser)
     add_output_args(parser)
 
 
@@ -33,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out, [args.model, args.params, args.weights])
     model = load_model(args)
     new = swap_head(model, labels=labels, seed=args.seed, features=args.features, init_from_old=args.init_from_old)
-    exported = write_model(args, new, out)
+    exported = write_output(args, new, out)
     seconds = time.perf_counter() - start
     head = new.metadata["head"]
     doc = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from graphfix.commands._options import add_output_args, check_output_path, default_output, emit, load_model
+from graphfix.commands._writeback import add_to_argument, write_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from graphfix.calibrate._cli import add_data_args
 
     add_data_args(parser)
+    add_to_argument(parser)
     add_output_args(parser)
 
 
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, features_batch_size=args.batch_size, cache=not args.no_cache,
         progress=progress_for(args), preprocess=prep,
     )
-    new.save(out)
+    exported = write_output(args, new, out)
     s = history["settings"]
     text = [
         f"trained head: loss {s['loss']}, weight decay {s['weight_decay']:g} ({s['selected_by']}), "
@@ -84,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
         f"objective {s['objective']:.6g}" + (f", val mAP {s['val_mAP']:.4f}" if s.get("val_mAP") is not None else ""),
         f"wrote {out}",
     ]
-    emit(args, {"ok": True, "command": "train-head", "output": out, "history": history}, text)
+    emit(args, {"ok": True, "command": "train-head", "output": out, "history": history, "export": exported}, text)
     return 0

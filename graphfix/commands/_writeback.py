@@ -1,0 +1,47 @@
+"""`--to onnx|mxnet|caffe`: the one place a command writes its model, as ONNX or back in the
+source's own format (see `graphfix.convert.writeback`)."""
+
+from __future__ import annotations
+
+__all__ = ["add_to_argument", "write_output"]
+
+import argparse
+import os
+from typing import Any
+
+from graphfix.errors import GraphfixError
+
+
+def add_to_argument(parser: argparse.ArgumentParser) -> None:
+    """--to and --source."""
+    parser.add_argument(
+        "--to", choices=("onnx", "mxnet", "caffe"), default="onnx",
+        help="output format (default onnx); mxnet/caffe write the source's own format with -o as PREFIX",
+    )
+    parser.add_argument(
+        "--source", action="append", metavar="FILE|DIR",
+        help="with --to mxnet|caffe: where the source files are (default: beside MODEL); checked by sha256",
+    )
+
+
+def write_output(args: argparse.Namespace, model, out: str) -> dict[str, Any] | None:
+    """Write `model` to `out` as ONNX (`write_model`: --target etc.), or as PREFIX files for --to."""
+    from graphfix.commands._options import write_model
+
+    to = getattr(args, "to", "onnx")
+    if to == "onnx":
+        return write_model(args, model, out)
+    if getattr(args, "target", None) or getattr(args, "fp16", False):
+        raise GraphfixError(f"--target/--fp16 write ONNX; they do not combine with --to {to}", kind="usage")
+    from graphfix.convert.writeback import write_back
+
+    sources = args.source
+    if not sources:
+        given = [p for p in (getattr(args, "params", None), getattr(args, "weights", None)) if p]
+        sources = given + ([os.path.dirname(os.path.abspath(model.path))] if model.path else [])
+    return write_back(model, prefix_of(out), to, sources=sources or None)
+
+
+def prefix_of(out: str) -> str:
+    """The PREFIX of a write-back: `out` without a trailing `.onnx` (the default output name)."""
+    return out[: -len(".onnx")] if out.endswith(".onnx") else out

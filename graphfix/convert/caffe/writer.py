@@ -1,0 +1,304 @@
+"""Write a multi-label head into a Caffe net: `-deploy.prototxt`, `.caffemodel` and a training
+prototxt.
+
+The prototxt is edited as text: every layer block is kept byte for byte except the head's; the
+old classifier's block is replaced (at the same place, so in-place blob names still mean the
+same version) by `InnerProduct(num_output=L)` (after a global AVE `Pooling` when the head pools
+a spatial map) + `Sigmoid` (deploy) or + a label `Input` and `SigmoidCrossEntropyLoss` (train).
+The caffemodel is edited at the wire level: every other layer record is copied as stored, the
+head's records are dropped and the new InnerProduct record (its exact weights) takes the old
+classifier's place. V1 nets (`layers`) get V1 records and V1 type names, V2 nets V2 ones.
+"""
+
+from __future__ import annotations
+
+__all__ = ["build_caffe"]
+
+import mmap
+import os
+import re
+import struct
+from typing import Any
+
+import numpy as np
+
+from graphfix.convert.caffe._prototxt import _TOKEN, PrototxtError, parse_prototxt
+from graphfix.convert.caffe._schema import V1_TYPES
+from graphfix.convert.caffe._wire import WireError, _skip, _varint
+from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan, fresh_name
+from graphfix.errors import GraphfixError
+
+_CLASSIFIER_TYPES = ("InnerProduct", "Convolution")
+#: Field numbers by net version: the net's layer field, and in a layer: name, type, bottom,
+#: top, blobs, inner_product_param.
+_V2 = {"layer": 100, "name": 1, "type": 2, "bottom": 3, "top": 4, "blobs": 7, "ip": 117}
+_V1 = {"layer": 2, "name": 4, "type": 5, "bottom": 2, "top": 3, "blobs": 6, "ip": 17}
+#: V1 type enum values of the layers written.
+_V1_ENUM = {"InnerProduct": ("INNER_PRODUCT", 14), "Sigmoid": ("SIGMOID", 19), "Pooling": ("POOLING", 17),
+            "SigmoidCrossEntropyLoss": ("SIGMOID_CROSS_ENTROPY_LOSS", 27), "DummyData": ("DUMMY_DATA", 32)}
+
+
+def _layer_spans(text: str, keyword: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of each top-level `keyword { ... }` block, in order."""
+    spans: list[tuple[int, int]] = []
+    depth = 0
+    start = None
+    pending = None  # offset of a top-level `keyword` waiting for its `{`
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup
+        tok = m.group()
+        if kind == "ws" or kind == "str":
+            continue
+        if kind == "punct" and tok in "{<":
+            if depth == 0 and pending is not None:
+                start = pending
+            depth += 1
+            pending = None
+        elif kind == "punct" and tok in "}>":
+            depth -= 1
+            if depth == 0 and start is not None:
+                end = m.end()
+                if end < len(text) and text[end] == "\n":
+                    end += 1
+                spans.append((start, end))
+                start = None
+        elif kind == "punct" and tok == ":":
+            continue
+        else:
+            pending = m.start() if depth == 0 and kind == "word" and tok == keyword else None
+    return spans
+
+
+def _line_start(text: str, offset: int) -> int:
+    """Start of the line holding `offset` when only blanks precede it there (keeps indentation)."""
+    i = text.rfind("\n", 0, offset) + 1
+    return i if not text[i:offset].strip() else offset
+
+
+def _block(v1: bool, name: str, type_: str, bottoms: list[str], tops: list[str], body: str = "") -> str:
+    key = "layers" if v1 else "layer"
+    type_text = _V1_ENUM[type_][0] if v1 else f'"{type_}"'
+    lines = [f"{key} {{", f'  name: "{name}"', f"  type: {type_text}"]
+    lines += [f'  bottom: "{b}"' for b in bottoms] + [f'  top: "{t}"' for t in tops]
+    if body:
+        lines += ["  " + line for line in body.strip("\n").split("\n")]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+# ----- protobuf wire writing ----------------------------------------------------------------
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _uvarint(number << 3 | 2) + _uvarint(len(payload)) + payload
+
+
+def _varint_field(number: int, value: int) -> bytes:
+    return _uvarint(number << 3) + _uvarint(value)
+
+
+def _blob(arr: np.ndarray, v1: bool) -> bytes:
+    data = _len_field(5, np.ascontiguousarray(arr, dtype="<f4").tobytes())
+    if v1:  # legacy num/channels/height/width
+        dims = (1,) * (4 - arr.ndim) + tuple(arr.shape)
+        return b"".join(_varint_field(i + 1, d) for i, d in enumerate(dims)) + data
+    shape = _len_field(1, b"".join(_uvarint(d) for d in arr.shape))
+    return _len_field(7, shape) + data
+
+
+def _ip_record(v1: bool, name: str, bottom: str, top: str, weight: np.ndarray, bias: np.ndarray) -> bytes:
+    f = _V1 if v1 else _V2
+    type_field = _varint_field(f["type"], _V1_ENUM["InnerProduct"][1]) if v1 else _len_field(f["type"], b"InnerProduct")
+    body = (_len_field(f["name"], name.encode()) + type_field + _len_field(f["bottom"], bottom.encode())
+            + _len_field(f["top"], top.encode()) + _len_field(f["blobs"], _blob(weight, v1))
+            + _len_field(f["blobs"], _blob(bias, v1)) + _len_field(f["ip"], _varint_field(1, weight.shape[0])))
+    return _len_field(f["layer"], body)
+
+
+def _records(buf: Any, path: str) -> list[tuple[int, int, int, int]]:
+    """Top-level fields of a NetParameter: (field number, start, end, payload start)."""
+    out = []
+    pos, end = 0, len(buf)
+    try:
+        while pos < end:
+            start = pos
+            key, pos = _varint(buf, pos, end)
+            number, wire = key >> 3, key & 7
+            payload = pos
+            if wire == 2:
+                n, payload = _varint(buf, pos, end)
+            pos = _skip(buf, pos, end, wire, 0)
+            out.append((number, start, pos, payload))
+    except WireError as exc:
+        raise GraphfixError(f"not a valid caffemodel ({exc})", path=path) from exc
+    return out
+
+
+def _record_name(buf: Any, start: int, end: int, name_field: int) -> str | None:
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        if key >> 3 == name_field and key & 7 == 2:
+            n, pos = _varint(buf, pos, end)
+            return bytes(buf[pos : pos + n]).decode("utf-8", "replace")
+        pos = _skip(buf, pos, end, key & 7, 0)
+    return None
+
+
+# ----- the plan -------------------------------------------------------------------------------
+def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> WritePlan:
+    """Prepare the deploy prototxt, training prototxt and caffemodel of the multi-label model."""
+    with open(prototxt_path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        net = parse_prototxt(text)
+    except PrototxtError as exc:
+        raise GraphfixError(f"prototxt syntax error at {exc}", path=prototxt_path) from exc
+    if net.get("layer") and net.get("layers"):
+        raise GraphfixError("the prototxt mixes V1 `layers` and V2 `layer` records", path=prototxt_path)
+    v1 = bool(net.get("layers"))
+    msgs = net.get("layers") if v1 else net.get("layer", [])
+    types = [V1_TYPES.get(m.type, str(m.type)) if v1 else m.type for m in msgs]
+    spans = _layer_spans(text, "layers" if v1 else "layer")
+    if len(spans) != len(msgs):
+        raise GraphfixError(f"found {len(spans)} layer blocks for {len(msgs)} layers", path=prototxt_path)
+
+    if spec.old_kind != "features":
+        cands = [i for i, m in enumerate(msgs) if m.name in set(spec.replaced) and types[i] in _CLASSIFIER_TYPES]
+        if not cands:
+            raise GraphfixError(
+                f"none of the replaced layers {spec.replaced} is an InnerProduct or Convolution of the source prototxt",
+                kind="usage", path=prototxt_path, hint="was the model converted from this prototxt?",
+            )
+        cls = cands[0]
+        if not msgs[cls].bottom:
+            raise GraphfixError(f"classifier layer {msgs[cls].name} has no bottom", path=prototxt_path)
+        feature = msgs[cls].bottom[0]
+    else:
+        writers = [i for i, m in enumerate(msgs) if spec.features in m.top]
+        if not writers:
+            raise GraphfixError(
+                f"the head reads tensor {spec.features!r}, which is no blob of the source prototxt; "
+                "it cannot be written back exactly", kind="usage", path=prototxt_path,
+            )
+        cls, feature = None, spec.features
+    # the head: the classifier and every later layer computed from it
+    head: set[int] = set()
+    if cls is not None:
+        head.add(cls)
+        tainted = set(msgs[cls].top)
+        for i in range(cls + 1, len(msgs)):
+            if tainted & set(msgs[i].bottom):
+                head.add(i)
+                tainted |= set(msgs[i].top)
+            else:
+                tainted -= set(msgs[i].top)
+        at = cls
+    else:
+        at = max(writers) + 1  # right after the last writer of the features blob
+        tainted = {feature}
+        for i in range(at, len(msgs)):
+            if tainted & set(msgs[i].bottom):
+                head.add(i)
+                tainted |= set(msgs[i].top)
+            elif tainted & set(msgs[i].top):
+                tainted -= set(msgs[i].top)
+    if not head:
+        raise GraphfixError("no layer of the source prototxt reads the head's features", kind="usage", path=prototxt_path)
+
+    taken = {m.name for m in msgs} | {b for m in msgs for b in list(m.top) + list(m.bottom)} | set(net.get("input", []))
+    n = {k: fresh_name(v, taken) for k, v in {
+        "pool": f"{HEAD_NAME}_pool", "fc": HEAD_NAME, "prob": f"{HEAD_NAME}_prob",
+        "label": f"{HEAD_NAME}_label", "loss": f"{HEAD_NAME}_loss",
+    }.items()}
+    num_labels = spec.weight.shape[0]
+    new = ""
+    x = feature
+    if spec.pooled:
+        new += _block(v1, n["pool"], "Pooling", [x], [n["pool"]], "pooling_param {\n  pool: AVE\n  global_pooling: true\n}")
+        x = n["pool"]
+    new += _block(v1, n["fc"], "InnerProduct", [x], [n["fc"]], f"inner_product_param {{\n  num_output: {num_labels}\n}}")
+    deploy_new = new + _block(v1, n["prob"], "Sigmoid", [n["fc"]], [n["prob"]])
+    batch = _batch(net, msgs, types)
+    if v1:
+        label = _block(True, n["label"], "DummyData", [], [n["label"]],
+                       f"dummy_data_param {{\n  num: {batch}\n  channels: {num_labels}\n  height: 1\n  width: 1\n}}")
+    else:
+        label = _block(False, n["label"], "Input", [], [n["label"]],
+                       f"input_param {{\n  shape {{\n    dim: {batch}\n    dim: {num_labels}\n  }}\n}}")
+    train_new = new + label + _block(v1, n["loss"], "SigmoidCrossEntropyLoss", [n["fc"], n["label"]], [n["loss"]])
+
+    def edited(insert: str) -> str:
+        out, pos = [], 0
+        for i, (s, e) in enumerate(spans):
+            if i == at and cls is None:
+                out.append(text[pos:_line_start(text, s)])
+                out.append(insert)
+                pos = _line_start(text, s)
+            if i in head:
+                ls = _line_start(text, s)
+                out.append(text[pos:ls])
+                if i == at:
+                    out.append(insert)
+                pos = e
+        out.append(text[pos:])
+        if cls is None and at >= len(spans):
+            out.append(("" if text.endswith("\n") else "\n") + insert)
+        return "".join(out)
+
+    deploy_text, train_text = edited(deploy_new), edited(train_new)
+    head_names = {msgs[i].name for i in head}
+    cls_name = msgs[cls].name if cls is not None else None
+
+    def write_text(body: str):
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(body)
+        return write
+
+    def write_weights(tmp: str) -> None:
+        with open(caffemodel_path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        records = _records(buf, caffemodel_path)
+        model_v1 = any(r[0] == 2 for r in records) and not any(r[0] == 100 for r in records)
+        f = _V1 if model_v1 else _V2
+        ip = _ip_record(model_v1, n["fc"], x, n["fc"], spec.weight, spec.bias)
+        placed = False
+        with open(tmp, "wb") as out:
+            for number, start, end, payload in records:
+                if number == f["layer"]:
+                    name = _record_name(buf, payload, end, f["name"])
+                    if name in head_names:
+                        if name == cls_name and not placed:
+                            out.write(ip)
+                            placed = True
+                        continue
+                out.write(buf[start:end])
+            if not placed:
+                out.write(ip)
+
+    io = {"data": list(net.get("input", [])) or [m.top[0] for m, t in zip(msgs, types) if t == "Input" and m.top],
+          "label": n["label"], "probabilities": n["prob"], "train_output": n["loss"], "head": n["fc"]}
+    return WritePlan(write_text(deploy_text), write_weights, write_text(train_text), io)
+
+
+def _batch(net, msgs, types) -> int:
+    """The declared batch of the first input (the label input's batch), 1 if none is declared."""
+    if net.get("input_shape") and net.input_shape[0].dim:
+        return int(net.input_shape[0].dim[0])
+    if net.get("input_dim"):
+        return int(net.input_dim[0])
+    for m, t in zip(msgs, types):
+        if t == "Input" and m.input_param.shape and m.input_param.shape[0].dim:
+            return int(m.input_param.shape[0].dim[0])
+    return 1

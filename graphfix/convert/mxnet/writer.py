@@ -1,0 +1,173 @@
+"""Write a multi-label head into an MXNet checkpoint: `-symbol.json`, `-0000.params` and a
+training symbol.
+
+The source symbol's nodes are copied as stored (names, attributes, layout); only the old
+classifier and everything after it on the replaced outputs go. The new head is
+`FullyConnected(num_hidden=L)` (after a global average `Pooling` when the head pools a spatial
+map) + `sigmoid` in the deploy symbol, and + `LogisticRegressionOutput` with a label input in
+the training symbol. Params keep every stored array (bytes as they were, V2 records, `arg:` /
+`aux:` names) except those of removed variables, and add the head's weight and bias.
+"""
+
+from __future__ import annotations
+
+__all__ = ["build_mxnet"]
+
+import copy
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from graphfix.convert.mxnet._params import read_params, write_params
+from graphfix.convert.mxnet._symbol import MAX_SYMBOL_BYTES, parse_symbol
+from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan, fresh_name
+from graphfix.errors import GraphfixError
+
+#: Source ops that can be the old classifier.
+_CLASSIFIER_OPS = ("FullyConnected", "Convolution")
+
+
+def _read_doc(path: str) -> dict:
+    if os.path.getsize(path) > MAX_SYMBOL_BYTES:
+        raise GraphfixError("symbol file too large", path=path)
+    with open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+def _features_entry(nodes: list[dict], spec: HeadSpec, path: str) -> tuple[tuple[int, int], int | None]:
+    """(features entry, old classifier index or None) in the source node list."""
+    if spec.old_kind != "features":
+        replaced = set(spec.replaced)
+        cands = [i for i, n in enumerate(nodes) if n.get("name") in replaced and n["op"] in _CLASSIFIER_OPS]
+        if not cands:
+            raise GraphfixError(
+                f"none of the replaced nodes {spec.replaced} is a FullyConnected or Convolution of the source symbol",
+                kind="usage", path=path, hint="was the model converted from this symbol file?",
+            )
+        cls = min(cands)
+        first = nodes[cls]["inputs"][0]
+        return (int(first[0]), int(first[1])), cls
+    named = [i for i, n in enumerate(nodes) if n.get("name") == spec.features and n["op"] != "null"]
+    if len(named) != 1:
+        raise GraphfixError(
+            f"the head reads tensor {spec.features!r}, which is no single node of the source symbol; "
+            "it cannot be written back exactly", kind="usage", path=path,
+        )
+    return (named[0], 0), None
+
+
+def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec) -> WritePlan:
+    """Prepare the deploy symbol, training symbol and params of the multi-label model."""
+    doc = _read_doc(symbol_path)
+    sym = parse_symbol(doc, path=symbol_path)  # validates; raw nodes are what is copied
+    nodes: list[dict] = doc["nodes"]
+    feat, cls = _features_entry(nodes, spec, symbol_path)
+    entry_len = 3 if all(len(e) == 3 for n in nodes for e in n.get("inputs", [])) else 2
+
+    # outputs computed from the old classifier are replaced by the new head
+    tainted: set[int] = set()
+    if cls is not None:
+        tainted.add(cls)
+        for i in range(cls + 1, len(nodes)):
+            if any(int(e[0]) in tainted for e in nodes[i].get("inputs", [])):
+                tainted.add(i)
+    heads = [(int(h[0]), int(h[1])) for h in doc["heads"]]
+    if cls is None:
+        tainted = {feat[0]}
+        for i in range(feat[0] + 1, len(nodes)):
+            if any(int(e[0]) in tainted for e in nodes[i].get("inputs", [])):
+                tainted.add(i)
+        tainted.discard(feat[0])
+    replaced = [h for h in heads if h[0] in tainted]
+    if not replaced:
+        raise GraphfixError("no output of the source symbol depends on the old classifier", kind="usage", path=symbol_path)
+
+    taken = {n.get("name", "") for n in nodes} | {n.name for n in sym.nodes}
+    names = {k: fresh_name(v, taken) for k, v in {
+        "pool": f"{HEAD_NAME}_pool", "weight": f"{HEAD_NAME}_weight", "bias": f"{HEAD_NAME}_bias", "fc": HEAD_NAME,
+        "sigmoid": f"{HEAD_NAME}_sigmoid", "label": f"{HEAD_NAME}_label", "loss": f"{HEAD_NAME}_loss",
+    }.items()}
+    num_labels, num_features = spec.weight.shape
+
+    def entry(i: int, out: int = 0) -> list[int]:
+        return [i, out, 0][:entry_len]
+
+    def build(train: bool) -> dict:
+        kept_heads = [h for h in heads if h not in replaced]
+        # the source nodes still needed, in their stored (topological) order
+        needed: set[int] = set()
+        stack = [h[0] for h in kept_heads] + [feat[0]]
+        while stack:
+            i = stack.pop()
+            if i in needed:
+                continue
+            needed.add(i)
+            stack.extend(int(e[0]) for e in nodes[i].get("inputs", []))
+        order = sorted(needed)
+        index = {old: new for new, old in enumerate(order)}
+        out_nodes = []
+        for old in order:
+            node = copy.copy(nodes[old])
+            node["inputs"] = [[index[int(e[0])], *e[1:]] for e in nodes[old].get("inputs", [])]
+            out_nodes.append(node)
+
+        def add(node: dict) -> int:
+            out_nodes.append(node)
+            return len(out_nodes) - 1
+
+        x = entry(index[feat[0]], feat[1])
+        if spec.pooled:
+            x = entry(add({"op": "Pooling", "name": names["pool"], "attrs": {
+                "global_pool": "True", "kernel": "(1, 1)", "pool_type": "avg"}, "inputs": [x]}))
+        w = add({"op": "null", "name": names["weight"], "attrs": {"__shape__": f"({num_labels}, {num_features})"}, "inputs": []})
+        b = add({"op": "null", "name": names["bias"], "attrs": {"__shape__": f"({num_labels},)"}, "inputs": []})
+        fc = add({"op": "FullyConnected", "name": names["fc"], "attrs": {
+            "flatten": "True", "no_bias": "False", "num_hidden": str(num_labels)}, "inputs": [x, entry(w), entry(b)]})
+        if train:
+            label = add({"op": "null", "name": names["label"], "inputs": []})
+            top = add({"op": "LogisticRegressionOutput", "name": names["loss"], "inputs": [entry(fc), entry(label)]})
+        else:
+            top = add({"op": "sigmoid", "name": names["sigmoid"], "inputs": [entry(fc)]})
+        new_heads = [entry(index[h[0]], h[1]) for h in kept_heads]
+        position = heads.index(replaced[0])
+        position = sum(1 for h in heads[:position] if h not in replaced)
+        new_heads.insert(position, entry(top))
+        out: dict[str, Any] = {
+            "nodes": out_nodes,
+            "arg_nodes": [i for i, n in enumerate(out_nodes) if n["op"] == "null"],
+            "heads": new_heads,
+        }
+        if "attrs" in doc:
+            out["attrs"] = doc["attrs"]
+        return out
+
+    deploy, train = build(False), build(True)
+    kept_vars = {n.get("name") for n in deploy["nodes"] if n["op"] == "null"}
+    removed_vars = {n.get("name") for n in nodes if n["op"] == "null"} - kept_vars
+    params = read_params(params_path)
+
+    def write_symbol(doc_out: dict):
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(doc_out, fh, indent=2)
+                fh.write("\n")
+        return write
+
+    def write_weights(tmp: str) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for name, arr in params.arrays.items():
+            short = name.partition(":")[2] if name.startswith(("arg:", "aux:")) else name
+            if short not in removed_vars:
+                arrays[name] = arr
+        arrays[f"arg:{names['weight']}"] = spec.weight
+        arrays[f"arg:{names['bias']}"] = spec.bias
+        write_params(tmp, arrays, version="V2")
+
+    data = [n.get("name") for n in deploy["nodes"] if n["op"] == "null"
+            and f"arg:{n.get('name')}" not in params.arrays and f"aux:{n.get('name')}" not in params.arrays
+            and n.get("name") not in params.arrays and n.get("name") not in (names["weight"], names["bias"])]
+    io = {"data": data, "label": names["label"], "probabilities": f"{names['sigmoid']}_output",
+          "train_output": f"{names['loss']}_output", "head": names["fc"]}
+    return WritePlan(write_symbol(deploy), write_weights, write_symbol(train), io)

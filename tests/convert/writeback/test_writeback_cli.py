@@ -1,0 +1,131 @@
+"""`--to mxnet|caffe` on swap-head / train-head, and every refusal: one line, exit 2 (or 1 for a
+parity failure), no partial file set, inputs unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import graphfix as gf
+from graphfix.convert import writeback
+from graphfix.convert.mxnet._params import read_params
+from graphfix.convert.writeback import write_back
+from tests.convert.mxnet.mxnet_helpers import run_cli
+from tests.convert.writeback.helpers import REPO, caffe_paths, mx_paths
+
+MX_FILES = ("-symbol.json", "-0000.params", "-train-symbol.json", "-graphfix.json")
+
+
+def _copy_lenet(folder):
+    symbol, params = mx_paths("lenet")
+    shutil.copy(symbol, folder / symbol.name)
+    shutil.copy(params, folder / params.name)
+    return folder / symbol.name, folder / params.name
+
+
+def _assert_refused(proc, *needles, code=2):
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("graphfix: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_swap_head_to_mxnet_json(tmp_path):
+    symbol, _ = mx_paths("lenet")
+    proc = run_cli("swap-head", symbol, "--labels", "4", "--to", "mxnet", "-o", tmp_path / "ml",
+                   "--input-shape", "data:1,1,28,28", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["export"]["format"] == "mxnet" and doc["export"]["parity"]["max_abs_diff"] <= 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"ml{s}" for s in MX_FILES)
+
+
+def test_swap_head_to_caffe_default_prefix(tmp_path):
+    proto, weights = caffe_paths("lenet")
+    shutil.copy(proto, tmp_path / "net.prototxt")
+    shutil.copy(weights, tmp_path / "net.caffemodel")
+    proc = run_cli("swap-head", tmp_path / "net.prototxt", "--labels", "3", "--to", "caffe", "-q")
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"net-multilabel-deploy.prototxt", "net-multilabel.caffemodel", "net-multilabel-train.prototxt",
+            "net-multilabel-graphfix.json"} <= names
+
+
+def test_train_head_to_mxnet_finds_source_beside_onnx(tmp_path):
+    pytest.importorskip("torch")
+    symbol, _ = _copy_lenet(tmp_path)
+    onnx_path = tmp_path / "ml.onnx"
+    assert run_cli("swap-head", symbol, "--labels", "3", "-o", onnx_path, "--input-shape", "data:1,1,28,28").returncode == 0
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((24, 1, 28, 28)).astype(np.float32),
+             y=(rng.random((24, 3)) > 0.5).astype(np.float32))
+    proc = run_cli("train-head", onnx_path, "--train", tmp_path / "d.npz", "--epochs", "2", "--to", "mxnet",
+                   "-o", tmp_path / "trained", "--no-cache", "--json")
+    assert proc.returncode == 0, proc.stderr
+    swapped = gf.load(onnx_path)  # head weights in the params are the trained ones, not the swap's
+    new = read_params(tmp_path / "trained-0000.params")
+    assert not np.array_equal(new.args["graphfix_head_weight"], swapped.ir.graph.initializers["graphfix_head.weight"].const_value.numpy())
+    assert json.loads(proc.stdout)["export"]["parity"]["checked"]
+
+
+def test_refusals_cli(tmp_path):
+    symbol, _ = mx_paths("lenet")
+    _assert_refused(run_cli("swap-head", symbol, "--labels", "3", "--to", "caffe", "-o", tmp_path / "x"),
+                    "--to caffe needs a model converted from caffe", "came from mxnet")
+    onnx_src = REPO / "fixtures" / "onnx" / "cnn_softmax.onnx"
+    _assert_refused(run_cli("swap-head", onnx_src, "--labels", "3", "--to", "mxnet", "-o", tmp_path / "x"), "came from onnx")
+    _assert_refused(run_cli("swap-head", symbol, "--labels", "3", "--to", "mxnet", "--target", "cpu", "-o", tmp_path / "x"),
+                    "--target")
+    _assert_refused(run_cli("swap-head", symbol, "--labels", "3", "--to", "mxnet", "-o", tmp_path / "no" / "x"),
+                    "output folder does not exist")
+    _assert_refused(run_cli("swap-head", mx_paths("resnet18_v1")[0], "--labels", "3", "--to", "mxnet", "-o", tmp_path / "x",
+                            "--features", "resnetv10_dense0_fwd_flatten"), "cannot be written back exactly")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_source_changed_or_gone(tmp_path):
+    symbol, params = _copy_lenet(tmp_path)
+    model = gf.swap_head(gf.load(symbol), labels=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(symbol, "a") as fh:
+        fh.write("\n")
+    with pytest.raises(gf.GraphfixError, match="has changed since conversion") as err:
+        write_back(model, out / "x", to="mxnet")
+    assert err.value.kind == "usage"
+    symbol.unlink()
+    with pytest.raises(gf.GraphfixError, match="is gone"):
+        write_back(model, out / "x", to="mxnet")
+    assert list(out.iterdir()) == []
+    assert params.read_bytes() == mx_paths("lenet")[1].read_bytes()
+
+
+def test_softmax_head_refused(tmp_path):
+    model = gf.swap_head(gf.load(mx_paths("lenet")[0]), labels=3)
+    for node in model.ir.graph:
+        if node.op_type == "Sigmoid":
+            node.op_type = "Softmax"
+    with pytest.raises(gf.GraphfixError, match="only sigmoid heads"):
+        write_back(model, tmp_path / "x", to="mxnet")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("to", ["mxnet", "caffe"])
+def test_parity_failure_writes_nothing(tmp_path, monkeypatch, to):
+    if to == "mxnet":
+        model = gf.swap_head(gf.load(mx_paths("lenet")[0], input_shape="data:1,1,28,28"), labels=3)
+        sources = None
+    else:
+        proto, weights = caffe_paths("lenet")
+        model = gf.swap_head(gf.load(proto, weights=weights), labels=3)
+        sources = [proto, weights]
+    monkeypatch.setattr(writeback, "TOLERANCE", -1.0)
+    with pytest.raises(gf.GraphfixError, match="differs from the ONNX model") as err:
+        write_back(model, tmp_path / "x", to=to, sources=sources)
+    assert err.value.kind == "parity"
+    assert list(tmp_path.iterdir()) == []
