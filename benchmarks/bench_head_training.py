@@ -9,6 +9,7 @@ the same 2 cores. Target: graphfix (CV included) <= 2x the single sklearn fit.
 
     python benchmarks/bench_head_training.py                    # 50,000 x 512, 100 labels
     python benchmarks/bench_head_training.py --big              # + 100,000 x 2,048, 1,000 labels (graphfix only)
+    python benchmarks/bench_head_training.py --big-only --big-weight-decay 1e-3   # the large fit at one lambda
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ def make_features(n: int, n_feat: int, n_labels: int, seed: int = 0) -> tuple[np
     return np.ascontiguousarray(x), y
 
 
-def run_graphfix(x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+def run_graphfix(x: np.ndarray, y: np.ndarray, weight_decay: float | str = "auto") -> tuple[float, dict]:
     from graphfix.calibrate.training import TrainConfig, fit_head
 
     start = time.perf_counter()
-    fit = fit_head(x, y, TrainConfig())
+    fit = fit_head(x, y, TrainConfig(weight_decay=weight_decay))
     return time.perf_counter() - start, fit.history
 
 
@@ -58,16 +59,21 @@ def run_sklearn(x: np.ndarray, y: np.ndarray, C: float) -> tuple[float, int]:
     return seconds, iters
 
 
-def big(n: int, n_feat: int, n_labels: int) -> dict:
+def big(n: int, n_feat: int, n_labels: int, weight_decay: float | str) -> dict:
     """graphfix alone on a large problem: seconds and peak RSS of this process."""
     x, y = make_features(n, n_feat, n_labels, seed=1)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds, hist = run_graphfix(x, y)
+    seconds, hist = run_graphfix(x, y, weight_decay)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1024, 1), "rss_before_fit_mb": round(base / 1024, 1),
             "features_mb": round(x.nbytes / 2**20, 1), "weight_decay": hist["weight_decay"],
-            "cv_points": len(hist["cv"]), "iterations": hist["iterations"], "grad_norm": hist["grad_norm"],
+            "cv_points": len(hist.get("cv", [])), "iterations": hist["iterations"], "grad_norm": hist["grad_norm"],
             "data_passes": hist["data_passes"]}
+
+
+def _big_process(wd: float | str) -> dict:
+    cmd = [sys.executable, __file__, "--_big", "100000", "2048", "1000", "--big-weight-decay", str(wd)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,10 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", type=int, default=512)
     p.add_argument("--labels", type=int, default=100)
     p.add_argument("--big", action="store_true", help="also 100,000 x 2,048 x 1,000 in a fresh process")
+    p.add_argument("--big-weight-decay", default="auto",
+                   help="weight decay of the --big fit: auto (CV, the default) or a number (one final solve)")
+    p.add_argument("--big-only", action="store_true", help="only the large run")
     p.add_argument("--_big", nargs=3, type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    wd = args.big_weight_decay if args.big_weight_decay == "auto" else float(args.big_weight_decay)
     if args._big:
-        print(json.dumps(big(*args._big)))
+        print(json.dumps(big(*args._big, wd)))
+        return 0
+    if args.big_only:
+        print(f"100,000 x 2,048, 1,000 labels (graphfix only, fresh process): {_big_process(wd)}")
         return 0
     x, y = make_features(args.n, args.features, args.labels)
     print(f"features {x.shape[0]} x {x.shape[1]}, {y.shape[1]} labels, positives per label {int(y.sum(0).min())}..{int(y.sum(0).max())}")
@@ -92,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sklearn StandardScaler + OvR LogisticRegression(C={C:.3g}, lbfgs): {s_sec:.1f} s (max {s_iter} iterations per class)")
     print(f"ratio graphfix / sklearn single fit: {g_sec / s_sec:.2f} (target <= 2.0)")
     if args.big:
-        cmd = [sys.executable, __file__, "--_big", "100000", "2048", "1000"]
-        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        print(f"100,000 x 2,048, 1,000 labels (graphfix only, fresh process): {res}")
+        print(f"100,000 x 2,048, 1,000 labels (graphfix only, fresh process): {_big_process(wd)}")
     print(f"command: python benchmarks/bench_head_training.py --n {args.n} --features {args.features} --labels {args.labels}"
           + (" --big" if args.big else ""))
     return 0
