@@ -8,7 +8,7 @@ import argparse
 import os
 from typing import Any
 
-from graphfix.calibrate.datasets import Preprocess
+from graphfix.calibrate.datasets import DEFAULT_MAX_PIXELS, Preprocess
 from graphfix.errors import GraphfixError
 
 
@@ -33,6 +33,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bgr", action="store_true", default=None, help="feed channels in BGR order")
     g.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime call (default 64)")
     g.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 8)")
+    g.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help=f"refuse images over N pixels (width x height) before decoding (default {DEFAULT_MAX_PIXELS})")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
 
 
@@ -46,6 +48,7 @@ def preprocess_for(model: Any, args: argparse.Namespace, paths: list[str | None]
         "std": parse_floats(args.std, "--std"),
         "scale": args.scale,
         "channel_order": "BGR" if args.bgr else None,
+        "max_pixels": getattr(args, "max_pixels", None),
     }
     try:
         return Preprocess.for_model(model, **overrides)

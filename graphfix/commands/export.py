@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphfix.commands._options import add_model_args, add_output_args, check_output_path, default_output, emit
+from graphfix.commands._options import add_model_args, add_output_args, default_output, emit, model_files, output_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.convert.export import export
     from graphfix.errors import GraphfixError
 
-    out = args.output or default_output(args.model, f"-{args.target}" + ("-fp16" if args.fp16 else ""))
-    check_output_path(out, [args.model, getattr(args, "params", None), getattr(args, "weights", None)])
+    inputs = model_files(args.model, args.params, args.weights) + ([args.inputs] if args.inputs else [])
+    out = output_path(args.output, default_output(args.model, f"-{args.target}" + ("-fp16" if args.fp16 else "")), inputs)
     batch = args.batch if args.batch == "dynamic" else _positive(args.batch, "--batch")
     from graphfix.convert import detect_format
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from graphfix.commands._options import add_output_args, check_output_path, default_output, emit, load_model
+from graphfix.commands._options import add_output_args, default_output, emit, load_model, model_files, output_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
     from graphfix.errors import GraphfixError
 
-    out = args.output or default_output(args.model, "-trained")
-    check_output_path(out, [args.model, args.train, args.val])
+    out = output_path(args.output, default_output(args.model, "-trained"), model_files(args.model) + [args.train, args.val])
     check_data_path(args.train, "--train")
     check_data_path(args.val, "--val")
     wd: float | str = args.weight_decay
