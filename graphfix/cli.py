@@ -12,7 +12,9 @@ from __future__ import annotations
 __all__ = ["main", "COMMANDS"]
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -42,16 +44,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"graphfix: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _summary(module_name: str) -> str:
+    """A command's one-line help: its module docstring's first line, read without importing it."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.origin:
+        return ""
+    with open(spec.origin, encoding="utf-8") as fh:
+        doc = ast.get_docstring(ast.parse(fh.read()), clean=True) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (its first word not starting with '-'), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's module is imported (the rest are listed by name)."""
     parser = _Parser(prog="graphfix", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"graphfix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    chosen = _chosen(argv)
     for name, module_name in COMMANDS.items():
+        if name != chosen:
+            sub.add_parser(name, help=_summary(module_name))
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # not built yet
             p = sub.add_parser(name, help=f"(unavailable: {exc})")
             p.set_defaults(_missing=f"{name} needs {exc.name}: pip install 'graphfix[train]' or see README")
             continue
@@ -101,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     _reopen_closed_std()
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _build_parser(argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help(sys.stderr)

@@ -39,14 +39,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from graphfix.errors import GraphfixError
+from graphfix.limits import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
 #: File name endings read as images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-#: Default bound on width x height of a decoded image (`--max-pixels`): 40 MP, about 120 MB
-#: of RGB per decoding thread. Larger images are refused from their header, before decoding.
-DEFAULT_MAX_PIXELS = 40_000_000
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "add_model_args", "add_output_args", "add_target_args", "load_model", "model_files", "check_input",
+    "add_model_args", "add_data_args", "add_output_args", "add_target_args", "load_model", "model_files", "check_input",
     "output_path", "emit", "default_output", "write_model",
 ]
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from graphfix.errors import GraphfixError
+from graphfix.limits import DEFAULT_MAX_PIXELS
 from graphfix.jsonout import jsonable
 
 
@@ -30,6 +31,22 @@ def add_model_args(parser: argparse.ArgumentParser, *, nargs: str | None = None)
         help="input shape where the file stores none, e.g. data:1,3,224,224 (batch stays dynamic)",
     )
     parser.add_argument("--outputs", help="Caffe: cut the graph at these blobs (NAME,...)")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """--size --mean --std --scale --bgr, feature batch size, workers and cache switches."""
+    g = parser.add_argument_group("images and features")
+    g.add_argument("--size", metavar="H,W", help="resize images to H,W (default: graphfix.preprocess or the input shape)")
+    g.add_argument("--mean", metavar="M[,M,M]", help="subtracted from pixels 0..255 (default: metadata or 0)")
+    g.add_argument("--std", metavar="S[,S,S]", help="divisor, last (default: metadata or 1)")
+    g.add_argument("--scale", type=float,
+                   help="multiplier after the mean: x = (pixel - mean) * scale / std (default: metadata or 1/255)")
+    g.add_argument("--bgr", action="store_true", default=None, help="feed channels in BGR order")
+    g.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime call (default 64)")
+    g.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 8)")
+    g.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help=f"refuse images over N pixels (width x height) before decoding (default {DEFAULT_MAX_PIXELS})")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
 
 
 def add_output_args(parser: argparse.ArgumentParser, *, output: bool = True) -> None:

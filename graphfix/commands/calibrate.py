@@ -16,6 +16,7 @@ import os
 
 from graphfix.errors import GraphfixError
 from graphfix.commands._options import (
+    add_data_args,
     add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path, write_model,
 )
 
@@ -34,8 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="DIR", help="write report.json, per_class.csv/.md and PR plots here")
     parser.add_argument("--no-plots", action="store_true", help="with --report: skip the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (default 0)")
-    from graphfix.calibrate._cli import add_data_args
-
     add_data_args(parser)
     add_target_args(parser)
     add_output_args(parser)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from graphfix.commands._options import add_output_args, default_output, emit, load_model, model_files, output_path
+from graphfix.commands._options import add_data_args, add_output_args, default_output, emit, load_model, model_files, output_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how predict decides before calibrate stores thresholds")
     parser.add_argument("--top-k", type=int, help="k for --decision topk (default: mean label count)")
     parser.add_argument("--seed", type=int, default=0, help="default 0")
-    from graphfix.calibrate._cli import add_data_args
-
     add_data_args(parser)
     add_output_args(parser)
 
