@@ -4,6 +4,9 @@
     m = gf.load("resnet-18-symbol.json")
     m2 = gf.swap_head(m, labels=20)
     m2.save("resnet-18-multilabel.onnx")
+
+The names below are imported on first use (PEP 562), so `import graphfix` and the CLI's
+`--help` stay fast; `from graphfix import load` works as usual.
 """
 
 from __future__ import annotations
@@ -25,12 +28,47 @@ __all__ = [
     "write_back",
 ]
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from graphfix._version import __version__
-from graphfix.convert import load
 from graphfix.errors import GraphfixError
-from graphfix.model import Model
-from graphfix.surgery import Head, find_head, swap_head
-from graphfix.calibrate import Thresholds, apply_thresholds, fit_thresholds, train_head
-from graphfix.convert.check import check
-from graphfix.convert.export import export
-from graphfix.convert.writeback import write_back
+
+#: Public name -> the module that defines it.
+_LAZY = {
+    "Model": "graphfix.model",
+    "load": "graphfix.convert",
+    "Head": "graphfix.surgery",
+    "find_head": "graphfix.surgery",
+    "swap_head": "graphfix.surgery",
+    "Thresholds": "graphfix.calibrate",
+    "apply_thresholds": "graphfix.calibrate",
+    "fit_thresholds": "graphfix.calibrate",
+    "train_head": "graphfix.calibrate",
+    "check": "graphfix.convert.check",
+    "export": "graphfix.convert.export",
+    "write_back": "graphfix.convert.writeback",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'graphfix' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from graphfix.calibrate import Thresholds, apply_thresholds, fit_thresholds, train_head
+    from graphfix.convert import load
+    from graphfix.convert.check import check
+    from graphfix.convert.export import export
+    from graphfix.convert.writeback import write_back
+    from graphfix.model import Model
+    from graphfix.surgery import Head, find_head, swap_head

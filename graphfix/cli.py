@@ -12,14 +12,16 @@ from __future__ import annotations
 __all__ = ["main", "COMMANDS"]
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import json
 import os
 import signal
 import sys
 
 from graphfix._version import __version__
-from graphfix.errors import GraphfixError
+from graphfix.errors import GraphfixError, Interrupted, os_error
 from graphfix.progress import set_enabled
 
 #: Subcommand name -> module. The order is the order of `graphfix --help`.
@@ -42,16 +44,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"graphfix: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _summary(module_name: str) -> str:
+    """A command's one-line help: its module docstring's first line, read without importing it."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.origin:
+        return ""
+    with open(spec.origin, encoding="utf-8") as fh:
+        doc = ast.get_docstring(ast.parse(fh.read()), clean=True) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (its first word not starting with '-'), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's module is imported (the rest are listed by name)."""
     parser = _Parser(prog="graphfix", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"graphfix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    chosen = _chosen(argv)
     for name, module_name in COMMANDS.items():
+        if name != chosen:
+            sub.add_parser(name, help=_summary(module_name))
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # not built yet
             p = sub.add_parser(name, help=f"(unavailable: {exc})")
             p.set_defaults(_missing=f"{name} needs {exc.name}: pip install 'graphfix[train]' or see README")
             continue
@@ -64,14 +84,45 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum, frame):  # SIGTERM -> the same clean-up path as Ctrl-C
-    raise KeyboardInterrupt
+def _interrupt(signum, frame):  # SIGINT and SIGTERM take the same clean-up path
+    raise Interrupted(signum)
+
+
+def _reopen_closed_std() -> None:
+    """Point a closed stdin/stdout/stderr at /dev/null, so that output goes nowhere instead of
+    failing, and no file the command opens takes descriptor 0, 1 or 2."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
+
+
+def _model_path(args: argparse.Namespace) -> str | None:
+    model = getattr(args, "model", None)
+    return model if isinstance(model, str) else None
+
+
+def _fail(exc: GraphfixError, args: argparse.Namespace | None) -> int:
+    print(f"graphfix: error: {exc.one_line()}", file=sys.stderr)
+    if args is not None and getattr(args, "json", False):
+        print(json.dumps({"ok": False, "command": args.command, "error": exc.to_dict()}, indent=2))
+    return exc.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    _reopen_closed_std()
     signal.signal(signal.SIGTERM, _interrupt)
-    parser = _build_parser()
+    signal.signal(signal.SIGINT, _interrupt)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _build_parser(argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help(sys.stderr)
@@ -82,18 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "json", False) or getattr(args, "quiet", False):
         set_enabled(False)
     try:
-        return int(args._run(args) or 0)
-    except GraphfixError as exc:
-        print(f"graphfix: error: {exc.one_line()}", file=sys.stderr)
-        if getattr(args, "json", False):
-            print(json.dumps({"ok": False, "command": args.command, "error": exc.to_dict()}, indent=2))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("graphfix: error: interrupted; no output written", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # stdout closed early (`graphfix inspect ... | head`)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        try:
+            return int(args._run(args) or 0)
+        except GraphfixError as exc:
+            return _fail(exc, args)
+        except BrokenPipeError:  # stdout closed early (`graphfix inspect ... | head`)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        except OSError as exc:  # any other OS fault: one line naming the file, no traceback
+            return _fail(os_error(exc), args)
+        except MemoryError:
+            return _fail(GraphfixError("out of memory", kind="failed", path=_model_path(args)), args)
+    except KeyboardInterrupt as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        message = exc.message if isinstance(exc, Interrupted) else "interrupted; no output written"
+        print(f"graphfix: error: {message}", file=sys.stderr)
+        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover

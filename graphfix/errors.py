@@ -7,9 +7,11 @@ else raised inside graphfix is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["GraphfixError", "EXIT_CODES"]
+__all__ = ["GraphfixError", "EXIT_CODES", "os_error", "Interrupted"]
 
+import errno
 import os
+import signal
 
 #: Exit code per error kind: 2 for bad input or usage, 1 for a job that ran and failed.
 EXIT_CODES: dict[str, int] = {
@@ -86,3 +88,25 @@ class GraphfixError(Exception):
             "hint": self.hint,
             "exit_code": self.exit_code,
         }
+
+
+#: errno values that mean the user's path or permissions are wrong (exit 2); others are faults (1).
+_USAGE_ERRNO = frozenset(
+    getattr(errno, name) for name in ("ENOENT", "ENOTDIR", "EISDIR", "EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "ELOOP", "EEXIST")
+)
+
+
+def os_error(exc: OSError, path: str | os.PathLike | None = None) -> GraphfixError:
+    """An OSError as a one-line GraphfixError naming `path` (or the error's own file name)."""
+    name = path if path is not None else (exc.filename if exc.filename not in (None, "") else None)
+    kind = "usage" if exc.errno in _USAGE_ERRNO else "failed"
+    return GraphfixError(exc.strerror or str(exc) or type(exc).__name__, kind=kind, path=name)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the CLI cleans up and exits 128 + the signal number (130, 143)."""
+
+    def __init__(self, signum: int = signal.SIGINT, message: str = "interrupted; no output written") -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+        self.message = message

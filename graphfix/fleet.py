@@ -10,13 +10,17 @@ from __future__ import annotations
 
 __all__ = ["Job", "discover", "run_fleet", "summary_table", "job_dicts"]
 
+import contextlib
+import errno
 import glob
 import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from graphfix.errors import GraphfixError
+from graphfix.output import clean_stale, is_staging_name
 from graphfix.progress import bar
 
 #: Caffe prototxt names that are training or solver files, not deploy nets.
@@ -64,21 +69,39 @@ def _caffe_weights(prototxt: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+def _problem(path: Path) -> str | None:
+    """Why a candidate file cannot be converted without opening it, or None."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if os.path.islink(path):
+            return f"dangling symlink (to {os.readlink(path)})"
+        return f"cannot read ({exc.strerror})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket"
+    return f"is {kind}, not a regular file (not opened)"
+
+
 def _models_in(folder: Path, recursive: bool, skip: Path | None) -> list[tuple[Path, str]]:
-    pattern = "**/*" if recursive else "*"
+    """Candidate model files by name, whatever they are (FIFOs and broken links included)."""
     found: list[tuple[Path, str]] = []
-    for path in sorted(folder.glob(pattern)):
-        if not path.is_file() or (skip is not None and skip in path.resolve().parents):
-            continue
-        name = path.name
-        if name.endswith("-symbol.json"):
-            found.append((path, "mxnet"))
-        elif name.endswith(".onnx"):
-            found.append((path, "onnx"))
-        elif name.endswith(".prototxt") and not _NOT_DEPLOY.search(name):
-            if _caffe_weights(path) is not None:
-                found.append((path, "caffe"))
-    return found
+    for dirpath, dirnames, filenames in os.walk(folder):  # symlinked folders are not entered
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if recursive and not is_staging_name(d)
+                             and not (skip is not None and (here / d).resolve() == skip))
+        for name in sorted(filenames):
+            path = here / name
+            if name.endswith("-symbol.json"):
+                found.append((path, "mxnet"))
+            elif name.endswith(".onnx"):
+                found.append((path, "onnx"))
+            elif name.endswith(".prototxt") and not _NOT_DEPLOY.search(name):
+                if _problem(path) is not None or _caffe_weights(path) is not None:
+                    found.append((path, "caffe"))
+    return sorted(found)
 
 
 def _stem(path: Path, fmt: str) -> str:
@@ -100,12 +123,17 @@ def discover(inputs: list[str], outdir: str, *, recursive: bool = False) -> list
         if root.is_dir():
             models = [(p, f, p.parent.relative_to(root)) for p, f in _models_in(root, recursive, out_root)]
         else:
-            from graphfix.convert import detect_format
-
-            models = [(root, detect_format(root), Path("."))]
+            fmt = "mxnet" if root.name.endswith(".json") else "caffe" if root.name.endswith((".prototxt", ".pbtxt")) else "onnx"
+            models = [(root, fmt, Path("."))]
         for path, fmt, rel in models:
             out = out_root / rel / f"{_stem(path, fmt)}.onnx"
-            jobs.append(Job(str(path), fmt, [str(s) for s in _sources(path, fmt)], str(out), str(path)))
+            problem = _problem(path)
+            sources = [path] if problem else _sources(path, fmt)
+            job = Job(str(path), fmt, [str(s) for s in sources], str(out), str(path))
+            problem = problem or next((f"{s.name}: {p}" for s in sources[1:] if (p := _problem(s))), None)
+            if problem:
+                job.result = {"result": "failed", "seconds": 0.0, "error": problem}
+            jobs.append(job)
     seen: dict[str, int] = {}
     for job in jobs:  # two formats with one stem in one folder: keep both, named by format
         seen[job.output] = seen.get(job.output, 0) + 1
@@ -116,7 +144,7 @@ def discover(inputs: list[str], outdir: str, *, recursive: bool = False) -> list
 
 
 def _up_to_date(job: Job) -> bool:
-    if not os.path.exists(job.output):
+    if not os.path.isfile(job.output):
         return False
     newest = max(os.path.getmtime(s) for s in job.sources if os.path.exists(s))
     return os.path.getmtime(job.output) >= newest
@@ -131,23 +159,46 @@ def _first_line(text: str) -> str:
     return line.removeprefix("graphfix: error: ")[:300]
 
 
-def _remove_temp_files(output: str) -> None:
-    """Temp files a killed worker could not remove (atomic_write names them .NAME.*.tmp)."""
-    folder, name = os.path.split(output)
-    for tmp in glob.glob(os.path.join(folder or ".", f".{glob.escape(name)}.*.tmp")):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+class _Workers:
+    """The live worker processes, so that an interrupt can kill every one of them at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def start(self, cmd: list[str]) -> subprocess.Popen | None:
+        """Start a worker in its own session (None once stopped)."""
+        with self._lock:
+            if self.stopped:
+                return None
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self._procs.add(proc)
+            return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def kill_all(self) -> None:
+        """Stop starting workers and SIGKILL every running one (its whole process group)."""
+        with self._lock:
+            self.stopped = True
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _convert_one(job: Job, extra: list[str], timeout: float) -> dict[str, Any]:
+def _convert_one(job: Job, extra: list[str], timeout: float, workers: _Workers) -> dict[str, Any]:
     os.makedirs(os.path.dirname(job.output), exist_ok=True)
     cmd = [sys.executable, "-m", "graphfix.cli", "convert", job.model, "-o", job.output, "--json", *extra]
     if job.format == "caffe" and len(job.sources) > 1:
         cmd += ["--weights", job.sources[1]]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = workers.start(cmd)
+    if proc is None:
+        return {"result": "interrupted", "seconds": 0.0, "error": "not started: the fleet was interrupted"}
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
         status = None
@@ -159,13 +210,17 @@ def _convert_one(job: Job, extra: list[str], timeout: float) -> dict[str, Any]:
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
         status = "timeout"
+    finally:
+        workers.done(proc)
     seconds = round(time.perf_counter() - start, 3)
     row: dict[str, Any] = {"seconds": seconds}
     try:
         doc = json.loads(stdout) if stdout.strip() else {}
     except json.JSONDecodeError:
         doc = {}
-    if status == "timeout":
+    if workers.stopped and proc.returncode != 0:
+        row.update(result="interrupted", error="stopped: the fleet was interrupted")
+    elif status == "timeout":
         row.update(result="timeout", error=f"no result after {timeout:g} s")
     elif proc.returncode < 0:
         row.update(result="crashed", error=f"worker died with signal {-proc.returncode} {_first_line(stderr)}".strip())
@@ -174,24 +229,48 @@ def _convert_one(job: Job, extra: list[str], timeout: float) -> dict[str, Any]:
     else:
         row.update(result="failed", error=_first_line(stderr) or f"exit status {proc.returncode}")
     if row["result"] != "ok":
-        _remove_temp_files(job.output)
+        clean_stale(os.path.dirname(job.output))  # what a killed worker could not remove
     return row
 
 
 def run_fleet(jobs: list[Job], *, workers: int = 1, timeout: float = 600, force: bool = False, extra: list[str] | None = None) -> list[Job]:
-    """Convert `jobs` with `workers` processes at a time; fills each job's `result` row."""
+    """Convert `jobs` with `workers` processes at a time; fills each job's `result` row.
+
+    On SIGINT/SIGTERM (KeyboardInterrupt) every worker is killed, unfinished jobs are marked
+    "interrupted" and the interrupt is raised again once the rows are filled.
+    """
     extra = extra or []
     todo = []
     for job in jobs:
+        if job.result:  # refused at discovery (FIFO, broken link)
+            continue
         if not force and _up_to_date(job):
             job.result = {"result": "skipped", "seconds": 0.0, "error": "output is newer than its sources"}
         else:
             todo.append(job)
-    with bar(total=len(todo), desc="converting", unit="model") as progress, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(_convert_one, job, extra, timeout): job for job in todo}
-        for future in as_completed(futures):
-            futures[future].result = future.result()
-            progress.update(1)
+    live = _Workers()
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        with bar(total=len(todo), desc="converting", unit="model") as progress:
+            futures = {pool.submit(_convert_one, job, extra, timeout, live): job for job in todo}
+            for future in as_completed(futures):
+                futures[future].result = future.result()
+                progress.update(1)
+    except KeyboardInterrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # finish the clean-up first
+            signal.signal(sig, signal.SIG_IGN)
+        live.kill_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future, job in futures.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                job.result = future.result()
+            if not job.result:
+                job.result = {"result": "interrupted", "seconds": 0.0, "error": "not converted: the fleet was interrupted"}
+        for folder in sorted({os.path.dirname(j.output) for j in todo}):
+            clean_stale(folder)
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return jobs
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 __all__ = ["Model", "META_PREFIX", "load_onnx", "set_metadata", "source_metadata", "SourceHasher", "atomic_write"]
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +26,8 @@ import onnx_ir as ir
 
 from graphfix.convert._onnx import ir_version_for
 from graphfix.errors import GraphfixError
+from graphfix.output import atomic_write  # noqa: F401 - re-exported for older callers
+from graphfix.output import staged as staged_path
 from graphfix.progress import bar
 
 logger = logging.getLogger(__name__)
@@ -197,26 +198,23 @@ class Model:
         return digest.hexdigest()
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model atomically; external data (`<name>.data`) above 2 GB.
+        """Write the model atomically (`graphfix.output.staged`: its own OutputSet, or the open set
+        that staged `path`); external data
+        (`<name>.data`, committed together with the model) above 2 GB.
 
         Returns:
             The path written.
         """
-        path = Path(path)
-        if path.is_dir():
-            raise GraphfixError("is a folder, not a model file name", kind="usage", path=path)
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise GraphfixError("output folder does not exist", kind="usage", path=path)
-        if _needs_external_data(self.ir):
-            self._resolve()
-            stamped = self.ir.clone()  # tensors shared; only the copy gets the IR version
-            stamped.ir_version = self.written_ir_version()
-            _save_external(stamped, path)
-        else:
-            with atomic_write(path) as fh:
-                _write_streaming(self.ir, fh, self.written_ir_version(), self._resolve)
-        return path
+        with staged_path(path) as staged:
+            if _needs_external_data(self.ir):
+                self._resolve()
+                stamped = self.ir.clone()  # tensors shared; only the copy gets the IR version
+                stamped.ir_version = self.written_ir_version()
+                ir.save(stamped, staged, external_data=os.path.basename(staged) + ".data", size_threshold_bytes=1024)
+            else:
+                with open(staged, "wb") as fh:
+                    _write_streaming(self.ir, fh, self.written_ir_version(), self._resolve)
+        return Path(path)
 
     # ----- running ------------------------------------------------------------------------
     def session(self):
@@ -336,24 +334,6 @@ class SourceHasher:
 
 
 # ----- writing ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -493,20 +473,6 @@ def _needs_external_data(model: ir.Model) -> bool:
             return True
         total += _nbytes(t)
     return total > _PROTO_LIMIT - (64 << 20)
-
-
-def _save_external(model: ir.Model, path: Path) -> None:
-    """Save with all large tensors in `<name>.data` beside the model (relative location)."""
-    data_name = path.name + ".data"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        ir.save(model, tmp, external_data=data_name, size_threshold_bytes=1024)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ----- loading ------------------------------------------------------------------------------

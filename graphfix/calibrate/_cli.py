@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["add_data_args", "preprocess_for", "progress_for", "parse_floats"]
+__all__ = ["preprocess_for", "progress_for", "parse_floats", "check_data_path"]
 
 import argparse
 import os
@@ -22,20 +22,6 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
         raise GraphfixError(f"bad {what} {text!r}", kind="usage", hint="comma-separated numbers") from exc
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
-    """--size --mean --std --scale --bgr, feature batch size, workers and cache switches."""
-    g = parser.add_argument_group("images and features")
-    g.add_argument("--size", metavar="H,W", help="resize images to H,W (default: graphfix.preprocess or the input shape)")
-    g.add_argument("--mean", metavar="M[,M,M]", help="subtracted from pixels 0..255 (default: metadata or 0)")
-    g.add_argument("--std", metavar="S[,S,S]", help="divisor, last (default: metadata or 1)")
-    g.add_argument("--scale", type=float,
-                   help="multiplier after the mean: x = (pixel - mean) * scale / std (default: metadata or 1/255)")
-    g.add_argument("--bgr", action="store_true", default=None, help="feed channels in BGR order")
-    g.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime call (default 64)")
-    g.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 8)")
-    g.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
-
-
 def preprocess_for(model: Any, args: argparse.Namespace, paths: list[str | None]) -> Preprocess | None:
     """The Preprocess for image inputs (None when every input is an NPZ)."""
     needs = any(p and not str(p).lower().endswith(".npz") for p in paths)
@@ -46,6 +32,7 @@ def preprocess_for(model: Any, args: argparse.Namespace, paths: list[str | None]
         "std": parse_floats(args.std, "--std"),
         "scale": args.scale,
         "channel_order": "BGR" if args.bgr else None,
+        "max_pixels": getattr(args, "max_pixels", None),
     }
     try:
         return Preprocess.for_model(model, **overrides)

@@ -24,7 +24,7 @@ null count as absent.
 
 from __future__ import annotations
 
-__all__ = ["Preprocess", "Dataset", "load_dataset", "load_images", "image_paths"]
+__all__ = ["Preprocess", "Dataset", "load_dataset", "load_images", "decode_image", "image_paths", "DEFAULT_MAX_PIXELS"]
 
 import csv
 import hashlib
@@ -39,6 +39,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from graphfix.errors import GraphfixError
+from graphfix.limits import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Preprocess:
         std: Per-channel (or one) divisor.
         scale: Multiplier applied after the mean is subtracted.
         pixel_range: 255 (pixels 0..255) or 1 (pixels 0..1) before the mean.
+        max_pixels: Images with more pixels (width x height) are refused before decoding.
     """
 
     size: tuple[int, int]
@@ -67,6 +69,7 @@ class Preprocess:
     std: list[float] = field(default_factory=lambda: [1.0])
     scale: float = 1.0 / 255.0
     pixel_range: float = 255.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @classmethod
     def for_model(cls, model: Any, **overrides: Any) -> Preprocess:
@@ -116,11 +119,18 @@ class Preprocess:
         pixel_range = float(values["pixel_range"])
         if pixel_range <= 0:
             raise GraphfixError("pixel_range must be positive", kind="usage")
-        return cls((int(size[0]), int(size[1])), channels, order, mean, std, float(values["scale"]), pixel_range)
+        max_pixels = int(values.get("max_pixels") or DEFAULT_MAX_PIXELS)
+        if max_pixels < 1:
+            raise GraphfixError("--max-pixels must be positive", kind="usage")
+        return cls(
+            (int(size[0]), int(size[1])), channels, order, mean, std, float(values["scale"]), pixel_range, max_pixels
+        )
 
     def to_dict(self) -> dict[str, Any]:
+        """How pixels become inputs (the decoding limit is not part of it)."""
         d = asdict(self)
         d["size"] = list(self.size)
+        d.pop("max_pixels")
         return d
 
     def apply(self, image: Any) -> np.ndarray:
@@ -150,32 +160,58 @@ def _input_shape(model: Any) -> list[Any] | None:
     return info[0]["shape"] if len(info) == 1 else None
 
 
-def _load_one(path: str, prep: Preprocess) -> np.ndarray:
+def decode_image(path: str, prep: Preprocess, where: str | None = None) -> np.ndarray:
+    """The one image decoder: header checked against `prep.max_pixels` before any pixel is
+    decoded, then `prep.apply`. Errors name the image and `where` (e.g. "train.csv line 5")."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    hint = f"listed at {where}" if where else None
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device is never opened
+        raise GraphfixError("not a regular file", path=path, hint=hint)
+    limit_hint = f"{hint + '; ' if hint else ''}raise it with --max-pixels"
+    if Image.MAX_IMAGE_PIXELS is not None and prep.max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = prep.max_pixels  # Pillow's own bomb check must not undercut ours
     try:
-        with Image.open(path) as img:
-            return prep.apply(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            with Image.open(path) as img:
+                pixels = img.width * img.height
+                if pixels > prep.max_pixels:
+                    raise GraphfixError(
+                        f"image is {img.width}x{img.height} = {pixels} pixels, over the limit of {prep.max_pixels}",
+                        path=path, hint=limit_hint,
+                    )
+                return prep.apply(img)
+    except Image.DecompressionBombError as exc:  # Pillow refuses at twice its limit, on open
+        raise GraphfixError(f"image is over the limit of {prep.max_pixels} pixels ({exc})", path=path, hint=limit_hint) from exc
     except FileNotFoundError as exc:
-        raise GraphfixError("image not found", path=path) from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise GraphfixError(f"cannot read image ({exc})", path=path) from exc
+        raise GraphfixError("image not found", path=path, hint=hint) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise GraphfixError(f"cannot read image ({exc})", path=path, hint=hint) from exc
 
 
-def load_images(paths: Sequence[str], prep: Preprocess, *, workers: int | None = None) -> np.ndarray:
+def load_images(
+    paths: Sequence[str], prep: Preprocess, *, workers: int | None = None, where: Sequence[str] | None = None
+) -> np.ndarray:
     """Decode and preprocess images in parallel (threads; Pillow decodes outside the GIL).
+
+    Args:
+        where: Per image, where it was listed (named in errors), e.g. "train.csv line 5".
 
     Returns:
         float32 [N, C, H, W].
     """
     if not paths:
         return np.zeros((0, prep.channels, *prep.size), np.float32)
+    places = list(where) if where is not None else [None] * len(paths)
     workers = workers or min(8, os.cpu_count() or 1)
     if workers <= 1 or len(paths) == 1:
-        arrays = [_load_one(p, prep) for p in paths]
+        arrays = [decode_image(p, prep, w) for p, w in zip(paths, places)]
     else:
         with ThreadPoolExecutor(workers) as pool:
-            arrays = list(pool.map(lambda p: _load_one(p, prep), paths))
+            arrays = list(pool.map(lambda pw: decode_image(pw[0], prep, pw[1]), zip(paths, places)))
     return np.stack(arrays)
 
 
@@ -206,6 +242,7 @@ class Dataset:
         paths: Image files (absolute), or None.
         preprocess: How `paths` become inputs.
         source: The file it came from, if any.
+        lines: The CSV line of each image (named in decoding errors), or None.
     """
 
     y: np.ndarray
@@ -214,6 +251,7 @@ class Dataset:
     paths: list[str] | None = None
     preprocess: Preprocess | None = None
     source: str | None = None
+    lines: list[int] | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -247,7 +285,11 @@ class Dataset:
                 yield self.x[i : i + batch_size]
             else:
                 assert self.paths is not None and self.preprocess is not None
-                yield load_images(self.paths[i : i + batch_size], self.preprocess, workers=workers)
+                where = None
+                if self.lines is not None:
+                    name = os.path.basename(self.source or "data set")
+                    where = [f"{name} line {n}" for n in self.lines[i : i + batch_size]]
+                yield load_images(self.paths[i : i + batch_size], self.preprocess, workers=workers, where=where)
 
 
 def _check_arrays(x: np.ndarray, y: np.ndarray, path: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -319,9 +361,12 @@ def load_dataset(
 def _load_csv(path: str, labels: Sequence[str] | None, preprocess: Preprocess | None) -> Dataset:
     base = os.path.dirname(os.path.abspath(path))
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    if not rows:
+        reader = csv.reader(fh)
+        numbered = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
+    if not numbered:
         raise GraphfixError("the data set is empty", path=path)
+    rows = [r for _, r in numbered]
+    line_of = [n for n, _ in numbered[1:]]
     header = [c.strip() for c in rows[0]]
     body = rows[1:]
     if not body:
@@ -344,7 +389,7 @@ def _load_csv(path: str, labels: Sequence[str] | None, preprocess: Preprocess | 
                     continue
                 if name not in index:
                     raise GraphfixError(
-                        f"line {i + 2}: unknown label {name!r}", path=path,
+                        f"line {line_of[i]}: unknown label {name!r}", path=path,
                         hint=f"the model's labels are {names[:10]}{' ...' if len(names) > 10 else ''}",
                     )
                 y[i, index[name]] = 1
@@ -365,9 +410,9 @@ def _load_csv(path: str, labels: Sequence[str] | None, preprocess: Preprocess | 
         if np.isnan(raw).any() or not np.isin(raw, (0.0, 1.0)).all():
             raise GraphfixError("label columns must be 0 or 1", path=path)
         y = raw[:, order].astype(np.uint8)
-    for p in paths:
+    for p, line in zip(paths, line_of):
         if not os.path.isfile(p):
-            raise GraphfixError("image not found", path=p, hint=f"listed in {path}")
+            raise GraphfixError("image not found", path=p, hint=f"listed at {os.path.basename(path)} line {line}")
     if preprocess is None:
         raise GraphfixError("image data sets need preprocessing settings", kind="usage", path=path)
-    return Dataset(y=y, labels=names, paths=paths, preprocess=preprocess, source=path)
+    return Dataset(y=y, labels=names, paths=paths, preprocess=preprocess, source=path, lines=line_of)

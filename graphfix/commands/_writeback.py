@@ -24,13 +24,17 @@ def add_to_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def write_output(args: argparse.Namespace, model, out: str) -> dict[str, Any] | None:
-    """Write `model` to `out` as ONNX (`write_model`: --target etc.), or as PREFIX files for --to."""
+def write_output(args: argparse.Namespace, model, out: str, *, also=None) -> dict[str, Any] | None:
+    """Write `model` to `out` as ONNX (`write_model`: --target etc.), or as PREFIX files for --to.
+
+    `also(files)` writes more files (a report) into a `graphfix.output.OutputSet`: with the ONNX
+    model in the same set, after the write-back set otherwise.
+    """
     from graphfix.commands._options import write_model
 
     to = getattr(args, "to", "onnx")
     if to == "onnx":
-        return write_model(args, model, out)
+        return write_model(args, model, out, also=also)
     if getattr(args, "target", None) or getattr(args, "fp16", False):
         raise GraphfixError(f"--target/--fp16 write ONNX; they do not combine with --to {to}", kind="usage")
     from graphfix.convert.writeback import write_back
@@ -39,7 +43,13 @@ def write_output(args: argparse.Namespace, model, out: str) -> dict[str, Any] | 
     if not sources:
         given = [p for p in (getattr(args, "params", None), getattr(args, "weights", None)) if p]
         sources = given + ([os.path.dirname(os.path.abspath(model.path))] if model.path else [])
-    return write_back(model, prefix_of(out), to, sources=sources or None)
+    written = write_back(model, prefix_of(out), to, sources=sources or None)
+    if also is not None:
+        from graphfix.output import OutputSet
+
+        with OutputSet() as files:
+            also(files)
+    return written
 
 
 def prefix_of(out: str) -> str:

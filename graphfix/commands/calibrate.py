@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from graphfix.errors import GraphfixError
 from graphfix.commands._options import (
-    add_output_args, add_target_args, check_output_path, default_output, emit, load_model,
+    add_data_args,
+    add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path,
 )
 from graphfix.commands._writeback import add_to_argument, write_output
 
@@ -36,8 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="DIR", help="write report.json, index.html, per_class.csv/.md and PR plots here")
     parser.add_argument("--no-plots", action="store_true", help="with --report: skip the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (default 0)")
-    from graphfix.calibrate._cli import add_data_args
-
     add_data_args(parser)
     add_target_args(parser)
     add_to_argument(parser)
@@ -53,13 +53,15 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores, model_scores
     from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
 
-    out = args.output or default_output(args.model, "-calibrated")
-    check_output_path(out, [args.model, args.heldout, args.train, args.test])
+    out = output_path(args.output, default_output(args.model, "-calibrated"),
+                      model_files(args.model) + [args.heldout, args.train, args.test])
     for flag, path in (("--heldout", args.heldout), ("--train", args.train), ("--test", args.test)):
         check_data_path(path, flag)
     from graphfix.calibrate.thresholds import parse_objective
 
     parse_objective(args.objective)
+    if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
+        raise GraphfixError("--report: is not a folder", kind="usage", path=args.report)
     model = load_model(args)
     prep = preprocess_for(model, args, [args.heldout, args.train, args.test])
     kw = dict(batch_size=args.batch_size, cache=not args.no_cache, progress=progress_for(args), preprocess=prep)
@@ -73,24 +75,30 @@ def run(args: argparse.Namespace) -> int:
         min_positives=args.min_positives, folds=args.folds, at_least_one=args.at_least_one, seed=args.seed,
     )
     new = apply_thresholds(model, th, labels_output=not args.no_labels_output)
-    exported = write_output(args, new, out)
     splits = {"heldout": {"at_0.5": evaluate(scores, y, 0.5, labels), "tuned": th.heldout}}
     if args.test:
         t_scores, t_y = model_scores(model, args.test, **kw)
         splits["test"] = {"at_0.5": evaluate(t_scores, t_y, 0.5, labels), "tuned": evaluate(t_scores, t_y, th, labels)}
-    files = []
-    if args.report:
+    files: list[str] = []
+    if args.report and not args.no_plots:
         import sys
 
-        from graphfix.calibrate.report import plots_available, write_report
+        from graphfix.calibrate.report import plots_available
 
-        if not args.no_plots and not plots_available():
+        if not plots_available():
             print("graphfix: warning: matplotlib is not installed: PR-curve PNGs skipped "
                   f"(the curves are in {os.path.join(args.report, 'index.html')}; pip install 'graphfix[report]')",
                   file=sys.stderr)
-        files = write_report(args.report, th, splits, scores, y, plots=not args.no_plots,
-                             extra={"model": args.model, "output": out, "objective": th.objective},
-                             head=model.metadata.get("head"))
+
+    def report(outputs) -> None:  # written with the model: both or neither
+        from graphfix.calibrate.report import write_report
+
+        staged = write_report(outputs.folder(args.report), th, splits, scores, y, plots=not args.no_plots,
+                              extra={"model": args.model, "output": out, "objective": th.objective},
+                              head=model.metadata.get("head"))
+        files.extend(os.path.join(args.report, os.path.basename(f)) for f in staged)
+
+    exported = write_output(args, new, out, also=report if args.report else None)
     text = [f"objective {th.objective}: {sum(m == 'tuned' or m == 'global' for m in th.methods)}/{len(labels)} classes tuned"]
     for fb in th.fallbacks:
         text.append(f"  {fb['label']}: {fb['method']} (t={fb['threshold']:.4f}): {fb['reason']}")

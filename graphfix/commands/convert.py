@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_target_args, check_output_path, default_output, emit, load_model, write_model,
+    add_model_args, add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path,
+    write_model,
 )
-from graphfix.errors import GraphfixError
+from graphfix.errors import GraphfixError, Interrupted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +50,13 @@ def _run_one(args: argparse.Namespace, path: str) -> int:
     from graphfix.convert.clean import clean
 
     start = time.perf_counter()
-    out = args.output or default_output(path, "" if not path.endswith(".onnx") else "-clean")
-    if os.path.isdir(out):
-        out = os.path.join(out, os.path.basename(default_output(path, "")))
-    check_output_path(out, [path, args.params, args.weights])
+    inputs = model_files(path, args.params, args.weights)
+    if args.swap_head and os.path.isfile(args.swap_head):
+        inputs.append(args.swap_head)
+    if args.output and os.path.isdir(args.output):
+        out = output_path(os.path.join(args.output, os.path.basename(default_output(path, ""))), "", inputs)
+    else:
+        out = output_path(args.output, default_output(path, "" if not path.endswith(".onnx") else "-clean"), inputs)
     source = load_model(args, path)
     model = clean(source)
     verify = None
@@ -92,7 +97,7 @@ def _run_one(args: argparse.Namespace, path: str) -> int:
 
 def _run_fleet(args: argparse.Namespace) -> int:
     from graphfix.fleet import discover, job_dicts, run_fleet, summary_table
-    from graphfix.model import atomic_write
+    from graphfix.output import atomic_write
 
     if not args.output:
         raise GraphfixError("converting several models needs -o OUTDIR", kind="usage")
@@ -112,7 +117,11 @@ def _run_fleet(args: argparse.Namespace) -> int:
         extra += ["--target", args.target] + (["--fp16"] if args.fp16 else [])
     for shape in args.input_shape or []:
         extra += ["--input-shape", shape]
-    run_fleet(jobs, workers=args.jobs, timeout=args.timeout, force=args.force, extra=extra)
+    interrupted = None
+    try:
+        run_fleet(jobs, workers=args.jobs, timeout=args.timeout, force=args.force, extra=extra)
+    except KeyboardInterrupt as exc:  # workers are killed; the summary still gets written
+        interrupted = exc
     seconds = time.perf_counter() - start
     failed = [j for j in jobs if j.result.get("result") not in ("ok", "skipped")]
     doc = {
@@ -120,10 +129,16 @@ def _run_fleet(args: argparse.Namespace) -> int:
         "command": "convert",
         "output": args.output,
         "models": job_dicts(jobs),
-        "counts": {r: sum(1 for j in jobs if j.result.get("result") == r) for r in ("ok", "skipped", "failed", "timeout", "crashed")},
+        "counts": {r: sum(1 for j in jobs if j.result.get("result") == r)
+                   for r in ("ok", "skipped", "failed", "timeout", "crashed", "interrupted")},
         "seconds": round(seconds, 3),
     }
-    with atomic_write(os.path.join(args.output, "summary.json")) as fh:
+    summary = os.path.join(args.output, "summary.json")
+    with atomic_write(summary) as fh:
         fh.write(json.dumps(doc, indent=2).encode())
+    if interrupted is not None:
+        signum = getattr(interrupted, "signum", signal.SIGINT)
+        unfinished = doc["counts"]["interrupted"]
+        raise Interrupted(signum, f"interrupted; {unfinished} unfinished models marked \"interrupted\" in {summary}")
     emit(args, doc, summary_table(jobs) + [f"summary: {os.path.join(args.output, 'summary.json')} ({seconds:.1f} s)"])
     return 1 if failed else 0

@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphfix.commands._options import add_model_args, add_output_args, check_output_path, default_output, emit
+from graphfix.commands._options import add_model_args, add_output_args, default_output, emit, model_files, output_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,11 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.convert.export import export
     from graphfix.errors import GraphfixError
 
+    inputs = model_files(args.model, args.params, args.weights) + ([args.inputs] if args.inputs else [])
     default_out = default_output(args.model, f"-{args.target}" + ("-fp16" if args.fp16 else ""))
     # with --triton and no -o, only the repository is written
-    out = args.output or (None if args.triton else default_out)
-    if out is not None:
-        check_output_path(out, [args.model, getattr(args, "params", None), getattr(args, "weights", None)])
+    out = None if (args.triton and not args.output) else output_path(args.output, default_out, inputs)
     batch = args.batch if args.batch == "dynamic" else _positive(args.batch, "--batch")
     from graphfix.convert import detect_format
 

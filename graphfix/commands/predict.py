@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from graphfix.commands._options import add_output_args, emit, load_model
+from graphfix.commands._options import add_data_args, add_output_args, emit, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="calibrated multi-label ONNX model")
     parser.add_argument("inputs", metavar="INPUTS", nargs="+", help="images, folders or .npz files")
     parser.add_argument("--scores", action="store_true", help="also print each label's probability")
-    from graphfix.calibrate._cli import add_data_args
-
     add_data_args(parser)
     add_output_args(parser, output=False)
 

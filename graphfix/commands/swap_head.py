@@ -9,10 +9,11 @@ prototxt + caffemodel, plus a training net and PREFIX-graphfix.json with labels/
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_target_args, check_output_path, default_output, emit, load_model,
+    add_model_args, add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path,
 )
 from graphfix.commands._writeback import add_to_argument, write_output
 
@@ -32,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.surgery import parse_labels_arg, swap_head
 
     start = time.perf_counter()
+    side = [f for f in (args.labels, args.init_from_old) if f and os.path.isfile(f)]
+    out = output_path(args.output, default_output(args.model, "-multilabel"), model_files(args.model, args.params, args.weights) + side)
     labels = parse_labels_arg(args.labels)
-    out = args.output or default_output(args.model, "-multilabel")
-    check_output_path(out, [args.model, args.params, args.weights])
     model = load_model(args)
     new = swap_head(model, labels=labels, seed=args.seed, features=args.features, init_from_old=args.init_from_old)
     exported = write_output(args, new, out)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from graphfix.commands._options import add_output_args, check_output_path, default_output, emit, load_model
+from graphfix.commands._options import add_data_args, add_output_args, default_output, emit, load_model, model_files, output_path
 from graphfix.commands._writeback import add_to_argument, write_output
 
 
@@ -46,8 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="--train-from: Adam learning rate (default 1e-3)")
     parser.add_argument("--train-batch-size", type=int, default=256, help="--train-from: samples per step (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="default 0")
-    from graphfix.calibrate._cli import add_data_args
-
     add_data_args(parser)
     add_to_argument(parser)
     add_output_args(parser)
@@ -58,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
     from graphfix.errors import GraphfixError
 
-    out = args.output or default_output(args.model, "-trained")
-    check_output_path(out, [args.model, args.train, args.val])
+    out = output_path(args.output, default_output(args.model, "-trained"), model_files(args.model) + [args.train, args.val])
     check_data_path(args.train, "--train")
     check_data_path(args.val, "--val")
     wd: float | str = args.weight_decay
