@@ -236,17 +236,19 @@ def write_back(
     def check(temps: dict[str, str]) -> None:
         parity.update(_parity(model, to, temps[files["deploy"]], temps[files["weights"]], plan.io["probabilities"]))
 
-    from graphfix.convert._fileset import write_file_set
+    from graphfix.output import OutputSet
 
-    write_file_set(
-        {
-            files["deploy"]: plan.write_deploy,
-            files["weights"]: plan.write_weights,
-            files["train"]: plan.write_train,
-            files["sidecar"]: lambda tmp: _write_bytes(tmp, sidecar_bytes),
-        },
-        check=check,
-    )
+    writers = {
+        files["deploy"]: plan.write_deploy,
+        files["weights"]: plan.write_weights,
+        files["train"]: plan.write_train,
+        files["sidecar"]: lambda tmp: _write_bytes(tmp, sidecar_bytes),
+    }
+    with OutputSet(inputs=[graph_src, weights_src]) as out:  # all files of the set, or none
+        temps = {path: out.path(path) for path in writers}
+        for path, write in writers.items():
+            write(temps[path])
+        check(temps)
     return {"format": to, "files": files, "sources": [graph_src, weights_src], "parity": parity, "io": plan.io}
 
 
