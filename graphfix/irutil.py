@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-__all__ = ["const_array", "graph_names", "fresh_name", "downstream_nodes"]
+__all__ = ["input_at", "const_array", "graph_names", "fresh_name", "downstream_nodes"]
 
 from typing import Iterable
 
 import numpy as np
 import onnx_ir as ir
+
+
+def input_at(node: ir.Node, index: int) -> ir.Value | None:
+    """Input `index` of `node`, or None when it is omitted (trailing, or an empty name).
+
+    ONNX optional inputs may be left out at the end or given as "" in the middle; every pass and
+    check reads inputs past the first through this, never by `node.inputs[i]`.
+    """
+    return node.inputs[index] if index < len(node.inputs) else None
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.convert.export.passes._util import add_initializer, const_array, main_graph_names, only_consumer
+from graphfix.convert.export.passes._util import add_initializer, const_array, input_at, main_graph_names, only_consumer
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
             return False
         if len(bn.inputs) < 5 or bn.inputs[0] is None:
             return False
-        params = [const_array(v) for v in bn.inputs[1:5]]
+        params = [const_array(input_at(bn, i)) for i in range(1, 5)]
         if any(p is None for p in params):
             return False
         scale, bias, mean, var = (p.astype(np.float32).reshape(-1) for p in params)
@@ -77,10 +77,10 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
         return True
 
     def _fold_conv(self, graph, conv, factor, bias, mean, taken) -> bool:
-        w = const_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
+        w = const_array(input_at(conv, 1))
         if w is None or w.dtype not in (np.float32, np.float64) or w.shape[0] != factor.size:
             return False
-        has_b = len(conv.inputs) > 2 and conv.inputs[2] is not None
+        has_b = input_at(conv, 2) is not None
         b = const_array(conv.inputs[2]) if has_b else np.zeros(w.shape[0], w.dtype)
         if b is None or b.size != factor.size:
             return False
@@ -101,14 +101,14 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
     def _fold_gemm(self, graph, gemm, factor, bias, mean, taken) -> bool:
         if gemm.attributes.get_int("transA", 0) not in (0, 1):
             return False
-        b = const_array(gemm.inputs[1]) if len(gemm.inputs) > 1 else None
+        b = const_array(input_at(gemm, 1))
         if b is None or b.ndim != 2 or b.dtype not in (np.float32, np.float64):
             return False
         trans_b = gemm.attributes.get_int("transB", 0)
         n = b.shape[0] if trans_b else b.shape[1]
         if n != factor.size:
             return False
-        has_c = len(gemm.inputs) > 2 and gemm.inputs[2] is not None
+        has_c = input_at(gemm, 2) is not None
         c = const_array(gemm.inputs[2]) if has_c else np.zeros(n, b.dtype)
         if c is None or c.size not in (1, n) or (c.ndim == 2 and c.shape[0] != 1):
             return False

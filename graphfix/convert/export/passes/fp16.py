@@ -139,6 +139,8 @@ class Float16Pass(ir.passes.InPlacePass):
             return False
         if not node.inputs or node.inputs[0] is None or node.inputs[0].dtype != _FLOAT:
             return False
+        if any(out.dtype is None for out in node.outputs):
+            return False  # an output of unknown type could not be cast back: stay fp32
         for value in node.inputs[1:]:
             if value is None or value.dtype != _FLOAT or value.const_value is None:
                 continue
