@@ -28,7 +28,12 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
        with `beta = 1`; `B` is scaled along N (its rows when `transB=1`, else its columns) and
        C may be absent, a scalar, `[N]` or `[1, N]`.
 
-    Only folds when: the BN is in inference mode with only its first output used, its four
+    3. A training-mode BN (`training_mode=1`) whose input, scale and B are constants (timm's
+       ScaledStdConv standardising its weights, exported by TorchScript) is computed once:
+       Y = (X - mean(X)) / sqrt(var(X) + epsilon) * scale + B over every axis but 1, in
+       float64, and becomes an initializer. Its running-statistics outputs must be unused.
+
+    Cases 1-2 only fold when: the BN is in inference mode with only its first output used, its four
     parameters are constants, the Conv/Gemm weights (and bias) are constants of a float type,
     and the BN is the only user of the Conv/Gemm output. New initializers are written
     (the originals may be shared); unused ones are removed afterwards. Anything else is kept.
@@ -48,11 +53,26 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
             RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified)
 
-    def _try_fold(self, graph: ir.Graph, bn: ir.Node, taken: set[str]) -> bool:
-        if bn.attributes.get_int("training_mode", 0) != 0:
+    def _fold_constant_training(self, graph: ir.Graph, bn: ir.Node, taken: set[str]) -> bool:
+        x, scale, bias = (const_array(input_at(bn, i)) for i in range(3))
+        if x is None or scale is None or bias is None or x.ndim < 2 or x.dtype.kind != "f" or bn.outputs[0].is_graph_output():
             return False
+        axes = tuple(i for i in range(x.ndim) if i != 1)
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        x64 = x.astype(np.float64)
+        eps = bn.attributes.get_float("epsilon", 1e-5)
+        y = (x64 - x64.mean(axis=axes, keepdims=True)) / np.sqrt(x64.var(axis=axes, keepdims=True) + eps)
+        y = y * scale.astype(np.float64).reshape(shape) + bias.astype(np.float64).reshape(shape)
+        value = add_initializer(graph, taken, (bn.outputs[0].name or "bn") + "_folded", y.astype(x.dtype))
+        ir.convenience.replace_all_uses_with(bn.outputs[0], value)
+        graph.remove(bn, safe=True)
+        return True
+
+    def _try_fold(self, graph: ir.Graph, bn: ir.Node, taken: set[str]) -> bool:
         if any(o.uses() or o.is_graph_output() for o in bn.outputs[1:]):
             return False
+        if bn.attributes.get_int("training_mode", 0) != 0:
+            return self._fold_constant_training(graph, bn, taken)
         if len(bn.inputs) < 5 or bn.inputs[0] is None:
             return False
         params = [const_array(input_at(bn, i)) for i in range(1, 5)]
