@@ -20,9 +20,16 @@ def input_at(node: ir.Node, index: int) -> ir.Value | None:
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The NumPy value of an initializer or Constant-node output, else None."""
+    """The NumPy value of an initializer or Constant-node output (through Identity nodes:
+    TorchScript writes a tensor equal to an earlier one as an Identity of it), else None."""
     if value is None:
         return None
+    for _ in range(16):
+        producer = value.producer()
+        if value.const_value is not None or producer is None or producer.op_type != "Identity" \
+                or producer.domain not in ("", "ai.onnx") or not producer.inputs or producer.inputs[0] is None:
+            break
+        value = producer.inputs[0]
     tensor = value.const_value
     if tensor is None:
         producer = value.producer()

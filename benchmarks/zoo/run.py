@@ -59,7 +59,7 @@ def run_model(path: Path, *, fp16: bool, build: bool) -> dict:
     else:
         rec["swap"] = "ok"
     head = (doc or {}).get("head", {})
-    rec["head"] = f"{head.get('kind')}:{head.get('features')}" if head else None
+    rec["head"] = f"{head.get('old_kind')}:{head.get('features')}" if head else None
     args = ["export", str(swapped), "--target", "tensorrt", "-o", str(exported)] + (["--fp16"] if fp16 else [])
     rc, doc, err = _run(args)
     rec["traceback"] |= "Traceback" in err

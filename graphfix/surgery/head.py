@@ -309,13 +309,13 @@ def _match_pool(node: ir.Node) -> _Classifier | str:
     """Global average pooling after [Relu] after a 1x1 Conv (SqueezeNet style)."""
     if (why := _is_global_average(node)) is not None:
         return why
-    src = node.inputs[0].producer()
+    src = _walk_back(node.inputs[0]).producer()
     nodes = [node]
     if src is not None and src.op_type == "Relu":
         if not _single_use(src.outputs[0], node.graph):
             return "Relu before the pooling has other consumers"
         nodes.insert(0, src)
-        src = src.inputs[0].producer()
+        src = _walk_back(src.inputs[0]).producer()
     if src is None or src.op_type != "Conv":
         return f"{node.op_type} is global pooling, not fed by a 1x1 Conv (the backbone's features)"
     if (why := _is_1x1_conv(src)) is not None:
@@ -428,7 +428,8 @@ def _infer_shapes(model: ir.Model) -> None:
 def feature_candidates(graph: ir.Graph, limit: int = 5) -> list[tuple[str, list[Any]]]:
     """Tensors most likely to be the backbone's features, best first: (name, shape).
 
-    Ranked by shape (a static [N, F] first, then a pooled [N, C, 1, 1], then a spatial map;
+    Ranked by shape (a static [N, F] that a Gemm/MatMul with constant weights reads first, then
+    other [N, F], then a pooled [N, C, 1, 1], then a spatial map;
     tensors of other ranks, which `--features` refuses, are left out), then by how close to a
     graph output they are. A tensor as wide as an output (the old class scores) ranks last.
     """
@@ -454,15 +455,26 @@ def feature_candidates(graph: ir.Graph, limit: int = 5) -> list[tuple[str, list[
             continue
         if value.producer().op_type in SOFTMAX_OPS:
             continue
-        if shape[1] in widths:
-            kind = 3
+        if shape[1] in widths or shape[1] <= 1:
+            kind = 4
         elif len(shape) == 2:
-            kind = 0
+            kind = 0 if _read_by_linear(value) else 1
         else:
-            kind = 1 if shape[2:] == [1, 1] else 2
+            kind = 2 if shape[2:] == [1, 1] else 3
         ranked.append((kind, dist, value.name, shape))
     ranked.sort(key=lambda r: (r[0], r[1], r[2]))
     return [(name, shape) for _, _, name, shape in ranked[:limit]]
+
+
+def _read_by_linear(value: ir.Value) -> bool:
+    """True when a Gemm or MatMul with a constant 2-D weight reads `value` (a classifier input)."""
+    for use in value.uses():
+        node = use.node
+        if node.op_type in ("Gemm", "MatMul") and use.idx == 0:
+            w = const_array(input_at(node, 1))
+            if w is not None and w.ndim == 2:
+                return True
+    return False
 
 
 def _candidates_hint(graph: ir.Graph) -> str:
