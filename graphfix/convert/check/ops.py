@@ -166,6 +166,11 @@ def _c6_node(ctx: CheckContext, node: ir.Node) -> None:
         if not all(_is_const(v) for v in (input_at(node, 1), input_at(node, 2)) if v is not None):
             ctx.add("C6", WARN, "Clip min/max are computed (elementwise fallback)", "make them constants",
                     node=node, rule="clip-constant")
+    elif op == "Einsum":
+        equation = node.attributes["equation"].as_string() if "equation" in node.attributes else ""
+        if any(not (c.islower() or c in ",->.") for c in equation):
+            ctx.add("C6", FAIL, f"Einsum equation {equation!r} has uppercase labels or spaces (TensorRT refuses it)",
+                    "graphfix export rewrites it to lowercase labels", node=node, rule="einsum-equation")
     elif op == "CumSum":
         if input_at(node, 1) is not None and not _is_const(input_at(node, 1)):
             ctx.add("C6", FAIL, "CumSum axis must be an initializer", "make it a constant", node=node, rule="axes-constant")

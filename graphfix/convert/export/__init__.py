@@ -8,12 +8,13 @@ readiness check (`graphfix.convert.check`) on the result:
 2. RemoveInferenceNoOpsPass inference Dropout / Identity
 3. FoldBatchNormPass        BatchNormalization into the preceding Conv / Gemm
 4. ConstantReshapePass      Shape-chain Reshape -> Flatten / constant Reshape
-5. ConvertOpsetPass         target opset (default 17), explicit ir_version
-6. BatchDimPass             only the batch dimension symbolic (or fixed), shapes re-inferred
-7. FoldConstantsPass        again (a fixed batch lets more fold)
-8. Int64RangePass           int64 constants vs int32 range
-9. Float16Pass              with `fp16=True`: fp16 in the graph, fp32 I/O, Resize + head fp32
-10. HygienePass             no initializer inputs, unique node names, topological order
+5. EinsumEquationPass       Einsum labels lowercase, no spaces (TensorRT's parser)
+6. ConvertOpsetPass         target opset (default 17), explicit ir_version
+7. BatchDimPass             only the batch dimension symbolic (or fixed), shapes re-inferred
+8. FoldConstantsPass        again (a fixed batch lets more fold)
+9. Int64RangePass           int64 constants vs int32 range
+10. Float16Pass             with `fp16=True`: fp16 in the graph, fp32 I/O, Resize + head fp32
+11. HygienePass             no initializer inputs, unique node names, topological order
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def export(
         ("remove_inference_noops", P.RemoveInferenceNoOpsPass()),
         ("fold_batchnorm", P.FoldBatchNormPass()),
         ("constant_reshape", P.ConstantReshapePass()),
+        ("einsum_equation", P.EinsumEquationPass()),
         ("convert_opset", P.ConvertOpsetPass(opset)),
         ("batch_dim", P.BatchDimPass(batch)),
         ("fold_constants_2", P.FoldConstantsPass()),
