@@ -60,3 +60,27 @@ def test_training_batchnorm_on_constants_is_computed_once():
     assert "BatchNormalization" not in [n.op_type for n in after.ir.graph]
     figures = compare(before, after)
     assert figures["ok"], figures
+
+
+def _unary(op: str, **attrs):
+    inits = [numpy_helper.from_array(np.array(-3.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(3.0, np.float32), "hi")]
+    inputs = ["x", "lo", "hi"] if op == "Clip" else ["x"]
+    graph = helper.make_graph([helper.make_node(op, inputs, ["y"], **attrs)], "u",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+                              inits if op == "Clip" else [])
+    return Model.from_proto(make_model(graph, opset=17))
+
+
+def test_parity_is_judged_on_a_varied_batch():
+    """A candidate that differs only on inputs beyond +-3 passes on one mild input and fails on
+    the seeded batch of 8 (which has x4-scaled and uniform [-3, 3] samples)."""
+    from graphfix.convert.export._parity import PARITY_SAMPLES, varied_feeds
+
+    feeds = varied_feeds(_unary("Identity"))
+    assert len(feeds) == 1 and feeds[0]["x"].shape == (PARITY_SAMPLES, 16)
+    assert np.array_equal(feeds[0]["x"], varied_feeds(_unary("Identity"))[0]["x"])  # seeded
+    assert compare(_unary("Identity"), _unary("Clip"), samples=1)["ok"]
+    figures = compare(_unary("Identity"), _unary("Clip"))
+    assert not figures["ok"] and figures["outputs"]["y"]["max_abs_diff"] > 1.0, figures
