@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["const_array", "graph_names", "fresh_name", "downstream_nodes"]
+__all__ = ["input_at", "const_array", "graph_names", "fresh_name", "downstream_nodes"]
 
 from typing import Iterable
 
@@ -10,10 +10,26 @@ import numpy as np
 import onnx_ir as ir
 
 
+def input_at(node: ir.Node, index: int) -> ir.Value | None:
+    """Input `index` of `node`, or None when it is omitted (trailing, or an empty name).
+
+    ONNX optional inputs may be left out at the end or given as "" in the middle; every pass and
+    check reads inputs past the first through this, never by `node.inputs[i]`.
+    """
+    return node.inputs[index] if index < len(node.inputs) else None
+
+
 def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The NumPy value of an initializer or Constant-node output, else None."""
+    """The NumPy value of an initializer or Constant-node output (through Identity nodes:
+    TorchScript writes a tensor equal to an earlier one as an Identity of it), else None."""
     if value is None:
         return None
+    for _ in range(16):
+        producer = value.producer()
+        if value.const_value is not None or producer is None or producer.op_type != "Identity" \
+                or producer.domain not in ("", "ai.onnx") or not producer.inputs or producer.inputs[0] is None:
+            break
+        value = producer.inputs[0]
     tensor = value.const_value
     if tensor is None:
         producer = value.producer()

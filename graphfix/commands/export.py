@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument("--target", choices=("cpu", "cuda", "tensorrt"), default="tensorrt",
                         help="deployment target (default: tensorrt)")
-    parser.add_argument("--fp16", action="store_true", help="float16 inside the graph (fp32 I/O, head fp32)")
+    parser.add_argument("--fp16", nargs="?", const=True, default=False, type=_fp16_mode, metavar="auto",
+                        help="float16 inside the graph (fp32 I/O, head fp32); `--fp16 auto` also keeps in fp32 "
+                        "the fewest nodes that bring parity within tolerance")
     parser.add_argument("--opset", type=int, default=17, help="target opset, 13..20 (default: 17)")
     parser.add_argument("--batch", default="dynamic", metavar="dynamic|N",
                         help="symbolic batch dimension (default) or a fixed batch size")
@@ -113,15 +115,21 @@ def run(args: argparse.Namespace) -> int:
             return exc.exit_code
         raise
     doc = {"command": "export", **result.to_dict()}
-    lines = [f"{f'wrote {result.path}' if result.path else 'exported'} ({args.target}{', fp16' if args.fp16 else ''}, "
+    fp16 = {True: ", fp16", "auto": ", fp16 auto", False: ""}[args.fp16]
+    lines = [f"{f'wrote {result.path}' if result.path else 'exported'} ({args.target}{fp16}, "
              f"opset {args.opset}, {result.seconds:.2f} s)"]
+    auto = result.notes.get("fp16_auto")
+    if auto is not None:
+        shown = ", ".join(auto["kept_fp32"][:8]) + (" ..." if auto["kept_fp32_count"] > 8 else "")
+        lines.append(f"  fp16 auto: {auto['kept_fp32_count']} of {auto['candidates']} nodes kept fp32 "
+                     f"({auto['tries']} tries){': ' + shown if shown else ''}")
     if baked_check is not None:
         doc["baked_preprocess"] = baked_check
         lines += _baked_lines(baked_check)
     if serving["triton"] and (result.report is None or result.report.ok):
         from graphfix.convert.triton import write_repository
 
-        files = write_repository(result.model, args.triton, serving["name"], target=args.target, fp16=args.fp16,
+        files = write_repository(result.model, args.triton, serving["name"], target=args.target, fp16=bool(args.fp16),
                                  max_batch=args.max_batch)
         doc["triton"] = {"repository": args.triton, "name": serving["name"], "files": files}
         lines.append(f"wrote Triton model {serving['name']} in {args.triton}: {', '.join(files)}")
@@ -130,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     if result.parity is not None:
         lines += _parity_lines(result.parity)
     for key, value in result.notes.items():
-        lines.append(f"  {key}: {value}")
+        if key != "fp16_auto":
+            lines.append(f"  {key}: {value}")
     if result.report is not None:
         lines += ["  " + line for line in result.report.text()]
     emit(args, doc, lines)
@@ -212,6 +221,12 @@ def _parity_lines(parity: dict) -> list[str]:
         lines.append(f"    {name}: max|diff| {fig['max_abs_diff']:.3g} (tolerance {fig['tolerance']:.3g})"
                      f"{'' if fig['ok'] else '  OVER'}")
     return lines
+
+
+def _fp16_mode(text: str):
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or 'auto', not {text!r}")
+    return "auto"
 
 
 def _positive(text: str, flag: str) -> int:

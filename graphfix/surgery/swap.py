@@ -56,33 +56,6 @@ def _glorot(num_labels: int, num_features: int, seed: int) -> np.ndarray:
     return rng.uniform(-limit, limit, size=(num_labels, num_features)).astype(np.float32)
 
 
-def _old_classifier(loc: Located, path: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """The old classifier as W [K, F] and b [K] (float32), whatever its layout."""
-    kind = loc.head.kind
-    nodes = loc.classifier
-    if kind == "gemm":
-        node = nodes[0]
-        w = const_array(node.inputs[1]).astype(np.float32)
-        if not (node.attributes.get("transB") is not None and node.attributes["transB"].as_int()):
-            w = w.T
-        alpha = node.attributes["alpha"].as_float() if "alpha" in node.attributes else 1.0
-        beta = node.attributes["beta"].as_float() if "beta" in node.attributes else 1.0
-        c = const_array(node.inputs[2]) if len(node.inputs) > 2 else None
-        b = np.zeros(w.shape[0], np.float32) if c is None else np.broadcast_to(c.astype(np.float32).reshape(-1), (w.shape[0],))
-        return alpha * w, beta * b
-    if kind == "matmul_add":
-        mm, add = nodes
-        w = const_array(mm.inputs[1]).astype(np.float32).T
-        bias_in = add.inputs[1] if add.inputs[0] is mm.outputs[0] else add.inputs[0]
-        return w, const_array(bias_in).astype(np.float32).reshape(-1)
-    if kind == "conv":
-        conv = nodes[0]
-        w = const_array(conv.inputs[1]).astype(np.float32)
-        b = const_array(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
-        return w.reshape(w.shape[0], -1), (np.zeros(w.shape[0], np.float32) if b is None else b.astype(np.float32))
-    raise GraphfixError("--init-from-old needs a linear classifier; --features has none", kind="usage", path=path)
-
-
 def _initial_weights(
     loc: Located, names: list[str], seed: int, init_from_old: Any, path: str | None
 ) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
@@ -90,7 +63,10 @@ def _initial_weights(
     b = np.zeros(len(names), np.float32)
     mapping: dict[int, int] = {}
     if init_from_old is not None:
-        old_w, old_b = _old_classifier(loc, path)
+        if loc.old_weight is None:
+            raise GraphfixError("--init-from-old needs a linear classifier; --features has none",
+                                kind="usage", path=path)
+        old_w, old_b = loc.old_weight, loc.old_bias
         if old_w.shape[1] != loc.head.num_features:
             raise GraphfixError(
                 f"old classifier reads {old_w.shape[1]} features, the new head {loc.head.num_features}",
@@ -101,6 +77,27 @@ def _initial_weights(
             w[new] = old_w[old]
             b[new] = old_b[old]
     return w, b, mapping
+
+
+def _annotated_values(graph: ir.Graph) -> set[str]:
+    """Names of the intermediate values the source annotated (value_info with a type or shape)."""
+    return {v.name for node in graph for v in node.outputs if v.type is not None or v.shape is not None}
+
+
+def _keep_source_annotations(graph: ir.Graph, annotated: set[str]) -> None:
+    """Drop the inferred type and shape of every backbone value the source left unannotated.
+
+    onnxruntime fuses differently when value_info is added (ViT, CoAtNet: features then differ
+    by ~1e-6 at ORT_ENABLE_ALL), so the backbone keeps exactly the source's annotations; only
+    the new head's values and the graph outputs carry inferred ones.
+    """
+    for node in graph:
+        if (node.name or "").startswith(NEW_HEAD):
+            continue
+        for value in node.outputs:
+            if value.name not in annotated and not value.is_graph_output():
+                value.type = None
+                value.shape = None
 
 
 def _free_reserved_names(graph: ir.Graph, reserved: list[str]) -> None:
@@ -146,6 +143,7 @@ def swap_head(
     """
     names = resolve_labels(labels, label_names)
     work = model.copy()
+    annotated = _annotated_values(work.ir.graph)
     loc = locate_head(work, features=features)
     graph = work.ir.graph
     head = loc.head
@@ -203,6 +201,7 @@ def swap_head(
                 graph.initializers.pop(v.name)
     TopologicalSortPass()(work.ir)
     ShapeInferencePass(strict_mode=False)(work.ir)
+    _keep_source_annotations(work.ir.graph, annotated)
 
     set_metadata(
         work.ir,

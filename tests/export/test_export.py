@@ -111,7 +111,7 @@ def test_export_external_data_stays_relative(tmp_path):
 def test_export_sample_inputs_are_used(tmp_path):
     feeds = {"data": np.ones((3, 3, 8, 8), np.float32)}
     result = export(Model.from_proto(M.swapped()), tmp_path / "out.onnx", sample_inputs=feeds)
-    assert result.parity["runs"] == ["random seed 0", "sample 0"]
+    assert result.parity["runs"] == ["seeded varied inputs 0", "sample 0"]
 
 
 def test_export_parity_failure_writes_nothing(tmp_path, monkeypatch):

@@ -11,8 +11,9 @@ from _export_models import REPO
 from graphfix.convert.export import export
 
 #: Random-init deep fixtures whose fp16 error grows ~1.3x per block (chaotic amplification of
-#: fp16 rounding, measured layer by layer); their fp16 probabilities drift past 1e-2 on CPU.
-FP16_CHAOTIC = {"mobilenet1_0_25", "mobilenetv2_0_25", "resnet50_v2"}
+#: fp16 rounding, measured layer by layer); their fp16 probabilities drift past 1e-2 on CPU
+#: (inceptionv3 on the seeded batch of 8 varied inputs, though not on one normal input).
+FP16_CHAOTIC = {"mobilenet1_0_25", "mobilenetv2_0_25", "resnet50_v2", "inceptionv3"}
 
 
 def _fixtures() -> list[tuple[str, str, dict]]:
@@ -65,6 +66,10 @@ def test_fixture_swapped_exports_fp32_and_fp16(name, path, kwargs):
         with pytest.raises(GraphfixError) as info:
             export(swapped, None, target="tensorrt", fp16=True)
         assert info.value.kind == "parity" and info.value.exit_code == 1
+        result = export(swapped, None, target="tensorrt", fp16="auto")  # keeps the fewest fp32
+        auto = result.notes["fp16_auto"]
+        assert result.parity["ok"] and 0 < auto["kept_fp32_count"] < auto["candidates"], auto
+        assert result.report.ok, result.report.text()
         return
     result = export(swapped, None, target="tensorrt", fp16=True)
     assert result.parity["outputs"]["probabilities"]["max_abs_diff"] <= 1e-2

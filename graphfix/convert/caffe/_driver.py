@@ -415,6 +415,31 @@ def _unique(name: str, used: set[str]) -> str:
     return f"{name}_{k}"
 
 
+def _suggested_cut(layers: list[Layer], refused_types: set[str]) -> list[str]:
+    """The blobs to end the net at so that no refused layer is needed: the inputs of the refused
+    layers (and of every layer reading their results) that supported layers compute and that
+    nothing else reads, plus the supported net's own ends (blobs nobody reads). SSD's PriorBox/DetectionOutput give `mbox_loc,mbox_conf_flatten`, not
+    the feature maps PriorBox also reads, nor the net input."""
+    refused: list[Layer] = []
+    refused_blobs: set[str] = set()
+    for layer in layers:
+        if layer.type in refused_types or any(b in refused_blobs for b in layer.bottoms):
+            refused.append(layer)
+            refused_blobs.update(layer.tops)
+    produced = {t for layer in layers for t in layer.tops}
+    refused_ids = {id(layer) for layer in refused}
+    readers: dict[str, list[Layer]] = {}
+    for layer in layers:
+        for b in layer.bottoms:
+            if b not in layer.tops:  # an in-place layer rewrites its blob; it is not a reader
+                readers.setdefault(b, []).append(layer)
+    inputs = [b for layer in refused for b in layer.bottoms if b not in refused_blobs and b in produced]
+    inputs = list(dict.fromkeys(inputs))
+    only_refused = [b for b in inputs if all(id(r) in refused_ids for r in readers.get(b, []))]
+    ends = [t for layer in layers if id(layer) not in refused_ids for t in layer.tops if t not in readers]
+    return list(dict.fromkeys(only_refused + ends)) or inputs
+
+
 def _check_supported(layers: list[Layer], path: str | None) -> None:
     unknown: dict[str, list[str]] = {}
     no_onnx: dict[str, list[str]] = {}
@@ -429,12 +454,8 @@ def _check_supported(layers: list[Layer], path: str | None) -> None:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         why = f" ({NO_ONNX_LAYERS[t]})" if t in NO_ONNX_LAYERS else ""
         parts.append(f"{t} x{len(names)}{why}: {shown}")
-    first = next(layer for layer in layers if layer.type in unknown or layer.type in no_onnx)
-    hint = (
-        f"cut the graph before them with outputs=[...] (CLI --outputs), e.g. --outputs {','.join(first.bottoms)}"
-        if first.bottoms
-        else None
-    )
+    cut = _suggested_cut(layers, set(unknown) | set(no_onnx))
+    hint = f"cut the graph before them with outputs=[...] (CLI --outputs), e.g. --outputs {','.join(cut)}" if cut else None
     raise GraphfixError(
         f"unsupported Caffe layer type(s): {'; '.join(parts)}",
         kind="unsupported_op",

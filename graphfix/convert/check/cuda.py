@@ -14,6 +14,7 @@ import onnx_ir as ir
 
 from graphfix.convert.check._context import CheckContext
 from graphfix.convert.check._report import INFO, WARN
+from graphfix.irutil import input_at
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def check_cuda(ctx: CheckContext) -> None:
             problems[(node.op_type, f"no CUDA kernel for opset {ctx.opset} (version {since})")].append(node)
             continue
         index = type_input.get(node.op_type, 0)
-        value = node.inputs[index] if len(node.inputs) > index else None
+        value = input_at(node, index)
         if value is None or match[2] == "*":
             continue
         info = inferred.get(value.name)

@@ -12,6 +12,7 @@ import onnx_ir as ir
 
 from graphfix.convert.check._context import CheckContext
 from graphfix.convert.check._report import FAIL, INFO, WARN
+from graphfix.irutil import input_at
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ def check_fp16(ctx: CheckContext) -> None:
             ctx.add("C14", WARN, f"fp16 weights clamped at 1e4 (onnxconverter-common default): {', '.join(clamp_1e4[:3])}",
                     "convert with max_finite_val=65504 (graphfix export --fp16)", node=clamp_1e4[0], rule="fp16-1e4")
         for node in graph:
-            if node.op_type == "Resize" and len(node.inputs) > 2 and node.inputs[2] is not None \
-                    and node.inputs[2].dtype == ir.DataType.FLOAT16:
+            if node.op_type == "Resize" and input_at(node, 2) is not None \
+                    and input_at(node, 2).dtype == ir.DataType.FLOAT16:
                 ctx.add("C14", FAIL, "Resize scales are float16 (invalid ONNX)", "keep Resize in fp32", node=node,
                         rule="fp16-resize")
             if node.name == _HEAD and any(v is not None and v.dtype == ir.DataType.FLOAT16 for v in node.inputs):

@@ -15,7 +15,7 @@ import onnx_ir as ir
 
 from graphfix.convert.check._context import CheckContext
 from graphfix.convert.check._report import FAIL, INFO, WARN
-from graphfix.convert.export.passes._util import const_array
+from graphfix.convert.export.passes._util import const_array, input_at
 from graphfix.convert.export.passes.noop import dropout_is_training
 
 logger = logging.getLogger(__name__)
@@ -121,13 +121,13 @@ def _c6_node(ctx: CheckContext, node: ir.Node) -> None:
             ctx.add("C6", FAIL, "MaxPool Indices output is not supported by TensorRT",
                     "drop the second output (torch: return_indices=False)", node=node, rule="maxpool-indices")
     elif op in ("Conv", "ConvTranspose"):
-        if len(node.inputs) > 1 and not _is_const(node.inputs[1]):
+        if input_at(node, 1) is not None and not _is_const(input_at(node, 1)):
             ctx.add("C6", WARN, f"{op} weights are computed, not an initializer (slow multi-input path)",
                     "fold the weights into an initializer", node=node, rule="conv-weights")
     elif op == "Gemm":
         inferred = ctx.inferred()
         for i in (0, 1):
-            v = inferred.get(node.inputs[i].name) if node.inputs[i] is not None else None
+            v = inferred.get(input_at(node, i).name) if input_at(node, i) is not None else None
             if v is not None and v.shape is not None and len(v.shape) != 2:
                 ctx.add("C6", FAIL, f"Gemm input {i} has rank {len(v.shape)} (TensorRT needs 2-D)",
                         "Flatten(axis=1) before the Gemm", node=node, rule="gemm-rank")
@@ -135,7 +135,7 @@ def _c6_node(ctx: CheckContext, node: ir.Node) -> None:
                 ctx.add("C6", FAIL, "Gemm on integers is not supported by TensorRT", "use float", node=node,
                         rule="gemm-type")
     elif op == "BatchNormalization":
-        if not all(_is_const(v) for v in node.inputs[1:5]):
+        if not all(_is_const(input_at(node, i)) for i in range(1, 5)):
             ctx.add("C6", WARN, "BatchNormalization parameters are not all initializers (elementwise fallback)",
                     "make scale/B/mean/var initializers", node=node, rule="bn-params")
     elif op == "Dropout":
@@ -146,28 +146,33 @@ def _c6_node(ctx: CheckContext, node: ir.Node) -> None:
         # axes moved from attribute to input: Squeeze/Unsqueeze/ReduceSum at 13, the other Reduce* at 18
         moved = 13 if op in ("Squeeze", "Unsqueeze", "ReduceSum") else 18
         axes_input = 1 if ctx.opset >= moved else None
-        if axes_input is not None and len(node.inputs) > axes_input and not _is_const(node.inputs[axes_input]):
+        if axes_input is not None and input_at(node, axes_input) is not None and not _is_const(input_at(node, axes_input)):
             ctx.add("C6", FAIL, f"{op} axes are computed; TensorRT needs constant axes", "fold the axes to a constant",
                     node=node, rule="axes-constant")
     elif op in ("Pad", "Slice"):
         index = 3  # Pad(data, pads, value, axes); Slice(data, starts, ends, axes, steps)
-        if len(node.inputs) > index and not _is_const(node.inputs[index]):
+        if input_at(node, index) is not None and not _is_const(input_at(node, index)):
             ctx.add("C6", WARN, f"{op} axes are computed (TensorRT < 10.4 needs constant axes)",
                     "fold the axes to a constant", node=node, rule="axes-constant")
     elif op == "TopK":
-        k = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
-        if len(node.inputs) > 1 and k is None:
+        k = const_array(input_at(node, 1))
+        if input_at(node, 1) is not None and k is None:
             ctx.add("C6", WARN, "TopK K is computed (older TensorRT needs an initializer)", "make K a constant",
                     node=node, rule="topk-k")
         elif k is not None and k.size and int(k.reshape(-1)[0]) >= _TOPK_MAX:
             ctx.add("C6", FAIL, f"TopK K={int(k.reshape(-1)[0])} >= {_TOPK_MAX}", "use a smaller K", node=node,
                     rule="topk-k")
     elif op == "Clip":
-        if not all(_is_const(v) for v in node.inputs[1:3]):
+        if not all(_is_const(v) for v in (input_at(node, 1), input_at(node, 2)) if v is not None):
             ctx.add("C6", WARN, "Clip min/max are computed (elementwise fallback)", "make them constants",
                     node=node, rule="clip-constant")
+    elif op == "Einsum":
+        equation = node.attributes["equation"].as_string() if "equation" in node.attributes else ""
+        if any(not (c.islower() or c in ",->.") for c in equation):
+            ctx.add("C6", FAIL, f"Einsum equation {equation!r} has uppercase labels or spaces (TensorRT refuses it)",
+                    "graphfix export rewrites it to lowercase labels", node=node, rule="einsum-equation")
     elif op == "CumSum":
-        if len(node.inputs) > 1 and not _is_const(node.inputs[1]):
+        if input_at(node, 1) is not None and not _is_const(input_at(node, 1)):
             ctx.add("C6", FAIL, "CumSum axis must be an initializer", "make it a constant", node=node, rule="axes-constant")
 
 

@@ -8,12 +8,13 @@ readiness check (`graphfix.convert.check`) on the result:
 2. RemoveInferenceNoOpsPass inference Dropout / Identity
 3. FoldBatchNormPass        BatchNormalization into the preceding Conv / Gemm
 4. ConstantReshapePass      Shape-chain Reshape -> Flatten / constant Reshape
-5. ConvertOpsetPass         target opset (default 17), explicit ir_version
-6. BatchDimPass             only the batch dimension symbolic (or fixed), shapes re-inferred
-7. FoldConstantsPass        again (a fixed batch lets more fold)
-8. Int64RangePass           int64 constants vs int32 range
-9. Float16Pass              with `fp16=True`: fp16 in the graph, fp32 I/O, Resize + head fp32
-10. HygienePass             no initializer inputs, unique node names, topological order
+5. EinsumEquationPass       Einsum labels lowercase, no spaces (TensorRT's parser)
+6. ConvertOpsetPass         target opset (default 17), explicit ir_version
+7. BatchDimPass             only the batch dimension symbolic (or fixed), shapes re-inferred
+8. FoldConstantsPass        again (a fixed batch lets more fold)
+9. Int64RangePass           int64 constants vs int32 range
+10. Float16Pass             with `fp16=True`: fp16 in the graph, fp32 I/O, Resize + head fp32
+11. HygienePass             no initializer inputs, unique node names, topological order
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def export(
     path: str | os.PathLike | None = None,
     *,
     target: str = "tensorrt",
-    fp16: bool = False,
+    fp16: bool | str = False,
     opset: int = 17,
     batch: str | int = "dynamic",
     max_batch: int | None = None,
@@ -100,6 +101,8 @@ def export(
         path: Where to write the result (external data `<name>.data` above 2 GB).
         target: "cpu", "cuda" or "tensorrt".
         fp16: Put float16 into the graph (fp32 inputs/outputs; Resize and the head stay fp32).
+            "auto": the same, then keep in fp32 the fewest nodes that bring parity within
+            tolerance (a binary search over topological suffixes; `notes["fp16_auto"]`).
         opset: Target default-domain opset (13..20).
         batch: "dynamic" (symbolic batch) or a fixed batch size.
         max_batch: Largest batch the deployment uses (stored in metadata; used for the TensorRT
@@ -126,6 +129,10 @@ def export(
         reference_path = model.path  # loaded here and never edited: run the reference from the file
     if target not in TARGETS:
         raise GraphfixError(f"unknown target {target!r}", kind="usage", hint="cpu, cuda or tensorrt")
+    if fp16 not in (True, False, "auto"):
+        raise GraphfixError(f"bad --fp16 {fp16!r}", kind="usage", hint="--fp16 or --fp16 auto")
+    if fp16 == "auto" and not verify:
+        raise GraphfixError("--fp16 auto needs the parity run", kind="usage", hint="drop --no-verify")
     if isinstance(batch, str) and batch != "dynamic":
         try:
             batch = int(batch)
@@ -133,7 +140,7 @@ def export(
             raise GraphfixError(f"bad --batch {batch!r}", kind="usage", hint="dynamic or a positive N") from None
     if max_batch is not None and (max_batch < 1 or (isinstance(batch, int) and max_batch < batch)):
         raise GraphfixError(f"bad --max-batch {max_batch}", kind="usage")
-    options = {"target": target, "fp16": bool(fp16), "opset": opset, "batch": batch, "max_batch": max_batch}
+    options = {"target": target, "fp16": fp16, "opset": opset, "batch": batch, "max_batch": max_batch}
     result = ExportResult(model=None, path=None, options=options)  # type: ignore[arg-type]
 
     work = _working_copy(model)
@@ -144,12 +151,13 @@ def export(
         ("remove_inference_noops", P.RemoveInferenceNoOpsPass()),
         ("fold_batchnorm", P.FoldBatchNormPass()),
         ("constant_reshape", P.ConstantReshapePass()),
+        ("einsum_equation", P.EinsumEquationPass()),
         ("convert_opset", P.ConvertOpsetPass(opset)),
         ("batch_dim", P.BatchDimPass(batch)),
         ("fold_constants_2", P.FoldConstantsPass()),
         ("int64_range", int64),
     ]
-    if fp16:
+    if fp16 is True:
         pipeline.append(("float16", half))
     pipeline.append(("hygiene", P.HygienePass()))
     for name, pass_ in pipeline:
@@ -169,6 +177,9 @@ def export(
         logger.info("export pass %s: %s", name, "modified" if outcome.modified else "no change")
     if int64.out_of_range:
         result.notes["int64_out_of_range"] = int64.out_of_range
+    if fp16 == "auto":
+        work, half, result.parity, result.notes["fp16_auto"] = _fp16_auto(
+            model, work, sample_inputs=sample_inputs, reference_path=reference_path)
     if fp16:
         result.notes["fp16_converted_nodes"] = half.converted
         if half.overflow:
@@ -187,7 +198,7 @@ def export(
     early_save = path is not None and _is_big(work)
     if early_save:
         work.save(path)
-    if verify:
+    if verify and result.parity is None:
         t0 = time.perf_counter()
         try:
             result.parity = compare(model, work, fp16=fp16, sample_inputs=sample_inputs,
@@ -198,6 +209,7 @@ def export(
                 _remove_written(path)
             raise
         result.parity["seconds"] = round(time.perf_counter() - t0, 3)
+    if verify:
         if not result.parity["ok"]:
             if early_save:
                 _remove_written(path)
@@ -209,7 +221,8 @@ def export(
                 f"parity failed: output {worst[0]} differs by {worst[1]['max_abs_diff']:.3g} "
                 f"(tolerance {worst[1]['tolerance']:.3g})",
                 kind="parity", path=model.path,
-                hint="nothing was written; report this model to the graphfix developers",
+                hint="nothing was written; " + ("--fp16 auto keeps the fewest nodes fp32 that pass" if fp16 is True
+                                                else "report this model to the graphfix developers"),
             )
             error.result = result  # type: ignore[attr-defined]
             raise error
@@ -229,6 +242,66 @@ def export(
         )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _fp16_auto(reference: Model, base: Model, *, sample_inputs: Any, reference_path: str | None):
+    """fp16 with the fewest nodes kept fp32 that bring parity within tolerance.
+
+    The candidates are the nodes Float16Pass would convert, in topological order. Two block
+    shapes are searched by bisection: a suffix kept fp32 (error made late, near the head) and a
+    prefix kept fp32 (error made early and amplified by the layers after it); the one passing
+    parity on the seeded batch (and `sample_inputs`) with fewer fp32 nodes wins. Each try
+    converts a fresh copy of `base` (the fp32 graph after every other pass).
+
+    Returns:
+        (model, the Float16Pass that made it, parity figures, notes: kept_fp32 node names,
+        converted, candidates, tries, block "none"|"suffix"|"prefix"|"all").
+    """
+    from graphfix.convert.export import passes as P
+    from graphfix.convert.export._parity import compare
+
+    candidates = [n.name for n in base.ir.graph if P.Float16Pass()._wants_fp16(n)]
+    n = len(candidates)
+    tries: dict[tuple[int, int], tuple] = {}
+
+    def attempt(lo: int, hi: int) -> tuple:
+        """fp16 with candidates[lo:hi] kept fp32."""
+        key = (lo, hi) if lo < hi else (0, 0)
+        if key not in tries:
+            trial = _working_copy(base)
+            half = P.Float16Pass(fp32_nodes=frozenset(candidates[key[0]:key[1]]))
+            half(trial.ir)
+            P.HygienePass()(trial.ir)
+            parity = compare(reference, trial, fp16=True, sample_inputs=sample_inputs, reference_path=reference_path)
+            tries[key] = (trial, half, parity)
+            logger.info("fp16 auto: nodes %d..%d of %d kept fp32 -> parity %s", key[0], key[1], n,
+                        "ok" if parity["ok"] else "over")
+        return tries[key]
+
+    def ok(lo: int, hi: int) -> bool:
+        return attempt(lo, hi)[2]["ok"]
+
+    best = (0, 0, "none")
+    if not ok(0, 0):
+        best = (0, n, "all")
+        if ok(0, n):
+            lo, hi = 0, n  # suffix [cut:n]: the latest cut that passes
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if ok(mid, n) else (lo, mid)
+            if ok(lo, n) and n - lo < best[1] - best[0]:
+                best = (lo, n, "suffix")
+            lo, hi = 0, n  # prefix [0:cut]: the earliest cut that passes
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if ok(0, mid) else (mid, hi)
+            if ok(0, hi) and hi < best[1] - best[0]:
+                best = (0, hi, "prefix")
+    trial, half, parity = attempt(best[0], best[1])
+    kept = candidates[best[0]:best[1]]
+    notes = {"kept_fp32": kept, "kept_fp32_count": len(kept), "converted": half.converted,
+             "candidates": n, "tries": len(tries), "block": best[2]}
+    return trial, half, parity, notes
 
 
 def _preflight(model: Model, path: str | None) -> None:

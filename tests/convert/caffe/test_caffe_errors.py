@@ -104,7 +104,7 @@ def test_unsupported_layers_all_listed_at_once(tmp_path):
         'layer { name: "prob"',
     )
     line = _expect_exit2(
-        tmp_path, *_net(tmp_path, bad), "Upsample", "ROIPooling", "PriorBox", "Python", "--outputs ip1"
+        tmp_path, *_net(tmp_path, bad), "Upsample", "ROIPooling", "PriorBox", "Python", "--outputs prob"
     )
     assert "up" in line and "roi" in line and "pb" in line
 
@@ -193,3 +193,22 @@ def test_reading_a_blob_never_copies_the_weights(tmp_path):
     _, weights = _net(tmp_path)
     blobs = read_caffemodel(weights).blobs["conv1"]
     assert not blobs[0].flags.owndata and not blobs[0].flags.writeable  # a view of the mapped file
+
+
+SSD_TAIL = """
+layer { name: "loc" type: "Convolution" bottom: "conv1" top: "mbox_loc" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "conf" type: "Convolution" bottom: "conv1" top: "conf" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "conf_flat" type: "Flatten" bottom: "conf" top: "mbox_conf_flatten" }
+layer { name: "prior" type: "PriorBox" bottom: "conv1" bottom: "data" top: "mbox_priorbox" }
+layer { name: "det" type: "DetectionOutput" bottom: "mbox_loc" bottom: "mbox_conf_flatten" bottom: "mbox_priorbox" top: "det" }
+"""
+
+
+def test_outputs_hint_is_the_inputs_of_the_refused_layers(tmp_path):
+    """SSD-style tail: the suggested cut is what DetectionOutput reads from supported layers,
+    not PriorBox's feature map (read by supported layers too) nor the net input."""
+    proto = LENET.split('layer { name: "ip1"')[0] + SSD_TAIL
+    (tmp_path / "ssd.prototxt").write_text(proto)
+    with pytest.raises(GraphfixError) as info:
+        load_caffe(str(tmp_path / "ssd.prototxt"), weights=None)
+    assert "--outputs mbox_loc,mbox_conf_flatten)" in info.value.one_line(), info.value.one_line()

@@ -11,6 +11,7 @@ __all__ = [
     "RemoveInferenceNoOpsPass",
     "FoldBatchNormPass",
     "ConstantReshapePass",
+    "EinsumEquationPass",
     "ConvertOpsetPass",
     "BatchDimPass",
     "Int64RangePass",
@@ -20,6 +21,7 @@ __all__ = [
 
 from graphfix.convert.export.passes.batch import BatchDimPass
 from graphfix.convert.export.passes.batchnorm import FoldBatchNormPass
+from graphfix.convert.export.passes.einsum import EinsumEquationPass
 from graphfix.convert.export.passes.fold import FoldConstantsPass
 from graphfix.convert.export.passes.fp16 import Float16Pass
 from graphfix.convert.export.passes.hygiene import HygienePass

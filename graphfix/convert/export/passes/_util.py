@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["const_array", "fresh_name", "add_initializer", "only_consumer", "main_graph_names", "set_dtype", "take_over"]
+__all__ = ["input_at", "const_array", "fresh_name", "add_initializer", "only_consumer", "main_graph_names", "set_dtype", "take_over"]
 
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.irutil import const_array, fresh_name
+from graphfix.irutil import const_array, fresh_name, input_at
 from graphfix.irutil import graph_names as main_graph_names
 
 

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.convert.export.passes._util import add_initializer, const_array, main_graph_names, only_consumer
+from graphfix.convert.export.passes._util import add_initializer, const_array, input_at, main_graph_names, only_consumer
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,12 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
        with `beta = 1`; `B` is scaled along N (its rows when `transB=1`, else its columns) and
        C may be absent, a scalar, `[N]` or `[1, N]`.
 
-    Only folds when: the BN is in inference mode with only its first output used, its four
+    3. A training-mode BN (`training_mode=1`) whose input, scale and B are constants (timm's
+       ScaledStdConv standardising its weights, exported by TorchScript) is computed once:
+       Y = (X - mean(X)) / sqrt(var(X) + epsilon) * scale + B over every axis but 1, in
+       float64, and becomes an initializer. Its running-statistics outputs must be unused.
+
+    Cases 1-2 only fold when: the BN is in inference mode with only its first output used, its four
     parameters are constants, the Conv/Gemm weights (and bias) are constants of a float type,
     and the BN is the only user of the Conv/Gemm output. New initializers are written
     (the originals may be shared); unused ones are removed afterwards. Anything else is kept.
@@ -48,14 +53,29 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
             RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified)
 
-    def _try_fold(self, graph: ir.Graph, bn: ir.Node, taken: set[str]) -> bool:
-        if bn.attributes.get_int("training_mode", 0) != 0:
+    def _fold_constant_training(self, graph: ir.Graph, bn: ir.Node, taken: set[str]) -> bool:
+        x, scale, bias = (const_array(input_at(bn, i)) for i in range(3))
+        if x is None or scale is None or bias is None or x.ndim < 2 or x.dtype.kind != "f" or bn.outputs[0].is_graph_output():
             return False
+        axes = tuple(i for i in range(x.ndim) if i != 1)
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        x64 = x.astype(np.float64)
+        eps = bn.attributes.get_float("epsilon", 1e-5)
+        y = (x64 - x64.mean(axis=axes, keepdims=True)) / np.sqrt(x64.var(axis=axes, keepdims=True) + eps)
+        y = y * scale.astype(np.float64).reshape(shape) + bias.astype(np.float64).reshape(shape)
+        value = add_initializer(graph, taken, (bn.outputs[0].name or "bn") + "_folded", y.astype(x.dtype))
+        ir.convenience.replace_all_uses_with(bn.outputs[0], value)
+        graph.remove(bn, safe=True)
+        return True
+
+    def _try_fold(self, graph: ir.Graph, bn: ir.Node, taken: set[str]) -> bool:
         if any(o.uses() or o.is_graph_output() for o in bn.outputs[1:]):
             return False
+        if bn.attributes.get_int("training_mode", 0) != 0:
+            return self._fold_constant_training(graph, bn, taken)
         if len(bn.inputs) < 5 or bn.inputs[0] is None:
             return False
-        params = [const_array(v) for v in bn.inputs[1:5]]
+        params = [const_array(input_at(bn, i)) for i in range(1, 5)]
         if any(p is None for p in params):
             return False
         scale, bias, mean, var = (p.astype(np.float32).reshape(-1) for p in params)
@@ -77,10 +97,10 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
         return True
 
     def _fold_conv(self, graph, conv, factor, bias, mean, taken) -> bool:
-        w = const_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
+        w = const_array(input_at(conv, 1))
         if w is None or w.dtype not in (np.float32, np.float64) or w.shape[0] != factor.size:
             return False
-        has_b = len(conv.inputs) > 2 and conv.inputs[2] is not None
+        has_b = input_at(conv, 2) is not None
         b = const_array(conv.inputs[2]) if has_b else np.zeros(w.shape[0], w.dtype)
         if b is None or b.size != factor.size:
             return False
@@ -101,14 +121,14 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
     def _fold_gemm(self, graph, gemm, factor, bias, mean, taken) -> bool:
         if gemm.attributes.get_int("transA", 0) not in (0, 1):
             return False
-        b = const_array(gemm.inputs[1]) if len(gemm.inputs) > 1 else None
+        b = const_array(input_at(gemm, 1))
         if b is None or b.ndim != 2 or b.dtype not in (np.float32, np.float64):
             return False
         trans_b = gemm.attributes.get_int("transB", 0)
         n = b.shape[0] if trans_b else b.shape[1]
         if n != factor.size:
             return False
-        has_c = len(gemm.inputs) > 2 and gemm.inputs[2] is not None
+        has_c = input_at(gemm, 2) is not None
         c = const_array(gemm.inputs[2]) if has_c else np.zeros(n, b.dtype)
         if c is None or c.size not in (1, n) or (c.ndim == 2 and c.shape[0] != 1):
             return False

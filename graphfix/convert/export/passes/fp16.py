@@ -46,7 +46,8 @@ class Float16Pass(ir.passes.InPlacePass):
     Cases:
         1. A node runs in fp16 when its op is in `FP16_OPS`, its first input is float32, it is
            not in `BLOCK_OPS` (Resize, Softmax...), not in `keep` (default: the graphfix head
-           Gemm) and not downstream of a kept node (the head's Sigmoid and thresholds).
+           Gemm), not downstream of a kept node (the head's Sigmoid and thresholds) and not
+           in `fp32_nodes` (kept fp32 alone; `export --fp16 auto` picks them).
         2. Its float32 initializer inputs become float16 (converted lazily at save time; a copy
            `<name>_fp16` when fp32 nodes read the same initializer). A node whose weights hold
            a value above 65504 stays fp32 and is listed in `overflow`; weights that flush to
@@ -58,9 +59,11 @@ class Float16Pass(ir.passes.InPlacePass):
     known; values with unknown dtype are treated as non-float.
     """
 
-    def __init__(self, keep: tuple[str, ...] = (HEAD_NODE,), block_ops: frozenset[str] = BLOCK_OPS) -> None:
+    def __init__(self, keep: tuple[str, ...] = (HEAD_NODE,), block_ops: frozenset[str] = BLOCK_OPS,
+                 fp32_nodes: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.keep = tuple(keep)
+        self.fp32_nodes = frozenset(fp32_nodes)
         self.block_ops = block_ops
         self.overflow: list[dict] = []
         self.underflow: list[dict] = []
@@ -132,13 +135,16 @@ class Float16Pass(ir.passes.InPlacePass):
     # ----- selection ---------------------------------------------------------------------
     def _kept_nodes(self, graph: ir.Graph) -> set[ir.Node]:
         seeds = [n for n in graph if n.name in self.keep]
-        return set(seeds) | downstream_nodes(out for n in seeds for out in n.outputs)
+        exact = {n for n in graph if n.name in self.fp32_nodes}
+        return set(seeds) | exact | downstream_nodes(out for n in seeds for out in n.outputs)
 
     def _wants_fp16(self, node: ir.Node) -> bool:
         if node.domain not in ("", "ai.onnx") or node.op_type not in FP16_OPS or node.op_type in self.block_ops:
             return False
         if not node.inputs or node.inputs[0] is None or node.inputs[0].dtype != _FLOAT:
             return False
+        if any(out.dtype is None for out in node.outputs):
+            return False  # an output of unknown type could not be cast back: stay fp32
         for value in node.inputs[1:]:
             if value is None or value.dtype != _FLOAT or value.const_value is None:
                 continue

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.convert.export.passes._util import add_initializer, main_graph_names
+from graphfix.convert.export.passes._util import add_initializer, input_at, main_graph_names
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ class Int64RangePass(ir.passes.InPlacePass):
             if node.op_type != "Slice" or node.domain not in ("", "ai.onnx"):
                 continue
             for index in (1, 2):
-                if index >= len(node.inputs):
-                    continue
-                value = node.inputs[index]
+                value = input_at(node, index)
                 if value is None or value.const_value is None or value.dtype != ir.DataType.INT64:
                     continue
                 array = value.const_value.numpy()

@@ -8,7 +8,7 @@ import logging
 
 import onnx_ir as ir
 
-from graphfix.convert.export.passes._util import const_array
+from graphfix.convert.export.passes._util import const_array, input_at
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +21,9 @@ def dropout_is_training(node: ir.Node, opset: int) -> bool | None:
     """
     if opset < 7:
         return node.attributes.get_int("is_test", 0) == 0
-    if opset < 12 or len(node.inputs) < 3 or node.inputs[2] is None:
+    if opset < 12 or input_at(node, 2) is None:
         return False
-    flag = const_array(node.inputs[2])
+    flag = const_array(input_at(node, 2))
     if flag is None:
         return None
     return bool(flag.reshape(-1)[0]) if flag.size else False

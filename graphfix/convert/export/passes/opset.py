@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphfix.convert._onnx import ir_version_for
-from graphfix.convert.export.passes._util import add_initializer, const_array, main_graph_names, take_over
+from graphfix.convert.export.passes._util import add_initializer, const_array, input_at, main_graph_names, take_over
 from graphfix.errors import GraphfixError
 
 logger = logging.getLogger(__name__)
@@ -287,8 +287,8 @@ def _to_resize(graph: ir.Graph, node: ir.Node, taken: set[str]) -> bool:
     scales_attr = node.attributes.get_floats("scales", None)
     if scales_attr is not None:
         scales = add_initializer(graph, taken, f"{node.name or 'upsample'}.scales", np.array(scales_attr, np.float32))
-    elif len(node.inputs) > 1 and node.inputs[1] is not None:
-        scales = node.inputs[1]
+    elif input_at(node, 1) is not None:
+        scales = input_at(node, 1)
     else:
         return False
     attrs = {
@@ -307,8 +307,8 @@ def _lower_node(node: ir.Node, target: int) -> str | None:
     """Rewrite one node from a newer opset to `target` (< 18); a reason when it cannot."""
     op, attrs = node.op_type, node.attributes
     if op in _REDUCE_18 and target < 18:
-        if len(node.inputs) > 1 and node.inputs[1] is not None:
-            axes = const_array(node.inputs[1])
+        if input_at(node, 1) is not None:
+            axes = const_array(input_at(node, 1))
             if axes is None:
                 return f"{op} axes are computed"
             attrs["axes"] = ir.AttrInt64s("axes", [int(a) for a in axes.reshape(-1)])
@@ -320,7 +320,7 @@ def _lower_node(node: ir.Node, target: int) -> str | None:
     if op == "Split" and target < 18:
         attrs.pop("num_outputs", None)
         return None
-    if op == "Pad" and len(node.inputs) > 3 and node.inputs[3] is not None:
+    if op == "Pad" and input_at(node, 3) is not None:
         return "Pad with an axes input"
     if op == "Resize":
         if attrs.get_int("antialias", 0) or attrs.get_string("keep_aspect_ratio_policy", "stretch") != "stretch" \

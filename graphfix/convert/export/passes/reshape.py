@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.convert.export.passes._util import add_initializer, const_array, main_graph_names, take_over
+from graphfix.convert.export.passes._util import add_initializer, const_array, input_at, main_graph_names, take_over
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _elements(value: ir.Value | None, depth: int = 0) -> list[_Elem] | None:
         return out
     if op == "Gather":
         data = _elements(node.inputs[0], depth + 1)
-        idx = const_array(node.inputs[1])
+        idx = const_array(input_at(node, 1))
         if data is None or idx is None or node.attributes.get_int("axis", 0) != 0:
             return None
         try:
@@ -62,7 +62,7 @@ def _elements(value: ir.Value | None, depth: int = 0) -> list[_Elem] | None:
             return None
     if op == "Slice":
         data = _elements(node.inputs[0], depth + 1)
-        args = [const_array(v) if i < len(node.inputs) else None for i, v in enumerate(node.inputs[1:5], 1)]
+        args = [const_array(input_at(node, i)) for i in range(1, 5)]
         if data is None or args[0] is None or args[1] is None:
             return None
         if args[2] is not None and int(args[2].reshape(-1)[0]) != 0:
@@ -80,7 +80,7 @@ def resolve_shape_chain(node: ir.Node) -> list[int] | None:
     one copied from a static dimension becomes that number; the symbolic batch dimension at
     another position, or any other computed element, makes the chain unresolvable.
     """
-    data, shape_in = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
+    data, shape_in = node.inputs[0], input_at(node, 1)
     if data is None or shape_in is None or const_array(shape_in) is not None:
         return None
     elems = _elements(shape_in)
@@ -132,7 +132,7 @@ class ConstantReshapePass(ir.passes.InPlacePass):
         if any(
             (n.op_type == "Shape" and n.inputs[0] is not None and n.inputs[0].shape is None)
             or (n.op_type == "Reshape" and len(n.inputs) > 1 and n.inputs[0] is not None and n.inputs[0].shape is None
-                and const_array(n.inputs[1]) is None)
+                and const_array(input_at(n, 1)) is None)
             for n in graph
         ):
             from onnx_ir.passes.common import ShapeInferencePass
