@@ -24,7 +24,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from graphfix.convert._onnx import ir_version_for
 from graphfix.errors import GraphfixError
 from graphfix.output import atomic_write  # noqa: F401 - re-exported for older callers
 from graphfix.output import staged as staged_path
@@ -168,6 +167,8 @@ class Model:
     # ----- serialisation ------------------------------------------------------------------
     def written_ir_version(self) -> int:
         """The IR version `save` writes: kept when in 8..10, else the nearest allowed one."""
+        from graphfix.convert._onnx import ir_version_for  # graphfix.convert imports this module
+
         return ir_version_for(self.opset, self.ir.ir_version)
 
     def to_proto(self) -> onnx.ModelProto:

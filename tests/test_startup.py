@@ -56,3 +56,12 @@ def test_lazy_package_attributes():
     assert callable(gf.load) and gf.Model.__name__ == "Model" and "swap_head" in dir(gf)
     with pytest.raises(AttributeError):
         gf.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("module", ["graphfix.model", "graphfix.convert", "graphfix.surgery", "graphfix.calibrate",
+                                    "graphfix.convert.export", "graphfix.convert.check", "graphfix.fleet", "graphfix.output"])
+def test_each_module_imports_on_its_own(module):
+    """With a lazy package, no module may rely on graphfix/__init__ having imported another first."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
