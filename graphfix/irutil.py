@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["input_at", "const_array", "graph_names", "fresh_name", "downstream_nodes"]
+__all__ = ["input_at", "const_array", "graph_names", "fresh_name", "downstream_nodes", "varint"]
 
 from typing import Iterable
 
@@ -77,3 +77,16 @@ def downstream_nodes(values: Iterable[ir.Value]) -> set[ir.Node]:
         for out in node.outputs:
             stack.extend(use.node for use in out.uses())
     return seen
+
+
+def varint(n: int) -> bytes:
+    """`n` (>= 0) as a protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)

@@ -25,6 +25,7 @@ import onnx
 import onnx_ir as ir
 
 from graphfix.errors import GraphfixError
+from graphfix.irutil import varint as _varint
 from graphfix.output import atomic_write  # noqa: F401 - re-exported for older callers
 from graphfix.output import staged as staged_path
 from graphfix.progress import bar
@@ -335,18 +336,6 @@ class SourceHasher:
 
 
 # ----- writing ------------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 _GRAPH_FIELD = 7  # ModelProto.graph
 _INITIALIZER_FIELD = 5  # GraphProto.initializer
 _METADATA_FIELD = 14  # ModelProto.metadata_props

@@ -16,7 +16,7 @@ model in onnxruntime; a difference over 1e-5 refuses the write.
 
 from __future__ import annotations
 
-__all__ = ["write_back", "HeadSpec", "WritePlan", "head_spec", "find_sources", "output_paths", "fresh_name", "WRITEBACK_FORMATS"]
+__all__ = ["write_back", "HeadSpec", "WritePlan", "head_spec", "find_sources", "output_paths", "WRITEBACK_FORMATS"]
 
 import json
 import os
@@ -71,16 +71,6 @@ class WritePlan:
     write_weights: Callable[[str], None]
     write_train: Callable[[str], None]
     io: dict[str, Any]
-
-
-def fresh_name(base: str, taken: set[str]) -> str:
-    """`base`, or `base_1`, `base_2`, ... if taken; the result is added to `taken`."""
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    taken.add(name)
-    return name
 
 
 def head_spec(model: Model) -> HeadSpec:

@@ -25,7 +25,8 @@ import numpy as np
 from graphfix.convert.caffe._prototxt import _TOKEN, PrototxtError, parse_prototxt
 from graphfix.convert.caffe._schema import V1_TYPES
 from graphfix.convert.caffe._wire import WireError, _skip, _varint
-from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan, fresh_name
+from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan
+from graphfix.irutil import fresh_name, varint
 from graphfix.errors import GraphfixError
 
 _CLASSIFIER_TYPES = ("InnerProduct", "Convolution")
@@ -86,24 +87,12 @@ def _block(v1: bool, name: str, type_: str, bottoms: list[str], tops: list[str],
 
 
 # ----- protobuf wire writing ----------------------------------------------------------------
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _len_field(number: int, payload: bytes) -> bytes:
-    return _uvarint(number << 3 | 2) + _uvarint(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def _varint_field(number: int, value: int) -> bytes:
-    return _uvarint(number << 3) + _uvarint(value)
+    return varint(number << 3) + varint(value)
 
 
 def _blob(arr: np.ndarray, v1: bool) -> bytes:
@@ -111,7 +100,7 @@ def _blob(arr: np.ndarray, v1: bool) -> bytes:
     if v1:  # legacy num/channels/height/width
         dims = (1,) * (4 - arr.ndim) + tuple(arr.shape)
         return b"".join(_varint_field(i + 1, d) for i, d in enumerate(dims)) + data
-    shape = _len_field(1, b"".join(_uvarint(d) for d in arr.shape))
+    shape = _len_field(1, b"".join(varint(d) for d in arr.shape))
     return _len_field(7, shape) + data
 
 
@@ -216,7 +205,7 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
         raise GraphfixError("no layer of the source prototxt reads the head's features", kind="usage", path=prototxt_path)
 
     taken = {m.name for m in msgs} | {b for m in msgs for b in list(m.top) + list(m.bottom)} | set(net.get("input", []))
-    n = {k: fresh_name(v, taken) for k, v in {
+    n = {k: fresh_name(taken, v) for k, v in {
         "pool": f"{HEAD_NAME}_pool", "fc": HEAD_NAME, "prob": f"{HEAD_NAME}_prob",
         "label": f"{HEAD_NAME}_label", "loss": f"{HEAD_NAME}_loss",
     }.items()}

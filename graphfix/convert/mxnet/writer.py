@@ -22,7 +22,8 @@ import numpy as np
 
 from graphfix.convert.mxnet._params import read_params, write_params
 from graphfix.convert.mxnet._symbol import MAX_SYMBOL_BYTES, parse_symbol
-from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan, fresh_name
+from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan
+from graphfix.irutil import fresh_name
 from graphfix.errors import GraphfixError
 
 #: Source ops that can be the old classifier.
@@ -85,7 +86,7 @@ def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec) -> WritePlan
         raise GraphfixError("no output of the source symbol depends on the old classifier", kind="usage", path=symbol_path)
 
     taken = {n.get("name", "") for n in nodes} | {n.name for n in sym.nodes}
-    names = {k: fresh_name(v, taken) for k, v in {
+    names = {k: fresh_name(taken, v) for k, v in {
         "pool": f"{HEAD_NAME}_pool", "weight": f"{HEAD_NAME}_weight", "bias": f"{HEAD_NAME}_bias", "fc": HEAD_NAME,
         "sigmoid": f"{HEAD_NAME}_sigmoid", "label": f"{HEAD_NAME}_label", "loss": f"{HEAD_NAME}_loss",
     }.items()}
