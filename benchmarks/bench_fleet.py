@@ -1,8 +1,11 @@
-"""Benchmark: fleet conversion of 30 mixed fixtures (27 models + 3 broken), --jobs 1 vs --jobs 2.
+"""Benchmark: a fleet of 200 small models, worker pool vs in-process API vs one process per model.
 
-Run:  .venv/bin/python benchmarks/bench_fleet.py [--count 27] [--broken 3]
-Builds the folder from fixtures/ (ONNX, MXNet and Caffe models, each in its own folder), then
-times `graphfix convert DIR -o OUT --recursive --force --jobs N` for N = 1 and 2.
+Run:  .venv/bin/python benchmarks/bench_fleet.py [--count 200] [--jobs 2] [--no-per-process]
+Copies the fixtures (ONNX, MXNet and Caffe, round-robin) under new names, one folder each, then
+times side by side in one run: the same conversions back to back in one fresh Python process
+through the API (load + clean + save: the no-isolation limit), `graphfix convert DIR -o OUT -r
+--force --jobs N` (the worker pool), and the old design (a `python -m graphfix.cli convert`
+process per model, N at a time). `make_fleet` also builds the tests' mixed fleet with broken files.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,25 +58,92 @@ def make_fleet(root: Path, count: int, broken: int) -> int:
     return len(units)
 
 
-def run(src: Path, out: Path, jobs: int) -> tuple[float, dict]:
+def make_named_fleet(root: Path, count: int) -> list[tuple[Path, str, Path | None]]:
+    """`count` models copied round-robin from the fixtures (all three formats), each file renamed
+    `fNNN-...` in its own folder; returns (model, format, caffe weights or None) per model."""
+    units = model_units()
+    made = []
+    for i in range(count):
+        files = units[i % len(units)]
+        folder = root / f"f{i:03d}"
+        folder.mkdir(parents=True)
+        renamed = [folder / f"f{i:03d}-{f.name}" for f in files]
+        for src, dst in zip(files, renamed):
+            shutil.copy(src, dst)
+        fmt = "mxnet" if files[0].name.endswith("-symbol.json") else "caffe" if files[0].suffix == ".prototxt" else "onnx"
+        made.append((renamed[0], fmt, renamed[1] if fmt == "caffe" else None))
+    return made
+
+
+def run_fleet_cli(src: Path, out: Path, jobs: int) -> tuple[float, dict]:
+    """The fleet as users run it: `graphfix convert DIR -o OUT -r --force --jobs N --json`."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "graphfix.cli", "convert", str(src), "-o", str(out), "--recursive",
                            "--force", "--jobs", str(jobs), "--json"], capture_output=True, text=True, cwd=ROOT)
     return time.perf_counter() - start, json.loads(proc.stdout)["counts"]
 
 
+API_LOOP = """
+import json, sys, time
+import graphfix as gf
+from graphfix.convert.clean import clean
+ok = 0
+for model, weights, out in json.loads(sys.argv[1]):
+    try:
+        clean(gf.load(model, weights=weights)).save(out)
+        ok += 1
+    except gf.GraphfixError:
+        pass
+print(ok)
+"""
+
+
+def run_api(models: list[tuple[Path, str, Path | None]], out: Path) -> tuple[float, int]:
+    """The no-isolation limit: one fresh Python process loads, cleans and saves every model back to back."""
+    out.mkdir()
+    plan = [(str(m), str(w) if w else None, str(out / f"{i:03d}.onnx")) for i, (m, _, w) in enumerate(models)]
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", API_LOOP, json.dumps(plan)], capture_output=True, text=True, cwd=ROOT)
+    return time.perf_counter() - start, int(proc.stdout.strip() or 0)
+
+
+def run_per_process(models: list[tuple[Path, str, Path | None]], out: Path, jobs: int) -> tuple[float, int]:
+    """The design before the worker pool: one `python -m graphfix.cli convert` process per model, `jobs` at a time."""
+    out.mkdir()
+
+    def one(i: int) -> bool:
+        model, _, weights = models[i]
+        cmd = [sys.executable, "-m", "graphfix.cli", "convert", str(model), "-o", str(out / f"{i:03d}.onnx"), "--json"]
+        cmd += ["--weights", str(weights)] if weights else []
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).returncode == 0
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:
+        ok = sum(pool.map(one, range(len(models))))
+    return time.perf_counter() - start, ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=27)
-    parser.add_argument("--broken", type=int, default=3)
+    parser.add_argument("--count", type=int, default=200, help="models in the fleet (default 200)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--no-per-process", action="store_true", help="skip the (slow) per-process baseline")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "models"
-        n = make_fleet(src, args.count, args.broken)
-        t1, c1 = run(src, Path(tmp) / "out1", 1)
-        t2, c2 = run(src, Path(tmp) / "out2", 2)
-    print(json.dumps({"models": n, "broken": args.broken, "jobs1_s": round(t1, 2), "jobs2_s": round(t2, 2),
-                      "speedup": round(t1 / t2, 2), "counts_jobs1": c1, "counts_jobs2": c2}, indent=2))
+        models = make_named_fleet(src, args.count)
+        formats = {f: sum(1 for _, g, _ in models if g == f) for f in ("onnx", "mxnet", "caffe")}
+        api_s, api_ok = run_api(models, Path(tmp) / "api")
+        pool_s, counts = run_fleet_cli(src, Path(tmp) / "pool", args.jobs)
+        doc = {"models": args.count, "formats": formats, "jobs": args.jobs,
+               "api_in_process_s": round(api_s, 2), "api_ok": api_ok,
+               "fleet_pool_s": round(pool_s, 2), "fleet_counts": {k: v for k, v in counts.items() if v},
+               "fleet_vs_api": round(pool_s / api_s, 3)}
+        if not args.no_per_process:
+            per_s, per_ok = run_per_process(models, Path(tmp) / "per", args.jobs)
+            doc.update(per_process_s=round(per_s, 2), per_process_ok=per_ok, per_process_vs_api=round(per_s / api_s, 2),
+                       pool_speedup_over_per_process=round(per_s / pool_s, 2))
+    print(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ __all__ = ["main", "COMMANDS"]
 
 import argparse
 import ast
+import functools
 import importlib
 import importlib.util
 import json
@@ -44,8 +45,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"graphfix: error: {message} (see `{self.prog} --help`)\n")
 
 
+@functools.lru_cache(maxsize=None)
 def _summary(module_name: str) -> str:
-    """A command's one-line help: its module docstring's first line, read without importing it."""
+    """A command's one-line help: its module docstring's first line, read without importing it
+    (cached: a fleet worker builds the parser once per model)."""
     spec = importlib.util.find_spec(module_name)
     if spec is None or not spec.origin:
         return ""

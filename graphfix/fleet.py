@@ -1,8 +1,11 @@
-"""Fleet conversion: find every model under some folders and convert each in its own process.
+"""Fleet conversion: find every model under some folders and convert each, isolated from the rest.
 
-A crash, hang or memory blow-up in one model never stops the rest: each model runs as
-`python -m graphfix.cli convert MODEL -o OUT --json` with a timeout (SIGTERM, then SIGKILL),
-and its JSON document (or its failure) becomes one row of the summary. Outputs mirror the
+Models are converted by a pool of long-lived worker processes (`graphfix.worker`), each running
+`graphfix convert MODEL -o OUT --json` for one model after another, so the imports are paid once
+per worker, not once per model. A crash, hang or memory blow-up in one model never stops the
+rest: that worker is killed (timeout: SIGTERM, then SIGKILL) and replaced, and the model's row
+says what happened; workers are also recycled after a number of models or past a memory size.
+Each model's JSON document (or its failure) becomes one row of the summary. Outputs mirror the
 input folder layout; a re-run skips models whose output is newer than all their sources.
 """
 
@@ -10,19 +13,16 @@ from __future__ import annotations
 
 __all__ = ["Job", "discover", "run_fleet", "summary_table", "job_dicts"]
 
-import contextlib
 import errno
 import glob
 import json
 import os
 import re
+import queue
 import signal
 import stat
-import subprocess
-import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,14 @@ from typing import Any
 from graphfix.errors import GraphfixError
 from graphfix.output import clean_stale, is_staging_name
 from graphfix.progress import bar
+from graphfix.worker import Worker, WorkerDied, WorkerTimeout
+
+#: A worker is replaced after this many models ...
+RECYCLE_AFTER = 100
+#: ... or once its resident memory is over this many MB after a model.
+RECYCLE_MB = 2000.0
+#: Seconds a new worker may take to import what it needs.
+READY_TIMEOUT = 120.0
 
 #: Caffe prototxt names that are training or solver files, not deploy nets.
 _NOT_DEPLOY = re.compile(r"(solver|train_val|train_test|trainval|_train\b|_solver)", re.IGNORECASE)
@@ -159,119 +167,205 @@ def _first_line(text: str) -> str:
     return line.removeprefix("graphfix: error: ")[:300]
 
 
-class _Workers:
-    """The live worker processes, so that an interrupt can kill every one of them at once."""
+class _Pool:
+    """The live workers, so that an interrupt can kill every one of them at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: list[str]) -> None:
         self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen] = set()
+        self._live: set[Worker] = set()
+        self._tag = tag
         self.stopped = False
 
-    def start(self, cmd: list[str]) -> subprocess.Popen | None:
-        """Start a worker in its own session (None once stopped)."""
+    def start(self) -> Worker | None:
+        """A new ready worker (None once stopped); WorkerDied / WorkerTimeout if it cannot start."""
         with self._lock:
             if self.stopped:
                 return None
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-            self._procs.add(proc)
-            return proc
+            worker = Worker(self._tag)
+            self._live.add(worker)
+        try:
+            worker.ready(READY_TIMEOUT)
+        except (WorkerDied, WorkerTimeout):
+            self.forget(worker)
+            raise
+        return worker
 
-    def done(self, proc: subprocess.Popen) -> None:
+    def forget(self, worker: Worker) -> None:
         with self._lock:
-            self._procs.discard(proc)
+            self._live.discard(worker)
+
+    def retire(self, worker: Worker) -> None:
+        """End a worker that is done (recycled, or no work left)."""
+        self.forget(worker)
+        worker.close()
 
     def kill_all(self) -> None:
         """Stop starting workers and SIGKILL every running one (its whole process group)."""
         with self._lock:
             self.stopped = True
-            procs = list(self._procs)
-        for proc in procs:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            live = list(self._live)
+        for worker in live:
+            worker.kill()
 
 
-def _convert_one(job: Job, extra: list[str], timeout: float, workers: _Workers) -> dict[str, Any]:
-    os.makedirs(os.path.dirname(job.output), exist_ok=True)
-    cmd = [sys.executable, "-m", "graphfix.cli", "convert", job.model, "-o", job.output, "--json", *extra]
-    if job.format == "caffe" and len(job.sources) > 1:
-        cmd += ["--weights", job.sources[1]]
-    start = time.perf_counter()
-    proc = workers.start(cmd)
-    if proc is None:
-        return {"result": "interrupted", "seconds": 0.0, "error": "not started: the fleet was interrupted"}
+@dataclass
+class _Limits:
+    timeout: float
+    recycle_after: int
+    recycle_mb: float
+
+
+def _row_from(reply: dict[str, Any]) -> dict[str, Any]:
+    """A result row from a worker's answer to `convert MODEL -o OUT --json`."""
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-        status = None
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            stdout, stderr = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate()
-        status = "timeout"
-    finally:
-        workers.done(proc)
-    seconds = round(time.perf_counter() - start, 3)
-    row: dict[str, Any] = {"seconds": seconds}
-    try:
-        doc = json.loads(stdout) if stdout.strip() else {}
+        doc = json.loads(reply["stdout"]) if reply["stdout"].strip() else {}
     except json.JSONDecodeError:
         doc = {}
-    if workers.stopped and proc.returncode != 0:
-        row.update(result="interrupted", error="stopped: the fleet was interrupted")
-    elif status == "timeout":
-        row.update(result="timeout", error=f"no result after {timeout:g} s")
-    elif proc.returncode < 0:
-        row.update(result="crashed", error=f"worker died with signal {-proc.returncode} {_first_line(stderr)}".strip())
-    elif proc.returncode == 0 and doc.get("ok"):
-        row.update(result="ok", nodes=doc.get("nodes"), verify=doc.get("verify"))
-    else:
-        row.update(result="failed", error=_first_line(stderr) or f"exit status {proc.returncode}")
+    if reply["rc"] == 0 and doc.get("ok"):
+        return {"result": "ok", "nodes": doc.get("nodes"), "verify": doc.get("verify")}
+    return {"result": "failed", "error": _first_line(reply["stderr"]) or f"exit status {reply['rc']}"}
+
+
+def _convert(job: Job, worker: Worker | None, pool: _Pool, extra: list[str], limits: _Limits) -> tuple[dict[str, Any], Worker | None]:
+    """Convert one job in `worker` (or a new one); its row and the worker to use next.
+
+    A crash in a worker that had converted other models is retried once in a fresh worker, so a
+    model is only reported "crashed" when it crashes a process of its own, as it would alone.
+    """
+    os.makedirs(os.path.dirname(job.output), exist_ok=True)
+    argv = ["convert", job.model, "-o", job.output, "--json", *extra]
+    if job.format == "caffe" and len(job.sources) > 1:
+        argv += ["--weights", job.sources[1]]
+    start = time.perf_counter()
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            worker = worker or pool.start()
+        except (WorkerDied, WorkerTimeout) as exc:
+            row = _interrupted("stopped") if pool.stopped else {"result": "failed", "error": f"worker did not start: {exc}"}
+            break
+        if worker is None:
+            row = _interrupted("not started")
+            break
+        first = worker.calls == 0
+        try:
+            reply = worker.call(argv, limits.timeout)
+        except WorkerTimeout:
+            pool.forget(worker)
+            worker, row = None, {"result": "interrupted" if pool.stopped else "timeout",
+                                 "error": f"no result after {limits.timeout:g} s"}
+        except WorkerDied as exc:
+            pool.forget(worker)
+            pid, worker = worker.pid, None
+            if pool.stopped:
+                row = _interrupted("stopped")
+            elif not first and attempts == 1:
+                continue
+            else:
+                how = f"signal {-exc.returncode}" if exc.returncode and exc.returncode < 0 else f"exit status {exc.returncode}"
+                row = {"result": "crashed", "error": f"worker died with {how} {exc.detail}".strip(), "worker": pid}
+        else:
+            row = _row_from(reply)
+            row["worker"] = worker.pid
+            if worker.calls >= limits.recycle_after or worker.rss_mb > limits.recycle_mb:
+                pool.retire(worker)
+                worker = None
+        break
+    row = {"result": row.pop("result"), "seconds": round(time.perf_counter() - start, 3), **row}
+    if attempts > 1:
+        row["attempts"] = attempts
     if row["result"] != "ok":
         clean_stale(os.path.dirname(job.output))  # what a killed worker could not remove
-    return row
+    return row, worker
 
 
-def run_fleet(jobs: list[Job], *, workers: int = 1, timeout: float = 600, force: bool = False, extra: list[str] | None = None) -> list[Job]:
-    """Convert `jobs` with `workers` processes at a time; fills each job's `result` row.
+def _interrupted(what: str) -> dict[str, Any]:
+    return {"result": "interrupted", "error": f"{what}: the fleet was interrupted"}
 
+
+def _slot(todo: queue.SimpleQueue, done: queue.SimpleQueue, pool: _Pool, extra: list[str], limits: _Limits) -> None:
+    """One worker slot: convert jobs from `todo` until it is empty or the fleet stops."""
+    worker = None
+    try:
+        while not pool.stopped:
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                break
+            row, worker = _convert(job, worker, pool, extra, limits)
+            done.put((job, row))
+    finally:
+        if worker is not None:
+            pool.retire(worker)
+        done.put(None)
+
+
+def run_fleet(jobs: list[Job], *, workers: int = 1, timeout: float = 600, force: bool = False,
+              extra: list[str] | None = None, recycle_after: int = RECYCLE_AFTER, recycle_mb: float = RECYCLE_MB,
+              tag: str = "") -> list[Job]:
+    """Convert `jobs` with `workers` long-lived worker processes; fills each job's `result` row.
+
+    Each worker converts models one after another and is replaced after `recycle_after` models,
+    once its memory is over `recycle_mb`, or when a model crashes or outlasts `timeout` s in it.
+    `tag` goes on the workers' command lines (`ps` shows what they work for).
     On SIGINT/SIGTERM (KeyboardInterrupt) every worker is killed, unfinished jobs are marked
     "interrupted" and the interrupt is raised again once the rows are filled.
     """
     extra = extra or []
-    todo = []
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    pending = []
     for job in jobs:
         if job.result:  # refused at discovery (FIFO, broken link)
             continue
         if not force and _up_to_date(job):
             job.result = {"result": "skipped", "seconds": 0.0, "error": "output is newer than its sources"}
         else:
-            todo.append(job)
-    live = _Workers()
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+            todo.put(job)
+            pending.append(job)
+    pool = _Pool(["--fleet", tag] if tag else [])
+    limits = _Limits(timeout, max(1, recycle_after), recycle_mb)
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    slots = [threading.Thread(target=_slot, args=(todo, done, pool, extra, limits), daemon=True)
+             for _ in range(min(max(1, workers), len(pending)))]
+    for thread in slots:
+        thread.start()
     try:
-        with bar(total=len(todo), desc="converting", unit="model") as progress:
-            futures = {pool.submit(_convert_one, job, extra, timeout, live): job for job in todo}
-            for future in as_completed(futures):
-                futures[future].result = future.result()
+        with bar(total=len(pending), desc="converting", unit="model") as progress:
+            running = len(slots)
+            while running:
+                item = _get(done)
+                if item is None:
+                    running -= 1
+                    continue
+                item[0].result = item[1]
                 progress.update(1)
     except KeyboardInterrupt:
         for sig in (signal.SIGINT, signal.SIGTERM):  # finish the clean-up first
             signal.signal(sig, signal.SIG_IGN)
-        live.kill_all()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future, job in futures.items():
-            if future.done() and not future.cancelled() and future.exception() is None:
-                job.result = future.result()
+        pool.kill_all()
+        for thread in slots:
+            thread.join()
+        while (item := _get(done, block=False)) is not False:
+            if item is not None:
+                item[0].result = item[1]
+        for job in pending:
             if not job.result:
                 job.result = {"result": "interrupted", "seconds": 0.0, "error": "not converted: the fleet was interrupted"}
-        for folder in sorted({os.path.dirname(j.output) for j in todo}):
+        for folder in sorted({os.path.dirname(j.output) for j in pending}):
             clean_stale(folder)
         raise
-    finally:
-        pool.shutdown(wait=True)
     return jobs
+
+
+def _get(done: queue.SimpleQueue, block: bool = True) -> Any:
+    """The next finished item (polling, so that a signal is seen at once); False when empty and not blocking."""
+    while True:
+        try:
+            return done.get(timeout=0.2) if block else done.get_nowait()
+        except queue.Empty:
+            if not block:
+                return False
 
 
 def summary_table(jobs: list[Job]) -> list[str]:

@@ -305,7 +305,7 @@ def _workers_of(out: Path) -> list[int]:
                 cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if str(out).encode() + b"/" in cmd and b"graphfix" in cmd:
+            if str(out).encode() in cmd and b"graphfix" in cmd:
                 pids.append(int(entry))
     return pids
 

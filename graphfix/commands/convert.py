@@ -4,8 +4,8 @@ One model: `graphfix convert x-symbol.json -o x.onnx`. The output has an explici
 its opset kept (importers write 17), unique node names, topological order, no unused nodes and
 no initializers listed as graph inputs; `--swap-head N|FILE` also replaces the head.
 A fleet: `graphfix convert DIR... -o OUTDIR [--recursive] [--jobs N]` converts each model
-(`*-symbol.json` with its params, `*.prototxt` beside a caffemodel, `*.onnx`) in its own
-process, mirrors the folder layout under OUTDIR, prints a summary, writes OUTDIR/summary.json,
+(`*-symbol.json` with its params, `*.prototxt` beside a caffemodel, `*.onnx`) in a pool of
+long-lived worker processes (a crash or timeout replaces that worker only), mirrors the folder layout under OUTDIR, prints a summary, writes OUTDIR/summary.json,
 and exits 1 if any model failed. Re-runs skip models whose output is newer than their sources.
 """
 
@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--jobs", "-j", type=int, default=1, help="models converted at once (default 1)")
     fleet.add_argument("--timeout", type=float, default=600, help="seconds per model before it is stopped (default 600)")
     fleet.add_argument("--force", action="store_true", help="convert even where the output is up to date")
+    fleet.add_argument("--recycle-after", type=int, default=100, metavar="N",
+                       help="replace a worker process after N models (default 100)")
+    fleet.add_argument("--recycle-mb", type=float, default=2000, metavar="MB",
+                       help="replace a worker process once its memory is over MB after a model (default 2000)")
     add_output_args(parser)
 
 
@@ -119,7 +123,8 @@ def _run_fleet(args: argparse.Namespace) -> int:
         extra += ["--input-shape", shape]
     interrupted = None
     try:
-        run_fleet(jobs, workers=args.jobs, timeout=args.timeout, force=args.force, extra=extra)
+        run_fleet(jobs, workers=args.jobs, timeout=args.timeout, force=args.force, extra=extra,
+                  recycle_after=args.recycle_after, recycle_mb=args.recycle_mb, tag=os.path.abspath(args.output))
     except KeyboardInterrupt as exc:  # workers are killed; the summary still gets written
         interrupted = exc
     seconds = time.perf_counter() - start
