@@ -1,0 +1,53 @@
+"""The one place graphfix connects to Ray.
+
+`init_ray(None)` starts a local Ray with the machine's CPUs and no dashboard; `init_ray("auto")` or an
+address (`host:port`, `ray://...`) joins a cluster. Ray is the optional extra `graphfix[ray]`: without
+it, `--ray` is a one-line usage error. Nothing imports ray until `init_ray` is called.
+"""
+
+from __future__ import annotations
+
+__all__ = ["init_ray", "import_ray", "MISSING_RAY"]
+
+import importlib
+import os
+import types
+
+from graphfix.errors import GraphfixError
+
+#: The message for `--ray` without the extra installed.
+MISSING_RAY = "--ray needs Ray: pip install 'graphfix[ray]'"
+
+
+def import_ray() -> types.ModuleType:
+    """Import and return `ray`, or raise the one-line missing-extra error (exit 2)."""
+    try:
+        return importlib.import_module("ray")
+    except ImportError:
+        raise GraphfixError(MISSING_RAY, kind="usage") from None
+
+
+def init_ray(address: str | None) -> types.ModuleType:
+    """Connect to Ray and return the `ray` module.
+
+    Args:
+        address: None (or "local") starts a local Ray with `os.cpu_count()` CPUs and no dashboard;
+            "auto", "host:port" or "ray://..." joins an existing cluster.
+
+    Raises:
+        GraphfixError: Ray is not installed (usage), or the cluster cannot be reached (bad_input).
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    try:
+        if address in (None, "local"):
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = address or "local"
+        raise GraphfixError(f"cannot start or join Ray at {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                            kind="bad_input") from None
+    return ray
