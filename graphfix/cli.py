@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "swap-head": "graphfix.commands.swap_head",
     "train-head": "graphfix.commands.train_head",
     "calibrate": "graphfix.commands.calibrate",
+    "features": "graphfix.commands.features",
     "export": "graphfix.commands.export",
     "check": "graphfix.commands.check",
     "predict": "graphfix.commands.predict",

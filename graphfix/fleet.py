@@ -11,7 +11,8 @@ input folder layout; a re-run skips models whose output is newer than all their 
 
 from __future__ import annotations
 
-__all__ = ["Job", "discover", "run_fleet", "summary_table", "job_dicts"]
+__all__ = ["Job", "discover", "run_fleet", "summary_table", "job_dicts", "plan", "job_argv", "row_from", "final_row",
+           "NOT_CONVERTED"]
 
 import errno
 import glob
@@ -38,6 +39,9 @@ RECYCLE_AFTER = 100
 RECYCLE_MB = 2000.0
 #: Seconds a new worker may take to import what it needs.
 READY_TIMEOUT = 120.0
+
+#: The row of a job the fleet never got to before an interrupt.
+NOT_CONVERTED = {"result": "interrupted", "seconds": 0.0, "error": "not converted: the fleet was interrupted"}
 
 #: Caffe prototxt names that are training or solver files, not deploy nets.
 _NOT_DEPLOY = re.compile(r"(solver|train_val|train_test|trainval|_train\b|_solver)", re.IGNORECASE)
@@ -215,8 +219,8 @@ class _Limits:
     recycle_mb: float
 
 
-def _row_from(reply: dict[str, Any]) -> dict[str, Any]:
-    """A result row from a worker's answer to `convert MODEL -o OUT --json`."""
+def row_from(reply: dict[str, Any]) -> dict[str, Any]:
+    """A result row from a worker's answer (`run_argv`'s dict) to `convert MODEL -o OUT --json`."""
     try:
         doc = json.loads(reply["stdout"]) if reply["stdout"].strip() else {}
     except json.JSONDecodeError:
@@ -233,9 +237,7 @@ def _convert(job: Job, worker: Worker | None, pool: _Pool, extra: list[str], lim
     model is only reported "crashed" when it crashes a process of its own, as it would alone.
     """
     os.makedirs(os.path.dirname(job.output), exist_ok=True)
-    argv = ["convert", job.model, "-o", job.output, "--json", *extra]
-    if job.format == "caffe" and len(job.sources) > 1:
-        argv += ["--weights", job.sources[1]]
+    argv = job_argv(job, extra)
     start = time.perf_counter()
     attempts = 0
     while True:
@@ -266,18 +268,33 @@ def _convert(job: Job, worker: Worker | None, pool: _Pool, extra: list[str], lim
                 how = f"signal {-exc.returncode}" if exc.returncode and exc.returncode < 0 else f"exit status {exc.returncode}"
                 row = {"result": "crashed", "error": f"worker died with {how} {exc.detail}".strip(), "worker": pid}
         else:
-            row = _row_from(reply)
+            row = row_from(reply)
             row["worker"] = worker.pid
             if worker.calls >= limits.recycle_after or worker.rss_mb > limits.recycle_mb:
                 pool.retire(worker)
                 worker = None
         break
-    row = {"result": row.pop("result"), "seconds": round(time.perf_counter() - start, 3), **row}
-    if attempts > 1:
-        row["attempts"] = attempts
+    row = final_row(row, time.perf_counter() - start, attempts)
     if row["result"] != "ok":
         clean_stale(os.path.dirname(job.output))  # what a killed worker could not remove
     return row, worker
+
+
+def job_argv(job: Job, extra: list[str]) -> list[str]:
+    """The command a worker runs for `job`: `convert MODEL -o OUT --json EXTRA [--weights W]`."""
+    argv = ["convert", job.model, "-o", job.output, "--json", *extra]
+    if job.format == "caffe" and len(job.sources) > 1:
+        argv += ["--weights", job.sources[1]]
+    return argv
+
+
+def final_row(row: dict[str, Any], seconds: float, attempts: int = 1) -> dict[str, Any]:
+    """`row` as reported: result first, then seconds, then the rest (`attempts` when over 1)."""
+    row = dict(row)
+    row = {"result": row.pop("result"), "seconds": round(seconds, 3), **row}
+    if attempts > 1:
+        row["attempts"] = attempts
+    return row
 
 
 def _interrupted(what: str) -> dict[str, Any]:
@@ -314,15 +331,9 @@ def run_fleet(jobs: list[Job], *, workers: int = 1, timeout: float = 600, force:
     """
     extra = extra or []
     todo: queue.SimpleQueue = queue.SimpleQueue()
-    pending = []
-    for job in jobs:
-        if job.result:  # refused at discovery (FIFO, broken link)
-            continue
-        if not force and _up_to_date(job):
-            job.result = {"result": "skipped", "seconds": 0.0, "error": "output is newer than its sources"}
-        else:
-            todo.put(job)
-            pending.append(job)
+    pending = plan(jobs, force)
+    for job in pending:
+        todo.put(job)
     pool = _Pool(["--fleet", tag] if tag else [])
     limits = _Limits(timeout, max(1, recycle_after), recycle_mb)
     done: queue.SimpleQueue = queue.SimpleQueue()
@@ -351,11 +362,24 @@ def run_fleet(jobs: list[Job], *, workers: int = 1, timeout: float = 600, force:
                 item[0].result = item[1]
         for job in pending:
             if not job.result:
-                job.result = {"result": "interrupted", "seconds": 0.0, "error": "not converted: the fleet was interrupted"}
+                job.result = dict(NOT_CONVERTED)
         for folder in sorted({os.path.dirname(j.output) for j in pending}):
             clean_stale(folder)
         raise
     return jobs
+
+
+def plan(jobs: list[Job], force: bool) -> list[Job]:
+    """The jobs to run: marks up-to-date ones "skipped" (unless `force`); refused ones keep their row."""
+    pending = []
+    for job in jobs:
+        if job.result:  # refused at discovery (FIFO, broken link)
+            continue
+        if not force and _up_to_date(job):
+            job.result = {"result": "skipped", "seconds": 0.0, "error": "output is newer than its sources"}
+        else:
+            pending.append(job)
+    return pending
 
 
 def _get(done: queue.SimpleQueue, block: bool = True) -> Any:

@@ -8,7 +8,7 @@ peak memory stays near one copy of the weights.
 
 from __future__ import annotations
 
-__all__ = ["Model", "META_PREFIX", "load_onnx", "set_metadata", "source_metadata", "SourceHasher", "atomic_write"]
+__all__ = ["Model", "META_PREFIX", "load_onnx", "cpu_session", "set_metadata", "source_metadata", "SourceHasher", "atomic_write"]
 
 import hashlib
 import json
@@ -22,7 +22,11 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 import onnx
-import onnx_ir as ir
+
+from graphfix._deferred import defer_sympy
+
+defer_sympy()  # before onnx_ir: sympy loads on first use, not at start (~200 ms)
+import onnx_ir as ir  # noqa: E402
 
 from graphfix.errors import GraphfixError
 from graphfix.irutil import varint as _varint
@@ -222,23 +226,13 @@ class Model:
     def session(self):
         """A cached onnxruntime CPU InferenceSession for this model."""
         if self._session is None:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
             if _needs_external_data(self.ir):
                 tmp = tempfile.mkdtemp(prefix="graphfix-run-")
                 self.save(os.path.join(tmp, "model.onnx"))
                 src: Any = os.path.join(tmp, "model.onnx")
             else:
                 src = self.to_bytes()
-            try:
-                self._session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime refuses the model
-                raise GraphfixError(
-                    f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}",
-                    path=self.path,
-                ) from exc
+            self._session = cpu_session(src, self.path)
         return self._session
 
     def run(
@@ -266,6 +260,23 @@ class Model:
 
 
 # ----- metadata helpers ---------------------------------------------------------------------
+def cpu_session(src: bytes | str, path: str | os.PathLike | None = None, providers: list[str] | None = None,
+                threads: int | None = None):
+    """The one way graphfix opens an onnxruntime session: model bytes or file, CPU provider unless
+    `providers` says otherwise, `threads` intra-op threads (default: onnxruntime's), errors only;
+    `path` is named when onnxruntime refuses the model."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(src, opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime refuses the model
+        raise GraphfixError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}", path=path) from exc
+
+
 def set_metadata(model: ir.Model, **values: Any) -> None:
     """Set graphfix.* metadata_props on an onnx-ir model in place (None removes a key)."""
     for key, value in values.items():

@@ -41,15 +41,6 @@ def test_fleet_summary_counts_and_rerun_skips(tmp_path):
     assert doc["counts"]["skipped"] == n and doc["counts"]["failed"] == 3
 
 
-def test_fleet_text_table_and_timeout(tmp_path):
-    src, out = tmp_path / "models", tmp_path / "out"
-    _make_fleet(src, 2, 0)
-    res = run_cli("convert", src, "-o", out, "-r", "--timeout", "0.05")
-    assert res.returncode == 1
-    assert "timeout" in res.stdout and "of 2 models" in res.stdout
-    assert not list(out.rglob("*.onnx")) and not list(out.rglob("*.tmp"))
-
-
 def test_fleet_needs_output_folder(tmp_path):
     res = run_cli("convert", FIXTURES / "onnx")
     assert res.returncode == 2 and "-o OUTDIR" in res.stderr

@@ -65,3 +65,29 @@ def test_each_module_imports_on_its_own(module):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     res = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+REAL = """
+import json, sys
+from graphfix.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as exc:
+    rc = exc.code
+print(json.dumps({"rc": rc, "sympy": "sympy.core" in sys.modules, "ort": "onnxruntime" in sys.modules}), file=sys.__stderr__)
+"""
+
+
+def test_inspect_and_convert_do_not_load_sympy_or_onnxruntime(tmp_path):
+    """onnx_ir imports sympy at start; graphfix defers it (graphfix._deferred) to its first use."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    lenet = ROOT / "fixtures" / "caffe" / "lenet.prototxt"
+    for args in (["inspect", str(ROOT / "fixtures" / "onnx" / "cnn_softmax.onnx")],
+                 ["convert", str(lenet), "--weights", str(lenet.with_suffix(".caffemodel")), "-o", str(tmp_path / "l.onnx")]):
+        res = subprocess.run([sys.executable, "-c", REAL, *args], capture_output=True, text=True, env=env, timeout=120)
+        doc = json.loads(res.stderr.strip().splitlines()[-1])
+        assert doc == {"rc": 0, "sympy": False, "ort": False}, (args, res.stderr[-2000:])
+    # and where a command does need it, it is there: symbolic dims still do arithmetic
+    res = subprocess.run([sys.executable, "-c", "import graphfix.model, onnx_ir as ir; print(ir.SymbolicDim('N') * 2)"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.stdout.strip() == "2*N", res.stderr

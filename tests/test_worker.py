@@ -29,7 +29,8 @@ if "graphfix.worker" in sys.orig_argv:
 """
 
 
-def _fleet(tmp_path: Path, names: list[str], *args: str, faults: bool = False) -> dict:
+def _run(tmp_path: Path, names: list[str], *args: str, faults: bool = False) -> subprocess.CompletedProcess:
+    """`graphfix convert` over a folder holding one copy of LeNet per name (faults: with FAULTS active)."""
     src, out = tmp_path / "models", tmp_path / "out"
     for name in names:
         (src / name).mkdir(parents=True)
@@ -41,9 +42,16 @@ def _fleet(tmp_path: Path, names: list[str], *args: str, faults: bool = False) -
         (tmp_path / "site" / "sitecustomize.py").write_text(FAULTS)
         path.insert(0, str(tmp_path / "site"))
     env["PYTHONPATH"] = os.pathsep.join(path)
-    res = subprocess.run([sys.executable, "-m", "graphfix.cli", "convert", str(src), "-o", str(out), "-r", "--json", *args],
+    res = subprocess.run([sys.executable, "-m", "graphfix.cli", "convert", str(src), "-o", str(out), "-r", *args],
                          capture_output=True, text=True, env=env, timeout=600)
     assert "Traceback" not in res.stderr, res.stderr
+    return res
+
+
+def _fleet(tmp_path: Path, names: list[str], *args: str, faults: bool = False) -> dict:
+    """The --json summary of `_run`, one row per model folder name, plus "_rc"."""
+    out = tmp_path / "out"
+    res = _run(tmp_path, names, "--json", *args, faults=faults)
     doc = json.loads(res.stdout)
     assert doc == json.loads((out / "summary.json").read_text())
     return {Path(m["model"]).parent.name: m["result"] for m in doc["models"]} | {"_rc": res.returncode}
@@ -97,3 +105,12 @@ def test_two_slots_share_the_work_across_two_workers(tmp_path):
     rows = _fleet(tmp_path, names, "--jobs", "2")
     assert rows.pop("_rc") == 0 and all(r["result"] == "ok" for r in rows.values()), rows
     assert len({r["worker"] for r in rows.values()}) == 2, rows
+
+
+def test_text_table_reports_a_timeout_and_leaves_no_output_for_it(tmp_path):
+    res = _run(tmp_path, ["a_ok", "b_hangme"], "--timeout", "5", faults=True)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "timeout" in res.stdout and "of 2 models" in res.stdout, res.stdout
+    out = tmp_path / "out"
+    assert [p.parent.name for p in out.rglob("*.onnx")] == ["a_ok"]
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".graphfix-*"))

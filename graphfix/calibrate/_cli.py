@@ -24,7 +24,7 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
 
 def preprocess_for(model: Any, args: argparse.Namespace, paths: list[str | None]) -> Preprocess | None:
     """The Preprocess for image inputs (None when every input is an NPZ)."""
-    needs = any(p and not str(p).lower().endswith(".npz") for p in paths)
+    needs = any(p and not str(p).lower().endswith(".npz") and not os.path.isdir(p) for p in paths)
     size = parse_floats(args.size, "--size")
     overrides = {
         "size": [int(v) for v in size] if size else None,
@@ -48,5 +48,8 @@ def progress_for(args: argparse.Namespace) -> bool | None:
 
 
 def check_data_path(path: str | None, flag: str) -> None:
-    if path is not None and not os.path.isfile(path):
-        raise GraphfixError(f"{flag}: no such data set file", path=path)
+    """A data set file, or a features folder (`graphfix features`)."""
+    from graphfix.calibrate.shards import is_shard_dir
+
+    if path is not None and not os.path.isfile(path) and not is_shard_dir(path):
+        raise GraphfixError(f"{flag}: no such data set file or features folder", path=path)

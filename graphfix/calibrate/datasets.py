@@ -243,6 +243,10 @@ class Dataset:
         preprocess: How `paths` become inputs.
         source: The file it came from, if any.
         lines: The CSV line of each image (named in decoding errors), or None.
+        features: Backbone features [N, F] read from a features folder (`graphfix features`),
+            used in place of running the backbone; None otherwise.
+        backbone: sha256 of the backbone that made `features`.
+        origin: Fingerprint of the data set the features were extracted from.
     """
 
     y: np.ndarray
@@ -252,6 +256,9 @@ class Dataset:
     preprocess: Preprocess | None = None
     source: str | None = None
     lines: list[int] | None = None
+    features: np.ndarray | None = None
+    backbone: str | None = None
+    origin: str | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -265,6 +272,8 @@ class Dataset:
     def fingerprint(self) -> str:
         """sha256 of what the features depend on: the arrays, or each image's path, size and mtime."""
         h = hashlib.sha256()
+        if self.features is not None:
+            return self.origin or ""
         if self.x is not None:
             h.update(repr((self.x.shape, str(self.x.dtype))).encode())
             h.update(np.ascontiguousarray(self.x).data)
@@ -278,18 +287,23 @@ class Dataset:
                 h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
 
-    def batches(self, batch_size: int, *, workers: int | None = None) -> Iterator[np.ndarray]:
-        """Model inputs in batches of `batch_size` (images decoded batch by batch)."""
-        for i in range(0, len(self), batch_size):
+    def batches(self, batch_size: int, *, workers: int | None = None, start: int = 0,
+                stop: int | None = None) -> Iterator[np.ndarray]:
+        """Model inputs of rows start..stop-1 in batches of `batch_size` (images decoded batch by batch)."""
+        if self.features is not None or (self.x is None and self.paths is None):
+            raise GraphfixError("this data set holds features, not model inputs", path=self.source)
+        stop = len(self) if stop is None else stop
+        for i in range(start, stop, batch_size):
+            end = min(stop, i + batch_size)
             if self.x is not None:
-                yield self.x[i : i + batch_size]
+                yield self.x[i:end]
             else:
                 assert self.paths is not None and self.preprocess is not None
                 where = None
                 if self.lines is not None:
                     name = os.path.basename(self.source or "data set")
-                    where = [f"{name} line {n}" for n in self.lines[i : i + batch_size]]
-                yield load_images(self.paths[i : i + batch_size], self.preprocess, workers=workers, where=where)
+                    where = [f"{name} line {n}" for n in self.lines[i:end]]
+                yield load_images(self.paths[i:end], self.preprocess, workers=workers, where=where)
 
 
 def _check_arrays(x: np.ndarray, y: np.ndarray, path: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -326,39 +340,49 @@ def load_dataset(
     path: str | os.PathLike,
     labels: Sequence[str] | None,
     preprocess: Preprocess | None = None,
+    *,
+    need_labels: bool = True,
 ) -> Dataset:
-    """Load a CSV manifest or an NPZ file.
+    """Load a CSV manifest, an NPZ file or a features folder (`graphfix features`).
 
     Args:
-        path: `.csv` or `.npz`.
+        path: `.csv`, `.npz` or a folder with a graphfix manifest.json.
         labels: The model's label names (the column order of `y`); None accepts the file's own.
         preprocess: How to decode images (CSV only; required there).
+        need_labels: False also accepts unlabelled data (a CSV with only a `path` column, an NPZ
+            with only `x`; `y` is then [N, 0]), as `predict` does.
 
     Raises:
         GraphfixError: missing file or image, unknown label name, label count that disagrees
             with the model, empty set, NaN or non-0/1 values.
     """
     path = os.fspath(path)
+    from graphfix.calibrate.shards import is_shard_dir, load_features_dir
+
+    if is_shard_dir(path):
+        return load_features_dir(path, list(labels) if labels is not None else None)
     if not os.path.isfile(path):
         raise GraphfixError("no such data set file", path=path)
     if path.lower().endswith(".npz"):
         try:
             with np.load(path, allow_pickle=False) as data:
-                if "x" not in data or "y" not in data:
+                if "x" not in data or ("y" not in data and need_labels):
                     raise GraphfixError(f"NPZ needs arrays 'x' and 'y', found {sorted(data.files)}", path=path)
-                x, y = data["x"], data["y"]
+                x = data["x"]
+                y = data["y"] if "y" in data else np.zeros((len(x), 0), np.uint8)
         except (OSError, ValueError) as exc:
             raise GraphfixError(f"cannot read NPZ ({exc})", path=path) from exc
         x, y = _check_arrays(x, y, path)
-        _check_count(y.shape[1], labels, path)
+        if y.shape[1] or need_labels:
+            _check_count(y.shape[1], labels, path)
         names = list(labels) if labels is not None else [str(j) for j in range(y.shape[1])]
         return Dataset(y=y, labels=names, x=x, source=path)
     if path.lower().endswith(".csv"):
-        return _load_csv(path, labels, preprocess)
+        return _load_csv(path, labels, preprocess, need_labels)
     raise GraphfixError("unknown data set format", path=path, kind="usage", hint="expected .csv or .npz")
 
 
-def _load_csv(path: str, labels: Sequence[str] | None, preprocess: Preprocess | None) -> Dataset:
+def _load_csv(path: str, labels: Sequence[str] | None, preprocess: Preprocess | None, need_labels: bool = True) -> Dataset:
     base = os.path.dirname(os.path.abspath(path))
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -376,7 +400,10 @@ def _load_csv(path: str, labels: Sequence[str] | None, preprocess: Preprocess | 
             f"bad CSV header {header[:3]}", path=path, hint="expected `path,labels` or `path,<name>,<name>,...`"
         )
     paths = [os.path.join(base, r[0].strip()) for r in body]
-    if len(header) == 2 and header[1].lower() == "labels":
+    if len(header) == 1 and not need_labels:
+        names = list(labels) if labels is not None else []
+        y = np.zeros((len(body), 0), np.uint8)
+    elif len(header) == 2 and header[1].lower() == "labels":
         names = list(labels) if labels is not None else sorted(
             {n.strip() for r in body if len(r) > 1 for n in r[1].split(";") if n.strip()}
         )

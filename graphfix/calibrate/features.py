@@ -17,6 +17,7 @@ __all__ = [
     "feature_model",
     "find_value",
     "extract_features",
+    "save_features",
     "scores_from_features",
     "activate",
     "probability_op",
@@ -138,6 +139,8 @@ def extract_features(
         tensor: Cut the backbone at this tensor instead of the head's input.
     """
     fm = feature_model(model, tensor)
+    if data.features is not None:
+        return _stored_features(fm, data, tensor)
     key = None
     target = None
     if cache:
@@ -152,6 +155,62 @@ def extract_features(
             except (OSError, ValueError):
                 logger.warning("ignoring unreadable feature cache %s", target)
     return _run_batches(fm, data, batch_size=batch_size, progress=progress, workers=workers, target=target)
+
+
+def save_features(
+    model: Model,
+    data: Dataset,
+    folder: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    shard_rows: int = 4096,
+    workers: int | None = None,
+    ray: str | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    inputs: tuple[str | None, ...] = (),
+) -> dict:
+    """Write the backbone features of `data` to a features folder (see `graphfix.calibrate.shards`).
+
+    Args:
+        model: A swapped model; its backbone (`feature_model`) runs, its head does not matter.
+        data: The rows (with targets, so `train-head` and `calibrate` can read the folder as data).
+        folder: Created if missing; a folder from an interrupted run with the same backbone and
+            data is resumed (complete shards are skipped).
+        batch_size, shard_rows: Rows per onnxruntime call and per shard file (a multiple of it).
+        workers: Image decoding threads per process.
+        ray: None runs here; "local", "auto" or an address runs the shards on an actor pool on
+            Ray (`graphfix[ray]`), with bitwise-equal features.
+        force: Start over in a folder made with another backbone, data set or shard size.
+        inputs: Files the folder must not hold (the command's inputs).
+
+    Returns:
+        The run's summary (rows, shards written and skipped, retried shards, rows per worker).
+    """
+    from graphfix.calibrate.shards import FEATURES_FORMAT, ShardPlan, write_shards
+
+    fm = feature_model(model)
+    plan = ShardPlan(FEATURES_FORMAT, {fm.output_names[0]: "features"}, batch_size=batch_size,
+                     shard_rows=shard_rows, workers=workers)
+    runner = None
+    if ray is not None:
+        from graphfix.scale.ray_shards import ray_runner
+
+        runner = ray_runner(ray)
+    return write_shards(fm.to_bytes(), fm.sha256(), data, folder, plan, runner=runner, force=force,
+                        inputs=inputs, progress=progress)
+
+
+def _stored_features(fm: Model, data: Dataset, tensor: str | None) -> np.ndarray:
+    """The features of a features folder, once its backbone is checked to be `fm`."""
+    if tensor is not None:
+        raise GraphfixError("a features folder holds the head's input features only; --train-from needs images",
+                            kind="usage", path=data.source)
+    sha = fm.sha256()
+    if sha != data.backbone:
+        raise GraphfixError(f"the features were extracted with another backbone (sha256 {str(data.backbone)[:12]}, "
+                            f"this model's {sha[:12]})", path=data.source, hint="run `graphfix features` with this model")
+    return data.features
 
 
 def memory_budget() -> int:

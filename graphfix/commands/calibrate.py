@@ -9,6 +9,7 @@ global micro-F1 threshold; the output says which classes fell back and why. Thre
 writes report.json, index.html (one self-contained page: sortable per-class table, PR curves,
 the replaced head), per_class.csv/.md and precision-recall PNGs (these need matplotlib, the
 `report` extra; without it they are skipped with a warning and everything else is written).
+Any DATA may be a features folder from `graphfix features` (--features DIR is --heldout DIR).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from graphfix.commands._writeback import add_to_argument, write_output
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="trained swapped ONNX model (from train-head)")
-    parser.add_argument("--heldout", required=True, metavar="DATA", help="held-out data to fit thresholds on")
+    parser.add_argument("--heldout", metavar="DATA", help="held-out data to fit thresholds on (.csv, .npz or a features folder)")
+    parser.add_argument("--features", metavar="FEATURES_DIR", help="held-out features (graphfix features) in place of --heldout")
     parser.add_argument("--objective", default="f1",
                         help="f1 | f2 | fbeta:B | precision@P | recall@R | micro-f1 (default f1)")
     parser.add_argument("--train", metavar="DATA", help="training data: thresholds for classes with few held-out positives")
@@ -53,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores, model_scores
     from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
 
+    if (args.heldout is None) == (args.features is None):
+        raise GraphfixError("give --heldout DATA or --features FEATURES_DIR (one of them)", kind="usage")
+    args.heldout = args.heldout or args.features
     out = output_path(args.output, default_output(args.model, "-calibrated"),
                       model_files(args.model) + [args.heldout, args.train, args.test])
     for flag, path in (("--heldout", args.heldout), ("--train", args.train), ("--test", args.test)):

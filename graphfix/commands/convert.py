@@ -7,6 +7,9 @@ A fleet: `graphfix convert DIR... -o OUTDIR [--recursive] [--jobs N]` converts e
 (`*-symbol.json` with its params, `*.prototxt` beside a caffemodel, `*.onnx`) in a pool of
 long-lived worker processes (a crash or timeout replaces that worker only), mirrors the folder layout under OUTDIR, prints a summary, writes OUTDIR/summary.json,
 and exits 1 if any model failed. Re-runs skip models whose output is newer than their sources.
+`--ray [ADDRESS]` runs each model of a fleet as a Ray task instead (same rows, summary and rules);
+every Ray node must see the input folders and OUTDIR at the same paths (a shared file system),
+which is checked before anything is converted.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import signal
 import time
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path,
-    write_model,
+    add_model_args, add_output_args, add_ray_arg, add_target_args, default_output, emit, load_model, model_files,
+    output_path, write_model,
 )
 from graphfix.errors import GraphfixError, Interrupted
 
@@ -39,7 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--recycle-after", type=int, default=100, metavar="N",
                        help="replace a worker process after N models (default 100)")
     fleet.add_argument("--recycle-mb", type=float, default=2000, metavar="MB",
-                       help="replace a worker process once its memory is over MB after a model (default 2000)")
+                       help="replace a worker process once its memory is over MB after a model (default 2000; "
+                            "not honoured with --ray, where Ray's memory monitor kills a worker when its node runs "
+                            "low and that model is retried once)")
+    add_ray_arg(fleet)
+    ray = next(a for a in parser._actions if a.dest == "ray")
+    ray.help += ("; folders only: each model is a Ray task on 1 CPU (--jobs does not apply, --recycle-after is "
+                 "the tasks' max_calls) and every node must see the input folders and OUTDIR at the same paths "
+                 "(a shared file system, checked first)")
     add_output_args(parser)
 
 
@@ -47,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     models = args.model
     if len(models) > 1 or os.path.isdir(models[0]):
         return _run_fleet(args)
+    if args.ray is not None:
+        raise GraphfixError("--ray is for fleets (a folder or several models); convert one model without it", kind="usage",
+                            path=models[0])
     return _run_one(args, models[0])
 
 
@@ -114,7 +127,10 @@ def _run_fleet(args: argparse.Namespace) -> int:
     jobs = discover(args.model, args.output, recursive=args.recursive)
     extra = []
     if args.swap_head:
-        extra += ["--swap-head", args.swap_head, "--seed", str(args.seed)]
+        labels = args.swap_head
+        if args.ray is not None and os.path.isfile(labels):  # a labels file, read on the Ray nodes
+            labels = os.path.abspath(labels)
+        extra += ["--swap-head", labels, "--seed", str(args.seed)]
     if args.verify:
         extra.append("--verify")
     if args.target:
@@ -123,8 +139,14 @@ def _run_fleet(args: argparse.Namespace) -> int:
         extra += ["--input-shape", shape]
     interrupted = None
     try:
-        run_fleet(jobs, workers=args.jobs, timeout=args.timeout, force=args.force, extra=extra,
-                  recycle_after=args.recycle_after, recycle_mb=args.recycle_mb, tag=os.path.abspath(args.output))
+        if args.ray is not None:
+            from graphfix.scale.ray_fleet import run_ray_fleet
+
+            run_ray_fleet(jobs, args.model, args.output, address=args.ray, timeout=args.timeout, force=args.force,
+                          extra=extra, recycle_after=args.recycle_after)
+        else:
+            run_fleet(jobs, workers=args.jobs, timeout=args.timeout, force=args.force, extra=extra,
+                      recycle_after=args.recycle_after, recycle_mb=args.recycle_mb, tag=os.path.abspath(args.output))
     except KeyboardInterrupt as exc:  # workers are killed; the summary still gets written
         interrupted = exc
     seconds = time.perf_counter() - start

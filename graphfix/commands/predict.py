@@ -1,43 +1,86 @@
 """Print the labels of each image using the model's stored thresholds.
 
-INPUTS are image files, folders of images, or NPZ files (`x` [N,C,H,W] preprocessed). The
-decision is the model's `labels` output when it has one, else `probabilities >=
+INPUTS are image files, folders of images, NPZ files (`x` [N,C,H,W] preprocessed), a CSV
+manifest, or a features folder from `graphfix features` (also spelled `--features DIR`; only the
+head runs). The decision is the model's `labels` output when it has one, else `probabilities >=
 graphfix.thresholds` (top-k or top round(label_count) when trained with --decision topk|count
 and not calibrated; 0.5 with a warning when nothing is stored).
+
+With -o PREDICTIONS the labels (and with --scores the probabilities) of every row go to a
+resumable folder of shards (manifest.json, shard-NNNNN.npz with labels, scores, row, path)
+instead of stdout; with --ray as well, the shards run on an actor pool on Ray and equal the
+local ones row for row (image paths must be readable on every node).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
-from graphfix.commands._options import add_data_args, add_output_args, emit, load_model
+from graphfix.commands._options import add_data_args, add_output_args, add_ray_arg, emit, load_model, model_files
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="calibrated multi-label ONNX model")
-    parser.add_argument("inputs", metavar="INPUTS", nargs="+", help="images, folders or .npz files")
-    parser.add_argument("--scores", action="store_true", help="also print each label's probability")
+    parser.add_argument("inputs", metavar="INPUTS", nargs="*", help="images, folders, .npz, .csv or a features folder")
+    parser.add_argument("--features", metavar="FEATURES_DIR", help="a features folder (graphfix features) in place of INPUTS")
+    parser.add_argument("--scores", action="store_true", help="also print (with -o: store) each label's probability")
+    parser.add_argument("-o", "--output", metavar="PREDICTIONS", help="write a folder of prediction shards instead of printing")
+    parser.add_argument("--shard-rows", type=int, default=4096, help="with -o: rows per shard (default 4096)")
+    parser.add_argument("--force", action="store_true", help="with -o: start over in a folder made with another model or data")
+    add_ray_arg(parser)
     add_data_args(parser)
     add_output_args(parser, output=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     import numpy as np
 
-    from graphfix.calibrate import decide, stored_decision
-    from graphfix.calibrate._cli import preprocess_for
+    from graphfix.calibrate import stored_decision
+    from graphfix.calibrate._cli import preprocess_for, progress_for
     from graphfix.calibrate.datasets import image_paths, load_images
+    from graphfix.calibrate.predictions import prediction_data, save_predictions, stored_labels
+    from graphfix.calibrate.shards import is_shard_dir
     from graphfix.errors import GraphfixError
 
+    if args.features:
+        if args.inputs:
+            raise GraphfixError("give INPUTS or --features, not both", kind="usage")
+        args.inputs = [args.features]
+    if not args.inputs:
+        raise GraphfixError("give INPUTS (images, folders, .npz, .csv) or --features DIR", kind="usage")
+    if args.ray is not None and not args.output:
+        raise GraphfixError("--ray writes a predictions folder: add -o PREDICTIONS", kind="usage")
+    files = model_files(args.model)
     model = load_model(args)
     if "probabilities" not in model.output_names:
         raise GraphfixError("the model has no `probabilities` output", kind="no_head", path=args.model,
                             hint="run `graphfix swap-head` and `graphfix train-head` first")
+    rule = stored_decision(model)
+    folder_input = len(args.inputs) == 1 and is_shard_dir(args.inputs[0])
+    if args.output or folder_input:
+        prep = preprocess_for(model, args, [] if folder_input else list(args.inputs))
+        data = prediction_data(model, args.inputs, prep)
+    if args.output:
+        if args.shard_rows < 1 or args.batch_size < 1:
+            raise GraphfixError("--shard-rows and --batch-size must be positive", kind="usage")
+        summary = save_predictions(model, data, args.output, scores=args.scores, batch_size=args.batch_size,
+                                   shard_rows=args.shard_rows, workers=args.workers, ray=args.ray, force=args.force,
+                                   progress=progress_for(args), inputs=(*files, *args.inputs))
+        text = [f"predictions: {summary['rows']} rows in {summary['shards']} shards "
+                f"({summary['written']} written, {summary['skipped']} already there) in {summary['seconds']:.1f} s",
+                f"wrote {args.output}"]
+        _warn_default(rule)
+        emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], **summary}, text)
+        return 0
+    if folder_input:
+        from graphfix.calibrate.features import extract_features, scores_from_features
+
+        p = scores_from_features(model, np.asarray(extract_features(model, data)))
+        return _print(args, model, rule, list(data.paths or []), p, stored_labels(model, p))
     npz = [p for p in args.inputs if p.lower().endswith(".npz")]
     images = image_paths([p for p in args.inputs if not p.lower().endswith(".npz")])
     prep = preprocess_for(model, args, images)
@@ -54,9 +97,6 @@ def run(args: argparse.Namespace) -> int:
     for i in range(0, len(images), args.batch_size):
         batches.append(load_images(images[i : i + args.batch_size], prep, workers=args.workers))
     names.extend(images)
-    rule = stored_decision(model)
-    if rule["rule"] == "default 0.5":
-        print("graphfix: warning: the model stores no thresholds; using 0.5 (run `graphfix calibrate`)", file=sys.stderr)
     outputs = ["probabilities"] + (["labels"] if "labels" in model.output_names else [])
     probs, decided = [], []
     for batch in batches:
@@ -71,12 +111,19 @@ def run(args: argparse.Namespace) -> int:
         if "labels" in res:
             decided.append(res["labels"].astype(bool))
     p = np.concatenate(probs) if probs else np.zeros((0, 0), np.float32)
-    if decided:
-        pred = np.concatenate(decided)
-    elif rule["rule"] == "topk":
-        pred = decide(p, 0.5, top_k=rule["top_k"])
-    else:
-        pred = decide(p, rule["thresholds"], at_least_one=rule.get("at_least_one", False))
+    return _print(args, model, rule, names, p, stored_labels(model, p, np.concatenate(decided) if decided else None))
+
+
+def _warn_default(rule: dict) -> None:
+    if rule["rule"] == "default 0.5":
+        print("graphfix: warning: the model stores no thresholds; using 0.5 (run `graphfix calibrate`)", file=sys.stderr)
+
+
+def _print(args: argparse.Namespace, model, rule: dict, names: list[str], p, pred) -> int:
+    """Print (or --json) each input's labels, with --scores the top five probabilities."""
+    import numpy as np
+
+    _warn_default(rule)
     labels = model.labels or [str(j) for j in range(p.shape[1])]
     results = []
     text = []

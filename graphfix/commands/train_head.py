@@ -9,8 +9,9 @@ targets; `probabilities` becomes a Softmax and a `label_count` output is trained
 --decision count). --train-from TENSOR also fine-tunes the layers between TENSOR and the head
 (torch, pip install 'graphfix[train]'). Same inputs and --seed give a byte-identical model.
 
-Data: CSV (`path,labels` with `;`-separated names, or `path,<name>,...` 0/1 columns) or NPZ
-(`x` [N,C,H,W] preprocessed, `y` [N,L]).
+Data: CSV (`path,labels` with `;`-separated names, or `path,<name>,...` 0/1 columns), NPZ
+(`x` [N,C,H,W] preprocessed, `y` [N,L]), or a features folder from `graphfix features` (the
+backbone is not run again; --features DIR is the same as --train DIR).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from graphfix.commands._writeback import add_to_argument, write_output
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="swapped ONNX model (from swap-head)")
-    parser.add_argument("--train", required=True, metavar="DATA", help="training data (.csv or .npz)")
+    parser.add_argument("--train", metavar="DATA", help="training data (.csv, .npz or a features folder)")
+    parser.add_argument("--features", metavar="FEATURES_DIR", help="training features (graphfix features) in place of --train")
     parser.add_argument("--val", metavar="DATA", help="validation data: picks the weight decay instead of CV, reports val mAP")
     parser.add_argument("--loss", choices=("bce", "asl", "softmax"), default="bce", help="default bce")
     parser.add_argument("--pos-weight", choices=("balanced",), help="bce: weight positives by negatives/positives per class")
@@ -56,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
     from graphfix.errors import GraphfixError
 
+    if (args.train is None) == (args.features is None):
+        raise GraphfixError("give --train DATA or --features FEATURES_DIR (one of them)", kind="usage")
+    args.train = args.train or args.features
     out = output_path(args.output, default_output(args.model, "-trained"), model_files(args.model) + [args.train, args.val])
     check_data_path(args.train, "--train")
     check_data_path(args.val, "--val")

@@ -11,6 +11,8 @@ __all__ = ["init_ray", "import_ray", "MISSING_RAY"]
 
 import importlib
 import os
+import re
+import sys
 import types
 
 from graphfix.errors import GraphfixError
@@ -27,6 +29,27 @@ def import_ray() -> types.ModuleType:
         raise GraphfixError(MISSING_RAY, kind="usage") from None
 
 
+def _errors_to_stderr() -> None:
+    """Ray prints the cluster's error messages (a worker died, a task is retried) on the driver's
+    stdout, several lines each; print the first sentence of each as one `graphfix: ray:` line on
+    stderr instead, so stdout keeps only graphfix's own output (--json)."""
+    try:
+        from ray._private import worker
+    except ImportError:  # a Ray without that module: nothing to move
+        return
+    if getattr(getattr(worker, "print_to_stdstream", None), "_graphfix", False):
+        return
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        for line in data.get("lines", []):
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(line)).strip()
+            if text:
+                sys.stderr.write(f"graphfix: ray: {text.split('. ')[0].rstrip('.')}\n")
+
+    to_stderr._graphfix = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
+
+
 def init_ray(address: str | None) -> types.ModuleType:
     """Connect to Ray and return the `ray` module.
 
@@ -40,6 +63,7 @@ def init_ray(address: str | None) -> types.ModuleType:
     ray = import_ray()
     if ray.is_initialized():
         return ray
+    _errors_to_stderr()
     try:
         if address in (None, "local"):
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,

@@ -1,0 +1,87 @@
+"""Features folders without Ray: same bytes twice, refusals, use as data in every command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from graphfix.calibrate import Dataset, load_dataset, train_head
+from graphfix.calibrate.features import extract_features, save_features
+from graphfix.calibrate.shards import read_manifest
+from graphfix.errors import GraphfixError
+from tests.conftest import run_cli
+
+
+def _data(build, make, n=150):
+    model = build()
+    x, y = make(model, n)
+    return model, Dataset.from_arrays(x, y, model.labels), x, y
+
+
+def test_folder_is_deterministic_and_equals_plain_features(build, make, tmp_path):
+    model, ds, x, y = _data(build, make)
+    a = save_features(model, ds, tmp_path / "a", batch_size=8, shard_rows=20)
+    save_features(model, ds, tmp_path / "b", batch_size=8, shard_rows=20)
+    assert a["shards"] == 7 and read_manifest(tmp_path / "a")["shard_rows"] == 24
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["manifest.json"] + [f"shard-{k:05d}.npz" for k in range(7)]
+    for name in files[1:]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    loaded = load_dataset(tmp_path / "a", model.labels)
+    assert np.array_equal(loaded.features, extract_features(model, ds, batch_size=8, cache=False))
+    assert np.array_equal(loaded.y, y)
+    trained_a, _ = train_head(model, ds, weight_decay=0.01, cache=False)
+    trained_b, _ = train_head(model, tmp_path / "a", weight_decay=0.01)
+    assert trained_a.sha256() == trained_b.sha256()
+
+
+def test_refusals(build, make, tmp_path):
+    model, ds, x, y = _data(build, make, 40)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(GraphfixError, match="not empty and holds no graphfix manifest"):
+        save_features(model, ds, tmp_path / "busy")
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    with pytest.raises(GraphfixError, match="holds the input"):
+        save_features(model, ds, tmp_path, inputs=(str(tmp_path / "d.npz"),))
+    save_features(model, ds, tmp_path / "f", batch_size=8, shard_rows=8)
+    doc = read_manifest(tmp_path / "f")
+    (tmp_path / "f" / "manifest.json").write_text(json.dumps({**doc, "complete": False}))
+    with pytest.raises(GraphfixError, match="incomplete"):
+        load_dataset(tmp_path / "f", model.labels)
+    with pytest.raises(GraphfixError, match="another backbone"):
+        save_features(model, ds, tmp_path / "g")
+        train_head(build(seed=3), tmp_path / "g")
+    with pytest.raises(GraphfixError, match="another run"):
+        save_features(build(seed=3), ds, tmp_path / "g")
+
+
+def test_cli_features_then_calibrate_and_predict_from_it(build, make, tmp_path):
+    model, ds, x, y = _data(build, make, 120)
+    model.save(tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    res = run_cli("features", tmp_path / "m.onnx", tmp_path / "d.npz", "-o", tmp_path / "f", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["written"] == 1
+    res = run_cli("train-head", tmp_path / "m.onnx", "--features", tmp_path / "f", "-o", tmp_path / "t.onnx")
+    assert res.returncode == 0, res.stderr
+    a = run_cli("calibrate", tmp_path / "t.onnx", "--features", tmp_path / "f", "-o", tmp_path / "c1.onnx")
+    b = run_cli("calibrate", tmp_path / "t.onnx", "--heldout", tmp_path / "d.npz", "-o", tmp_path / "c2.onnx")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert (tmp_path / "c1.onnx").read_bytes() == (tmp_path / "c2.onnx").read_bytes()
+    res = run_cli("features", tmp_path / "m.onnx", tmp_path / "d.npz", "-o", tmp_path / "d.npz")
+    assert res.returncode == 2 and "would overwrite the input" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("predict", tmp_path / "c1.onnx", "--ray", "x", tmp_path / "d.npz")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_features_over_the_memory_budget_are_memory_mapped(build, make, tmp_path, monkeypatch):
+    model, ds, x, y = _data(build, make, 60)
+    save_features(model, ds, tmp_path / "f", batch_size=8, shard_rows=16)
+    monkeypatch.setenv("GRAPHFIX_MEMORY_BUDGET", "100")
+    loaded = load_dataset(tmp_path / "f", model.labels)
+    assert isinstance(loaded.features, np.memmap)
+    assert np.array_equal(loaded.features, extract_features(model, ds, batch_size=8, cache=False))
