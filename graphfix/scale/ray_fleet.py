@@ -38,7 +38,6 @@ import dataclasses
 import os
 import secrets
 import signal
-import socket
 import time
 import types
 from dataclasses import dataclass, field
@@ -160,21 +159,6 @@ def check_shared_fs(ray: types.ModuleType, inputs: list[str], outdir: str, timeo
     finally:
         with contextlib.suppress(OSError):
             os.remove(marker)
-
-
-def _probe(address: str | None, timeout: float = 5.0) -> None:
-    """Refuse at once a `host:port` (or `ray://host:port`) where nothing listens: `ray.init` would
-    retry for minutes, printing native warnings."""
-    if address in (None, "local", "auto"):
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return  # let Ray judge the form
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise GraphfixError(f"cannot start or join Ray at {address}: nothing answers at {host}:{port} "
-                            f"({exc.strerror or type(exc).__name__})", kind="bad_input") from None
 
 
 def _first(exc: BaseException, sentence: bool = False) -> str:
@@ -325,7 +309,6 @@ def run_ray_fleet(jobs: list[Job], inputs: list[str], outdir: str, *, address: s
     owned = not ray.is_initialized()
     handlers = [(s, signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)]
     try:
-        _probe(address)
         init_ray(address)
         for sig, handler in handlers:  # the CLI's clean-up on SIGINT/SIGTERM stays in charge
             signal.signal(sig, handler)

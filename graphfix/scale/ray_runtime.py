@@ -12,6 +12,7 @@ __all__ = ["init_ray", "import_ray", "MISSING_RAY"]
 import importlib
 import os
 import re
+import socket
 import sys
 import types
 
@@ -50,6 +51,21 @@ def _errors_to_stderr() -> None:
     worker.print_to_stdstream = to_stderr
 
 
+def _probe(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse at once a `host:port` (or `ray://host:port`) where nothing listens: `ray.init` would
+    retry for minutes, printing native warnings."""
+    if address in (None, "local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # let Ray judge the form
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise GraphfixError(f"cannot start or join Ray at {address}: nothing answers at {host}:{port} "
+                            f"({exc.strerror or type(exc).__name__})", kind="bad_input") from None
+
+
 def init_ray(address: str | None) -> types.ModuleType:
     """Connect to Ray and return the `ray` module.
 
@@ -63,6 +79,7 @@ def init_ray(address: str | None) -> types.ModuleType:
     ray = import_ray()
     if ray.is_initialized():
         return ray
+    _probe(address)
     _errors_to_stderr()
     try:
         if address in (None, "local"):

@@ -151,6 +151,8 @@ def test_predict_folder_on_ray_equals_local_and_the_printed_labels(tmp_path):
     assert [r["labels"] for r in json.loads(from_feats.stdout)["predictions"]] == [r["labels"] for r in rows]
     res = _cli(tmp_path, "predict", trained, data, "--ray")
     assert res.returncode == 2 and "add -o PREDICTIONS" in res.stderr
+    res = _cli(tmp_path, "features", model, data, "-o", tmp_path / "g", "--ray", "127.0.0.1:1")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "nothing answers at 127.0.0.1:1" in res.stderr
 
 
 def test_a_shard_that_always_kills_its_worker_fails_the_run_in_one_line(tmp_path):
