@@ -1,6 +1,7 @@
 """Write a data set's backbone features to a resumable folder of shards (locally or on Ray).
 
-DATA is a CSV manifest of images or an NPZ (as for train-head). FEATURES_DIR gets manifest.json
+DATA is a CSV manifest of images or an NPZ (as for train-head; unlabelled ones, a CSV with only a
+`path` column or an NPZ with only `x`, serve `predict`). FEATURES_DIR gets manifest.json
 (format graphfix-features/1, the backbone's sha256, the data fingerprint, labels, shard size)
 and shard-NNNNN.npz files (features float32 [n, F], row int64, path, targets uint8), each
 written atomically; a re-run skips complete shards, so an interrupted run resumes. The folder is
@@ -31,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphfix.calibrate import as_dataset
+    from graphfix.calibrate import load_dataset
     from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
+    from graphfix.calibrate.scoring import model_labels
     from graphfix.calibrate.features import save_features
     from graphfix.errors import GraphfixError
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     files = model_files(args.model)
     model = load_model(args)
     prep = preprocess_for(model, args, [args.data])
-    data = as_dataset(model, args.data, prep)
+    data = load_dataset(args.data, model_labels(model), prep, need_labels=False)
     if data.features is not None:
         raise GraphfixError("DATA is already a features folder", kind="usage", path=args.data)
     summary = save_features(model, data, args.output, batch_size=args.batch_size, shard_rows=args.shard_rows,

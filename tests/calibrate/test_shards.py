@@ -85,3 +85,16 @@ def test_features_over_the_memory_budget_are_memory_mapped(build, make, tmp_path
     loaded = load_dataset(tmp_path / "f", model.labels)
     assert isinstance(loaded.features, np.memmap)
     assert np.array_equal(loaded.features, extract_features(model, ds, batch_size=8, cache=False))
+
+
+def test_unlabelled_features_serve_predict_but_not_training(build, make, tmp_path):
+    model, ds, x, y = _data(build, make, 30)
+    model.save(tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", x=x)
+    res = run_cli("features", tmp_path / "m.onnx", tmp_path / "x.npz", "-o", tmp_path / "f", "--json")
+    assert res.returncode == 0, res.stderr
+    assert read_manifest(tmp_path / "f")["labelled"] is False
+    res = run_cli("predict", tmp_path / "m.onnx", "--features", tmp_path / "f", "--json")
+    assert res.returncode == 0 and len(json.loads(res.stdout)["predictions"]) == 30, res.stderr
+    res = run_cli("train-head", tmp_path / "m.onnx", "--features", tmp_path / "f", "-o", tmp_path / "t.onnx")
+    assert res.returncode == 2 and "unlabelled" in res.stderr and "Traceback" not in res.stderr, res.stderr
