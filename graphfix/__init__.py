@@ -31,8 +31,11 @@ __all__ = [
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from graphfix._deferred import defer_sympy
 from graphfix._version import __version__
 from graphfix.errors import GraphfixError
+
+defer_sympy()  # before any module imports onnx_ir: sympy loads on first use, not at start (~200 ms)
 
 #: Public name -> the module that defines it.
 _LAZY = {

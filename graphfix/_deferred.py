@@ -1,9 +1,9 @@
 """Deferred third-party imports that cost start-up time and are rarely used.
 
 onnx_ir imports sympy (~200 ms, over half of a command's import time) for symbolic shape
-arithmetic, which graphfix seldom does. `defer_sympy()`, called before the first `import onnx_ir`,
-puts stand-ins for sympy and for onnx_ir's `_symbolic_shapes` (the one module that touches sympy
-at import) in `sys.modules`: `import sympy` then binds the stand-in, and its first attribute
+arithmetic, which graphfix seldom does. `defer_sympy()`, called by `graphfix/__init__.py` (so
+before any graphfix module imports onnx_ir), puts stand-ins for sympy and for onnx_ir's
+`_symbolic_shapes` (the one module that touches sympy at import) in `sys.modules`: `import sympy` then binds the stand-in, and its first attribute
 access imports the real module and takes over its namespace, so everything behaves as before,
 only later. (`importlib.util.LazyLoader` cannot be used: on Python 3.11 the `import` statement
 itself reads `__spec__` and so loads the module at once.) Nothing is done when either module is

@@ -22,11 +22,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 import onnx
-
-from graphfix._deferred import defer_sympy
-
-defer_sympy()  # before onnx_ir: sympy loads on first use, not at start (~200 ms)
-import onnx_ir as ir  # noqa: E402
+import onnx_ir as ir
 
 from graphfix.errors import GraphfixError
 from graphfix.irutil import varint as _varint
@@ -312,8 +308,8 @@ class SourceHasher:
             model = convert(...)                      # runs beside the hashing
             model.defer_metadata(source=hasher)       # resolved when saved, after the weights
 
-    Leaving the block by an exception stops the hashing at its next 4 MB chunk, so a file
-    refused early (a broken 3 GB params file) is not hashed to the end first.
+    Leaving the block waits for the hashing to end; by an exception it first stops it at its next
+    4 MB chunk, so a file refused early (a broken 3 GB params file) is not hashed to the end.
     """
 
     def __init__(self, fmt: str, files: list[str | os.PathLike]) -> None:
@@ -333,9 +329,11 @@ class SourceHasher:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:  # stop hashing a refused file; on success it runs on
+        if exc_type is not None:  # stop hashing a refused file
             self._cancel.set()
-            self._thread.join()
+        # On success wait too: the hashes must describe the bytes just converted, not a file
+        # changed after the load returned (hashing overlaps the conversion, not what follows).
+        self._thread.join()
 
     def result(self) -> dict[str, Any]:
         """The `graphfix.source` document (waits for the hashing to finish)."""

@@ -12,7 +12,7 @@ import pytest
 from graphfix.cli import COMMANDS
 from tests.conftest import ROOT
 
-HEAVY = ("onnx", "onnx_ir", "onnxruntime", "numpy", "torch", "PIL", "sympy", "ml_dtypes", "matplotlib", "tqdm", "ray")
+HEAVY = ("onnx", "onnx_ir", "onnxruntime", "numpy", "torch", "PIL", "sympy.core", "ml_dtypes", "matplotlib", "tqdm", "ray")
 
 PROBE = """
 import json, sys

@@ -92,7 +92,7 @@ def load(
     fmt = format or detect_format(path)
     shapes = parse_input_shapes(input_shape)
     if fmt == "onnx":
-        with SourceHasher("onnx", [path]) as hasher:  # hashes beside parsing and saving
+        with SourceHasher("onnx", [path]) as hasher:  # hashes beside parsing
             model = load_onnx(path)
             if "graphfix.source" not in model.ir.metadata_props:
                 model.defer_metadata(source=hasher)

@@ -70,7 +70,7 @@ def load_caffe(
     inputs, layers = _inputs(net, layers, input_shape, path)
     weights_path = _find_weights(path, weights, layers)
     files = [path] + ([weights_path] if weights_path else [])
-    with SourceHasher("caffe", files) as hasher:  # hashes beside conversion and saving
+    with SourceHasher("caffe", files) as hasher:  # hashes beside conversion
         caffemodel = read_caffemodel(weights_path) if weights_path else None
         try:
             ir_model = build_graph(layers, inputs, caffemodel, outputs=outputs, opset=opset, path=path)
