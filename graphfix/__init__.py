@@ -26,6 +26,8 @@ __all__ = [
     "export",
     "check",
     "write_back",
+    "save_features",
+    "save_predictions",
 ]
 
 import importlib
@@ -51,6 +53,8 @@ _LAZY = {
     "check": "graphfix.convert.check",
     "export": "graphfix.convert.export",
     "write_back": "graphfix.convert.writeback",
+    "save_features": "graphfix.calibrate.features",
+    "save_predictions": "graphfix.calibrate.predictions",
 }
 
 
@@ -69,6 +73,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from graphfix.calibrate import Thresholds, apply_thresholds, fit_thresholds, train_head
+    from graphfix.calibrate.features import save_features
+    from graphfix.calibrate.predictions import save_predictions
     from graphfix.convert import load
     from graphfix.convert.check import check
     from graphfix.convert.export import export

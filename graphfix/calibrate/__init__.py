@@ -9,6 +9,8 @@ Pipeline on a swapped model (`graphfix_head` Gemm + `logits` / `probabilities` o
   thresholds with an explicit few-positive policy; `apply_thresholds` stores them.
 - `decide(scores, ...)` (`decisions`): the decision rules in NumPy (thresholds, top-k, count).
 - `model_scores(model, data)` (`scoring`): a model's probabilities on a data set.
+- `save_features` / `save_predictions` (`features`, `predictions`, `shards`): resumable folders
+  of shards, computed here or on Ray; a features folder is accepted as a data set.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = [
     "load_dataset",
     "extract_features",
     "feature_model",
+    "save_features",
+    "save_predictions",
     "model_scores",
     "metrics",
     "search_thresholds",
@@ -38,7 +42,8 @@ from graphfix.calibrate import metrics
 from graphfix.calibrate.calibration import Thresholds, apply_thresholds, evaluate, fit_thresholds, fit_thresholds_from_scores
 from graphfix.calibrate.datasets import Dataset, Preprocess, load_dataset
 from graphfix.calibrate.decisions import decide, stored_decision
-from graphfix.calibrate.features import extract_features, feature_model
+from graphfix.calibrate.features import extract_features, feature_model, save_features
+from graphfix.calibrate.predictions import save_predictions
 from graphfix.calibrate.head_training import train_head
 from graphfix.calibrate.scoring import as_dataset, model_scores
 from graphfix.calibrate.thresholds import parse_objective, search_thresholds
