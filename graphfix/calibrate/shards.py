@@ -32,6 +32,7 @@ __all__ = [
 
 import json
 import os
+import signal
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -196,6 +197,23 @@ def _check_folder(folder: str, inputs: Iterable[str | None]) -> None:
                                 kind="usage", path=folder)
 
 
+def _run_todo(runner: Runner, model_bytes: bytes, data: Dataset, todo: list[Shard], shards: list[Shard],
+              plan: ShardPlan, folder: str, pbar: Any, retried: list, where: dict[str, int]) -> None:
+    """Run `todo` with `runner`, writing each shard as it comes back (`retried`, `where` filled in)."""
+    for k, arrays, info in runner(model_bytes, data, todo, plan):
+        _, start, stop = shards[k]
+        rows = {"row": np.arange(start, stop, dtype=np.int64), "path": _row_names(data, start, stop)}
+        if data.y.shape[1]:
+            rows["targets"] = data.y[start:stop]
+        if plan.post is not None:
+            arrays = plan.post(arrays)
+        _save_npz(os.path.join(folder, _shard_file(k)), {**arrays, **rows})
+        if info.get("attempts", 1) > 1:
+            retried.append({"shard": k, "rows": [start, stop], **info})
+        where[str(info.get("where"))] = where.get(str(info.get("where")), 0) + (stop - start)
+        pbar.update(stop - start)
+
+
 def _quiet_bar():
     from tqdm import tqdm
 
@@ -267,20 +285,17 @@ def write_shards(
     retried: list[dict[str, Any]] = []
     where: dict[str, int] = {}
     what = "features" if plan.format == FEATURES_FORMAT else "predictions"
-    with (bar(total=len(data), desc=what, unit="row") if progress is not False else _quiet_bar()) as pbar:
-        pbar.update(sum(e - s for k, s, e in shards if k in done))
-        for k, arrays, info in (runner or local_runner)(model_bytes, data, todo, plan):
-            _, start, stop = shards[k]
-            rows = {"row": np.arange(start, stop, dtype=np.int64), "path": _row_names(data, start, stop)}
-            if data.y.shape[1]:
-                rows["targets"] = data.y[start:stop]
-            if plan.post is not None:
-                arrays = plan.post(arrays)
-            _save_npz(os.path.join(folder, _shard_file(k)), {**arrays, **rows})
-            if info.get("attempts", 1) > 1:
-                retried.append({"shard": k, "rows": [start, stop], **info})
-            where[str(info.get("where"))] = where.get(str(info.get("where")), 0) + (stop - start)
-            pbar.update(stop - start)
+    try:
+        with (bar(total=len(data), desc=what, unit="row") if progress is not False else _quiet_bar()) as pbar:
+            pbar.update(sum(e - s for k, s, e in shards if k in done))
+            _run_todo(runner or local_runner, model_bytes, data, todo, shards, plan, folder, pbar, retried, where)
+    except KeyboardInterrupt as exc:  # complete shards stay: the next run resumes from them
+        from graphfix.errors import Interrupted
+
+        signum = getattr(exc, "signum", signal.SIGINT)
+        kept = sum(_shard_ok(os.path.join(folder, _shard_file(k)), s, e) for k, s, e in shards)
+        raise Interrupted(signum, f"interrupted; {kept} of {len(shards)} shards are in {folder}: "
+                                  "run the same command again to finish") from None
     missing = [k for k, s, e in shards if not _shard_ok(os.path.join(folder, _shard_file(k)), s, e)]
     if missing:
         raise GraphfixError(f"{len(missing)} shards were not written (first: {_shard_file(missing[0])})", path=folder)
@@ -289,7 +304,6 @@ def write_shards(
     return {"folder": folder, "rows": len(data), "shards": len(shards), "written": len(todo),
             "skipped": len(done), "retried": retried, "rows_by_worker": where,
             "seconds": round(time.perf_counter() - started, 3)}
-
 
 
 def read_arrays(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, np.ndarray]:

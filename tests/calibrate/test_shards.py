@@ -98,3 +98,43 @@ def test_unlabelled_features_serve_predict_but_not_training(build, make, tmp_pat
     assert res.returncode == 0 and len(json.loads(res.stdout)["predictions"]) == 30, res.stderr
     res = run_cli("train-head", tmp_path / "m.onnx", "--features", tmp_path / "f", "-o", tmp_path / "t.onnx")
     assert res.returncode == 2 and "unlabelled" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_ctrl_c_keeps_complete_shards_and_says_how_to_resume(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from tests.calibrate.conftest import build_swapped
+    from tests.conftest import ROOT
+
+    build_swapped(preprocess={"size": [6, 6]}).save(tmp_path / "m.onnx")
+    (tmp_path / "img").mkdir()
+    rows = ["path,labels"]
+    for i in range(40):
+        name = f"img/{i:02d}{'_interruptme' if i == 25 else ''}.png"
+        Image.fromarray(np.full((6, 6, 3), i, np.uint8)).save(tmp_path / name)
+        rows.append(f"{name},c{i % 4}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import os, signal, sys\n"
+        "def _hook(event, args):\n"
+        "    if event == 'open' and isinstance(args[0], str) and 'interruptme' in args[0]:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.addaudithook(_hook)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(ROOT)]),
+               GRAPHFIX_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "graphfix.cli", "features", str(tmp_path / "m.onnx"), str(tmp_path / "d.csv"),
+           "-o", str(tmp_path / "f"), "--batch-size", "8", "--shard-rows", "8", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 130 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == (f"graphfix: error: interrupted; 3 of 5 shards are in {tmp_path / 'f'}: "
+                                  "run the same command again to finish"), res.stderr
+    env["PYTHONPATH"] = str(ROOT)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert (doc["skipped"], doc["written"]) == (3, 2) and read_manifest(tmp_path / "f")["complete"]
