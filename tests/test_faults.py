@@ -312,11 +312,15 @@ def _workers_of(out: Path) -> list[int]:
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT-group"])
 def test_fleet_stops_on_signal(how, tmp_path, record_property):
+    from tests.test_worker import FAULTS
+
     src, out = tmp_path / "models", tmp_path / "out"
     src.mkdir()
-    for i in range(40):
-        shutil.copytree(LENET, src / f"m{i:02d}")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for i in range(40):  # the last one hangs: the fleet is still busy whenever the signal comes
+        shutil.copytree(LENET, src / (f"m{i:02d}" if i < 39 else "m39_hangme"))
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(FAULTS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(ROOT)]))
     proc = subprocess.Popen([sys.executable, "-m", "graphfix.cli", "convert", str(src), "-o", str(out), "-r", "--jobs", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     deadline = time.monotonic() + 60
