@@ -271,9 +271,9 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """sha256 of what the features depend on: the arrays, or each image's path, size and mtime."""
-        h = hashlib.sha256()
         if self.features is not None:
             return self.origin or ""
+        h = hashlib.sha256()
         if self.x is not None:
             h.update(repr((self.x.shape, str(self.x.dtype))).encode())
             h.update(np.ascontiguousarray(self.x).data)

@@ -35,6 +35,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphfix.calibrate.datasets import Dataset
+from graphfix.calibrate.shards import DEFAULT_SHARD_ROWS
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 
@@ -163,7 +164,7 @@ def save_features(
     folder: str | os.PathLike,
     *,
     batch_size: int = 64,
-    shard_rows: int = 4096,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
     workers: int | None = None,
     ray: str | None = None,
     force: bool = False,
@@ -187,17 +188,12 @@ def save_features(
     Returns:
         The run's summary (rows, shards written and skipped, retried shards, rows per worker).
     """
-    from graphfix.calibrate.shards import FEATURES_FORMAT, ShardPlan, write_shards
+    from graphfix.calibrate.shards import FEATURES_FORMAT, ShardPlan, runner_for, write_shards
 
     fm = feature_model(model)
     plan = ShardPlan(FEATURES_FORMAT, {fm.output_names[0]: "features"}, batch_size=batch_size,
                      shard_rows=shard_rows, workers=workers)
-    runner = None
-    if ray is not None:
-        from graphfix.scale.ray_shards import ray_runner
-
-        runner = ray_runner(ray)
-    return write_shards(fm.to_bytes(), fm.sha256(), data, folder, plan, runner=runner, force=force,
+    return write_shards(fm.to_bytes(), data, folder, plan, runner=runner_for(ray), force=force,
                         inputs=inputs, progress=progress)
 
 
@@ -282,17 +278,19 @@ def _run_batches(
     return feats
 
 
-def _allocate(shape: tuple[int, int], target: Path | None) -> tuple[np.ndarray, str | None]:
-    nbytes = shape[0] * shape[1] * 4
+def _allocate(shape: tuple[int, ...], target: Path | None, dtype: np.dtype = np.float32) -> tuple[np.ndarray, str | None]:
+    """An empty array of `shape`; above the memory budget a memory-mapped file (kept beside
+    `target` and its name returned, or, with no target, unlinked at once)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if not _too_big(nbytes):
-        return np.empty(shape, np.float32), None
+        return np.empty(shape, dtype), None
     folder = target.parent if target is not None else Path(tempfile.gettempdir())
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=folder)
     os.close(fd)
     logger.warning("features (%.1f GB) are over the memory budget (%.1f GB): streaming them from %s",
                    nbytes / 1e9, memory_budget() / 1e9, tmp)
-    feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
     if target is None:  # nothing to keep: the mapping outlives the name
         os.unlink(tmp)
         return feats, None

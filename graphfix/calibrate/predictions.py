@@ -18,6 +18,7 @@ import numpy as np
 
 from graphfix.calibrate.datasets import Dataset, Preprocess, image_paths, load_dataset
 from graphfix.calibrate.decisions import decide, stored_decision
+from graphfix.calibrate.shards import DEFAULT_SHARD_ROWS, is_shard_dir, load_features_dir
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 
@@ -40,9 +41,7 @@ def prediction_data(model: Model, inputs: Sequence[str], prep: Preprocess | None
     from graphfix.calibrate.scoring import model_labels
 
     labels = model_labels(model)
-    if len(inputs) == 1 and (os.path.isdir(inputs[0]) and os.path.isfile(os.path.join(inputs[0], "manifest.json"))):
-        from graphfix.calibrate.shards import load_features_dir
-
+    if len(inputs) == 1 and is_shard_dir(inputs[0]):
         return load_features_dir(inputs[0], labels, need_targets=False)
     if len(inputs) == 1 and inputs[0].lower().endswith((".csv", ".npz")):
         return load_dataset(inputs[0], labels, prep, need_labels=False)
@@ -61,7 +60,7 @@ def save_predictions(
     *,
     scores: bool = False,
     batch_size: int = 64,
-    shard_rows: int = 4096,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
     workers: int | None = None,
     ray: str | None = None,
     force: bool = False,
@@ -81,7 +80,7 @@ def save_predictions(
         The run's summary (rows, shards written and skipped, retried shards, rows per worker).
     """
     from graphfix.calibrate.scoring import model_labels
-    from graphfix.calibrate.shards import PREDICTIONS_FORMAT, ShardPlan, write_shards
+    from graphfix.calibrate.shards import PREDICTIONS_FORMAT, ShardPlan, runner_for, write_shards
 
     if "probabilities" not in model.output_names:
         raise GraphfixError("the model has no `probabilities` output", kind="no_head", path=model.path,
@@ -101,14 +100,8 @@ def save_predictions(
     names = ["labels"] + (["scores"] if scores else [])
     plan = ShardPlan(PREDICTIONS_FORMAT, outputs, batch_size=batch_size, shard_rows=shard_rows, workers=workers,
                      post=finish, stored=names)
-    runner = None
-    if data.features is not None:
-        runner = _head_runner(model)
-    elif ray is not None:
-        from graphfix.scale.ray_shards import ray_runner
-
-        runner = ray_runner(ray)
-    return write_shards(model.to_bytes(), model.sha256(), data, folder, plan, runner=runner, force=force,
+    runner = _head_runner(model) if data.features is not None else runner_for(ray)
+    return write_shards(model.to_bytes(), data, folder, plan, runner=runner, force=force,
                         labels=model_labels(model), inputs=inputs, progress=progress)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "local_runner", "run_shard", "read_manifest", "load_features_dir", "read_arrays",
 ]
 
+import hashlib
 import json
 import os
 import signal
@@ -179,6 +180,15 @@ def local_runner(model_bytes: bytes, data: Dataset, shards: list[Shard], plan: S
         yield k, run_shard(session, data, start, stop, plan), {"where": "local"}
 
 
+def runner_for(ray: str | None) -> Runner:
+    """`local_runner` for None, else the Ray runner at address `ray` ("local", "auto", host:port)."""
+    if ray is None:
+        return local_runner
+    from graphfix.scale.ray_shards import ray_runner
+
+    return ray_runner(ray)
+
+
 def _check_folder(folder: str, inputs: Iterable[str | None]) -> None:
     """The folder may be new, empty, or a graphfix shard folder; never an input or a file."""
     real = os.path.realpath(folder)
@@ -198,8 +208,10 @@ def _check_folder(folder: str, inputs: Iterable[str | None]) -> None:
 
 
 def _run_todo(runner: Runner, model_bytes: bytes, data: Dataset, todo: list[Shard], shards: list[Shard],
-              plan: ShardPlan, folder: str, pbar: Any, retried: list, where: dict[str, int]) -> None:
-    """Run `todo` with `runner`, writing each shard as it comes back (`retried`, `where` filled in)."""
+              plan: ShardPlan, folder: str, pbar: Any, written: set[int], retried: list,
+              where: dict[str, int]) -> None:
+    """Run `todo` with `runner`, writing each shard as it comes back (`written`, `retried` and
+    `where` filled in as shards land)."""
     for k, arrays, info in runner(model_bytes, data, todo, plan):
         _, start, stop = shards[k]
         rows = {"row": np.arange(start, stop, dtype=np.int64), "path": _row_names(data, start, stop)}
@@ -208,6 +220,7 @@ def _run_todo(runner: Runner, model_bytes: bytes, data: Dataset, todo: list[Shar
         if plan.post is not None:
             arrays = plan.post(arrays)
         _save_npz(os.path.join(folder, _shard_file(k)), {**arrays, **rows})
+        written.add(k)
         if info.get("attempts", 1) > 1:
             retried.append({"shard": k, "rows": [start, stop], **info})
         where[str(info.get("where"))] = where.get(str(info.get("where")), 0) + (stop - start)
@@ -222,7 +235,6 @@ def _quiet_bar():
 
 def write_shards(
     model_bytes: bytes,
-    model_sha256: str,
     data: Dataset,
     folder: str | os.PathLike,
     plan: ShardPlan,
@@ -236,8 +248,8 @@ def write_shards(
     """Compute and write the shards of `data` that the folder does not hold yet.
 
     Args:
-        model_bytes: The ONNX model to run (the backbone for features).
-        model_sha256: Its sha256 (stored; a re-run with another model is refused unless `force`).
+        model_bytes: The ONNX model to run (the backbone for features); its sha256 is stored, and a
+            re-run with another model is refused unless `force`.
         data: The rows.
         folder: Created if missing.
         plan: Format, outputs, batch and shard sizes.
@@ -258,7 +270,8 @@ def write_shards(
     _check_folder(folder, inputs)
     os.makedirs(folder, exist_ok=True)
     doc = {
-        "format": plan.format, "model_sha256": model_sha256, "data_fingerprint": data.fingerprint(),
+        "format": plan.format, "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "data_fingerprint": data.fingerprint(),
         "data_source": os.path.abspath(data.source) if data.source else None, "rows": len(data),
         "labels": list(labels if labels is not None else data.labels), "shard_rows": plan.shard_rows,
         "batch_size": plan.batch_size, "arrays": sorted(plan.stored or plan.outputs.values()),
@@ -285,18 +298,19 @@ def write_shards(
     retried: list[dict[str, Any]] = []
     where: dict[str, int] = {}
     what = "features" if plan.format == FEATURES_FORMAT else "predictions"
+    written: set[int] = set()
     try:
         with (bar(total=len(data), desc=what, unit="row") if progress is not False else _quiet_bar()) as pbar:
             pbar.update(sum(e - s for k, s, e in shards if k in done))
-            _run_todo(runner or local_runner, model_bytes, data, todo, shards, plan, folder, pbar, retried, where)
+            _run_todo(runner or local_runner, model_bytes, data, todo, shards, plan, folder, pbar,
+                      written, retried, where)
     except KeyboardInterrupt as exc:  # complete shards stay: the next run resumes from them
         from graphfix.errors import Interrupted
 
         signum = getattr(exc, "signum", signal.SIGINT)
-        kept = sum(_shard_ok(os.path.join(folder, _shard_file(k)), s, e) for k, s, e in shards)
-        raise Interrupted(signum, f"interrupted; {kept} of {len(shards)} shards are in {folder}: "
+        raise Interrupted(signum, f"interrupted; {len(done | written)} of {len(shards)} shards are in {folder}: "
                                   "run the same command again to finish") from None
-    missing = [k for k, s, e in shards if not _shard_ok(os.path.join(folder, _shard_file(k)), s, e)]
+    missing = sorted({k for k, _, _ in shards} - done - written)
     if missing:
         raise GraphfixError(f"{len(missing)} shards were not written (first: {_shard_file(missing[0])})", path=folder)
     _write_manifest(folder, {**doc, "complete": True,
@@ -313,6 +327,8 @@ def read_arrays(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, np
     Raises:
         GraphfixError: the folder is incomplete, a shard is missing or does not hold its rows.
     """
+    from graphfix.calibrate.features import _allocate
+
     folder = os.fspath(folder)
     doc = read_manifest(folder)
     if not doc.get("complete"):
@@ -333,24 +349,11 @@ def read_arrays(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, np
                         text.setdefault(n, []).append(part)
                         continue
                     if n not in out:
-                        out[n] = _allocate((doc["rows"], *part.shape[1:]), part.dtype)
+                        out[n] = _allocate((doc["rows"], *part.shape[1:]), None, part.dtype)[0]
                     out[n][sh["start"] : sh["stop"]] = part
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise GraphfixError(f"cannot read shard ({exc})", path=path) from exc
     return {**out, **{n: np.concatenate(parts) for n, parts in text.items()}}
-
-
-def _allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An empty array, or above the memory budget one backed by an unlinked temporary file."""
-    import tempfile
-
-    from graphfix.calibrate.features import memory_budget
-
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if nbytes <= memory_budget():
-        return np.empty(shape, dtype)
-    with tempfile.NamedTemporaryFile(prefix=".features.", suffix=".npy") as fh:  # unlinked on close
-        return np.lib.format.open_memmap(fh.name, mode="w+", dtype=dtype, shape=shape)
 
 
 def load_features_dir(folder: str | os.PathLike, labels: list[str] | None, *, need_targets: bool = True) -> Dataset:

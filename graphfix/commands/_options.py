@@ -49,12 +49,13 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
 
 
-def add_ray_arg(parser: argparse.ArgumentParser) -> None:
+def add_ray_arg(parser: argparse.ArgumentParser, more: str = "") -> None:
     """--ray [ADDRESS]: absent -> args.ray is None; bare --ray -> "local" (start a local Ray);
-    "auto" or host:port / ray://... joins a cluster. Pass args.ray to graphfix.scale.init_ray."""
+    "auto" or host:port / ray://... joins a cluster. Pass args.ray to graphfix.scale.init_ray.
+    `more` is appended to the help (what --ray means for this command)."""
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run on Ray: no ADDRESS starts a local Ray with this machine's CPUs; "
-                             "'auto' or host:port joins a cluster (needs graphfix[ray])")
+                             "'auto' or host:port joins a cluster (needs graphfix[ray])" + more)
 
 
 def add_output_args(parser: argparse.ArgumentParser, *, output: bool = True) -> None:

@@ -45,11 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="replace a worker process once its memory is over MB after a model (default 2000; "
                             "not honoured with --ray, where Ray's memory monitor kills a worker when its node runs "
                             "low and that model is retried once)")
-    add_ray_arg(fleet)
-    ray = next(a for a in parser._actions if a.dest == "ray")
-    ray.help += ("; folders only: each model is a Ray task on 1 CPU (--jobs does not apply, --recycle-after is "
-                 "the tasks' max_calls) and every node must see the input folders and OUTDIR at the same paths "
-                 "(a shared file system, checked first)")
+    add_ray_arg(fleet, "; folders only: each model is a Ray task on 1 CPU (--jobs does not apply, --recycle-after "
+                       "is the tasks' max_calls) and every node must see the input folders and OUTDIR at the same "
+                       "paths (a shared file system, checked first)")
     add_output_args(parser)
 
 

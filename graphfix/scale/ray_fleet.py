@@ -47,7 +47,7 @@ from graphfix.errors import GraphfixError, os_error
 from graphfix.fleet import NOT_CONVERTED, Job, final_row, job_argv, plan, row_from
 from graphfix.output import clean_stale
 from graphfix.progress import bar
-from graphfix.scale.ray_runtime import import_ray, init_ray
+from graphfix.scale.ray_runtime import first_line, import_ray, init_ray
 
 #: Seconds every node gets to answer the shared file-system check (a new worker imports Ray).
 CHECK_TIMEOUT = 120.0
@@ -163,9 +163,7 @@ def check_shared_fs(ray: types.ModuleType, inputs: list[str], outdir: str, timeo
 
 def _first(exc: BaseException, sentence: bool = False) -> str:
     """The first non-empty line (or sentence) of an exception's text (its type name if none)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    line = lines[0] if lines else type(exc).__name__
-    return (line.split(". ")[0].rstrip(".") if sentence else line)[:300]
+    return first_line(str(exc), sentence=sentence) or type(exc).__name__
 
 
 @dataclass

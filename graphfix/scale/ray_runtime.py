@@ -7,7 +7,7 @@ it, `--ray` is a one-line usage error. Nothing imports ray until `init_ray` is c
 
 from __future__ import annotations
 
-__all__ = ["init_ray", "import_ray", "MISSING_RAY"]
+__all__ = ["init_ray", "import_ray", "first_line", "MISSING_RAY"]
 
 import importlib
 import os
@@ -30,6 +30,16 @@ def import_ray() -> types.ModuleType:
         raise GraphfixError(MISSING_RAY, kind="usage") from None
 
 
+def first_line(text: str, *, sentence: bool = False, limit: int | None = 300) -> str:
+    """The first non-empty line of a Ray message or error text, colour codes removed (with
+    `sentence`, only its first sentence), cut at `limit` characters; "" when there is none."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    if sentence:
+        line = line.split(". ")[0].rstrip(".")
+    return line[:limit] if limit else line
+
+
 def _errors_to_stderr() -> None:
     """Ray prints the cluster's error messages (a worker died, a task is retried) on the driver's
     stdout, several lines each; print the first sentence of each as one `graphfix: ray:` line on
@@ -43,9 +53,9 @@ def _errors_to_stderr() -> None:
 
     def to_stderr(data: dict, ignore_prefix: bool) -> None:
         for line in data.get("lines", []):
-            text = re.sub(r"\x1b\[[0-9;]*m", "", str(line)).strip()
+            text = first_line(str(line), sentence=True, limit=None)
             if text:
-                sys.stderr.write(f"graphfix: ray: {text.split('. ')[0].rstrip('.')}\n")
+                sys.stderr.write(f"graphfix: ray: {text}\n")
 
     to_stderr._graphfix = True  # type: ignore[attr-defined]
     worker.print_to_stdstream = to_stderr

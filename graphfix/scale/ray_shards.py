@@ -28,7 +28,7 @@ import numpy as np
 from graphfix.calibrate.datasets import Dataset
 from graphfix.calibrate.shards import Runner, Shard, ShardPlan, run_shard
 from graphfix.errors import GraphfixError
-from graphfix.scale.ray_runtime import init_ray
+from graphfix.scale.ray_runtime import first_line, init_ray
 
 #: Starts of one shard (each after its actor died) before the run gives up on it.
 MAX_ATTEMPTS = 3
@@ -106,8 +106,7 @@ def _reason(exc: BaseException) -> str:
     useful = [(kind, msg) for kind, msg in found if kind not in ("UserCodeException", "RayTaskError")]
     if useful:
         return useful[-1][1].strip()
-    lines = [ln.strip() for ln in "\n".join(texts).splitlines() if ln.strip()]
-    return lines[0] if lines else "unknown error"
+    return first_line("\n".join(texts)) or "unknown error"
 
 
 def _pool_size(ray: Any, cpus: float) -> int:
