@@ -4,7 +4,7 @@ A random-weight CNN (3x96x96 input, 4 strided convs, global pooling, the `graphf
 Sigmoid: the structure swap-head writes) is run over the same NPZ-style array twice:
 
 - raw: an onnxruntime InferenceSession on the whole model, `sess.run` batch after batch;
-- features: `graphfix.calibrate.extract_features` (backbone cut at the head, cache off).
+- features: `graphfix.data.extract_features` (backbone cut at the head, cache off).
 
 Target: the feature path within 10% of raw throughput (it runs less of the graph, so it can be
 faster). Both use onnxruntime's default CPU threading.
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import onnxruntime as ort
 
-    from graphfix.calibrate import Dataset
-    from graphfix.calibrate.features import extract_features
+    from graphfix.data import Dataset
+    from graphfix.data.features import extract_features
 
     model = build_model(size=args.size)
     x = np.random.default_rng(1).standard_normal((args.samples, 3, args.size, args.size)).astype(np.float32)

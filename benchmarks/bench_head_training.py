@@ -39,7 +39,7 @@ def make_features(n: int, n_feat: int, n_labels: int, seed: int = 0) -> tuple[np
 
 
 def run_graphfix(x: np.ndarray, y: np.ndarray, weight_decay: float | str = "auto") -> tuple[float, dict]:
-    from graphfix.calibrate.training import TrainConfig, fit_head
+    from graphfix.train.head_fit import TrainConfig, fit_head
 
     start = time.perf_counter()
     fit = fit_head(x, y, TrainConfig(weight_decay=weight_decay))

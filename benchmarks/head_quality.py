@@ -140,7 +140,7 @@ def graphfix_runs(out: Path, paths: dict[str, str], *, train_from: str | None) -
 
 def _decision_metrics(model_path: Path, test_npz: str) -> dict[str, float]:
     """Test metrics of the model's own `labels` output (its stored top-k / count decision)."""
-    from graphfix.calibrate import metrics
+    from graphfix import metrics
     from graphfix.model import Model
 
     data = np.load(test_npz)
@@ -151,7 +151,7 @@ def _decision_metrics(model_path: Path, test_npz: str) -> dict[str, float]:
 
 
 def _features(swapped: Path, npz: str) -> tuple[np.ndarray, np.ndarray]:
-    from graphfix.calibrate import feature_model
+    from graphfix.data import feature_model
     from graphfix.model import Model
 
     data = np.load(npz)

@@ -49,12 +49,12 @@ _LAZY = {
     "Thresholds": "graphfix.calibrate",
     "apply_thresholds": "graphfix.calibrate",
     "fit_thresholds": "graphfix.calibrate",
-    "train_head": "graphfix.calibrate",
+    "train_head": "graphfix.train",
     "check": "graphfix.convert.check",
     "export": "graphfix.convert.export",
     "write_back": "graphfix.convert.writeback",
-    "save_features": "graphfix.calibrate.features",
-    "save_predictions": "graphfix.calibrate.predictions",
+    "save_features": "graphfix.data",
+    "save_predictions": "graphfix.calibrate",
 }
 
 
@@ -72,9 +72,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from graphfix.calibrate import Thresholds, apply_thresholds, fit_thresholds, train_head
-    from graphfix.calibrate.features import save_features
-    from graphfix.calibrate.predictions import save_predictions
+    from graphfix.calibrate import Thresholds, apply_thresholds, fit_thresholds, save_predictions
+    from graphfix.data import save_features
+    from graphfix.train import train_head
     from graphfix.convert import load
     from graphfix.convert.check import check
     from graphfix.convert.export import export

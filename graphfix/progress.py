@@ -6,7 +6,7 @@ Bars go to stderr, only when it is a terminal, and never under `-q` or `--json` 
 
 from __future__ import annotations
 
-__all__ = ["bar", "set_enabled"]
+__all__ = ["bar", "set_enabled", "wanted"]
 
 import os
 import sys
@@ -27,3 +27,8 @@ def bar(total: float | None = None, desc: str = "", unit: str = "it", **kwargs: 
 
     off = not _enabled or os.environ.get("GRAPHFIX_PROGRESS") == "0" or not sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit=unit, disable=off, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def wanted(progress: bool | None) -> bool:
+    """An explicit `progress` flag, or (None) bars only when stderr is a terminal."""
+    return bool(sys.stderr.isatty()) if progress is None else progress

@@ -1,49 +1,69 @@
-"""Train the multi-label head and calibrate per-class thresholds.
+"""Calibrate: from a trained head's scores to decisions, with the evidence.
 
-Pipeline on a swapped model (`graphfix_head` Gemm + `logits` / `probabilities` outputs):
+Holds per-class thresholds (`calibration`: `fit_thresholds`, `apply_thresholds`, `Thresholds`,
+`evaluate`; `thresholds`: the exact threshold search per objective), the decision rules in
+NumPy (`decisions`: thresholds, top-k, count), prediction folders (`predictions`:
+`save_predictions`, labels by the stored rule) and the calibration reports (`report`: JSON,
+CSV and PNG; `report_html`: the interactive page). The metrics are `graphfix.metrics` (also
+used by training).
 
-- `train_head(model, train_set, val_set=None, ...)` (`head_training`): backbone features
-  (onnxruntime, cached), a converged, standardised, cross-validated linear head
-  (`training`, `solver`, `objectives`), written back into the head initializers.
-- `fit_thresholds(model, heldout_set, objective="f1", ...)` (`calibration`): exact per-class
-  thresholds with an explicit few-positive policy; `apply_thresholds` stores them.
-- `decide(scores, ...)` (`decisions`): the decision rules in NumPy (thresholds, top-k, count).
-- `model_scores(model, data)` (`scoring`): a model's probabilities on a data set.
-- `save_features` / `save_predictions` (`features`, `predictions`, `shards`): resumable folders
-  of shards, computed here or on Ray; a features folder is accepted as a data set.
+May import: data/, train/ and graphfix's base modules. Never commands/ or scale/ (test:
+tests/test_layout.py).
+
+Deprecated re-exports (kept for one release; import them from their new homes):
+`train_head` (graphfix.train), `Dataset`, `Preprocess`, `load_dataset`, `as_dataset`,
+`model_scores`, `extract_features`, `feature_model`, `save_features` (graphfix.data) and
+`metrics` (graphfix.metrics). Each still works from here and warns with DeprecationWarning.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "train_head",
     "fit_thresholds",
     "fit_thresholds_from_scores",
     "apply_thresholds",
     "decide",
     "evaluate",
-    "as_dataset",
     "stored_decision",
     "Thresholds",
-    "Dataset",
-    "Preprocess",
-    "load_dataset",
-    "extract_features",
-    "feature_model",
-    "save_features",
     "save_predictions",
-    "model_scores",
-    "metrics",
     "search_thresholds",
     "parse_objective",
 ]
 
-from graphfix.calibrate import metrics
+import importlib
+import warnings
+from typing import Any
+
 from graphfix.calibrate.calibration import Thresholds, apply_thresholds, evaluate, fit_thresholds, fit_thresholds_from_scores
-from graphfix.calibrate.datasets import Dataset, Preprocess, load_dataset
 from graphfix.calibrate.decisions import decide, stored_decision
-from graphfix.calibrate.features import extract_features, feature_model, save_features
 from graphfix.calibrate.predictions import save_predictions
-from graphfix.calibrate.head_training import train_head
-from graphfix.calibrate.scoring import as_dataset, model_scores
 from graphfix.calibrate.thresholds import parse_objective, search_thresholds
+
+#: Deprecated name -> the module that holds it now.
+_MOVED = {
+    "train_head": "graphfix.train",
+    "Dataset": "graphfix.data",
+    "Preprocess": "graphfix.data",
+    "load_dataset": "graphfix.data",
+    "as_dataset": "graphfix.data",
+    "model_scores": "graphfix.data",
+    "extract_features": "graphfix.data",
+    "feature_model": "graphfix.data",
+    "save_features": "graphfix.data",
+    "metrics": "graphfix.metrics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module 'graphfix.calibrate' has no attribute {name!r}")
+    warnings.warn(f"graphfix.calibrate.{name} moved to {home if name == 'metrics' else home + '.' + name}; the old name goes in the next release",
+                  DeprecationWarning, stacklevel=2)
+    module = importlib.import_module(home)
+    return module if name == "metrics" else getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MOVED))

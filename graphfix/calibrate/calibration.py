@@ -30,11 +30,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from graphfix.calibrate import metrics
-from graphfix.calibrate.datasets import Dataset, Preprocess
+from graphfix import metrics
+from graphfix.data.datasets import Dataset
+from graphfix.data.images import Preprocess
 from graphfix.calibrate.decisions import decide
-from graphfix.calibrate.features import head_parameters
-from graphfix.calibrate.scoring import model_labels, model_scores
+from graphfix.data.features import head_parameters
+from graphfix.data.scores import model_labels, model_scores
 from graphfix.calibrate.thresholds import parse_objective, search_thresholds
 from graphfix.errors import GraphfixError
 from graphfix.model import Model, set_metadata
@@ -296,7 +297,7 @@ def apply_thresholds(
         labels_output: Add the bool `labels` output (replacing an earlier one).
         at_least_one: Keep each image's top label (default: the Thresholds' setting).
     """
-    from graphfix.calibrate.graph import add_labels_output, remove_labels_output
+    from graphfix.train.head_graph import add_labels_output, remove_labels_output
 
     if isinstance(thresholds, Thresholds):
         values = thresholds.values

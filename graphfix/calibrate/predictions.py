@@ -2,7 +2,7 @@
 
 `stored_labels` is the one decision `predict` makes: the model's bool `labels` output when it has
 one, else its stored rule (`graphfix.calibrate.decisions.stored_decision`). `save_predictions`
-writes a predictions folder (`graphfix.calibrate.shards`, format graphfix-predictions/1: `labels`
+writes a predictions folder (`graphfix.data.shards`, format graphfix-predictions/1: `labels`
 bool [n, L], with `scores` float32 [n, L] when asked, plus row and path), locally or on Ray, and
 `prediction_data` turns `predict`'s INPUTS into the Dataset it runs on.
 """
@@ -16,9 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from graphfix.calibrate.datasets import Dataset, Preprocess, image_paths, load_dataset
+from graphfix.data.datasets import Dataset, load_dataset
+from graphfix.data.images import Preprocess, image_paths
 from graphfix.calibrate.decisions import decide, stored_decision
-from graphfix.calibrate.shards import DEFAULT_SHARD_ROWS, is_shard_dir, load_features_dir
+from graphfix.data.shards import DEFAULT_SHARD_ROWS, is_shard_dir, load_features_dir
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 
@@ -38,7 +39,7 @@ def stored_labels(model: Model, probs: np.ndarray, labels_output: np.ndarray | N
 def prediction_data(model: Model, inputs: Sequence[str], prep: Preprocess | None) -> Dataset:
     """One data set from `predict`'s INPUTS: a CSV manifest, an NPZ, a features folder, or image
     files and folders (in the order given, folders sorted)."""
-    from graphfix.calibrate.scoring import model_labels
+    from graphfix.data.scores import model_labels
 
     labels = model_labels(model)
     if len(inputs) == 1 and is_shard_dir(inputs[0]):
@@ -74,13 +75,13 @@ def save_predictions(
         data: The rows (`prediction_data`); a features folder runs only the head, in NumPy.
         ray: None runs here; "local", "auto" or an address runs the shards on Ray; the labels
             and scores equal the local ones row for row.
-        Others: as `graphfix.calibrate.features.save_features`.
+        Others: as `graphfix.data.features.save_features`.
 
     Returns:
         The run's summary (rows, shards written and skipped, retried shards, rows per worker).
     """
-    from graphfix.calibrate.scoring import model_labels
-    from graphfix.calibrate.shards import PREDICTIONS_FORMAT, ShardPlan, runner_for, write_shards
+    from graphfix.data.scores import model_labels
+    from graphfix.data.shards import PREDICTIONS_FORMAT, ShardPlan, runner_for, write_shards
 
     if "probabilities" not in model.output_names:
         raise GraphfixError("the model has no `probabilities` output", kind="no_head", path=model.path,
@@ -107,7 +108,7 @@ def save_predictions(
 
 def _head_runner(model: Model):
     """A runner over a features folder: the head's probabilities in NumPy (no backbone run)."""
-    from graphfix.calibrate.features import extract_features, scores_from_features
+    from graphfix.data.features import extract_features, scores_from_features
 
     def run(model_bytes: bytes, data: Dataset, shards: list, plan: Any):
         feats = extract_features(model, data)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.calibrate import metrics
+from graphfix import metrics
 from graphfix.errors import GraphfixError
 from graphfix.jsonout import jsonable
 

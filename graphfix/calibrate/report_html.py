@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.calibrate import metrics
+from graphfix import metrics
 
 #: Points kept per class PR curve (evenly spaced along the curve, ends kept).
 CURVE_POINTS = 80

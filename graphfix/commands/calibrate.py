@@ -52,8 +52,9 @@ def _line(name: str, m: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores, model_scores
-    from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
+    from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores
+    from graphfix.data import model_scores
+    from graphfix.commands._data import check_data_path, preprocess_for, progress_for
 
     if (args.heldout is None) == (args.features is None):
         raise GraphfixError("give --heldout DATA or --features FEATURES_DIR (one of them)", kind="usage")

@@ -32,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphfix.calibrate import load_dataset
-    from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
-    from graphfix.calibrate.scoring import model_labels
-    from graphfix.calibrate.features import save_features
+    from graphfix.data import load_dataset
+    from graphfix.commands._data import check_data_path, preprocess_for, progress_for
+    from graphfix.data.scores import model_labels
+    from graphfix.data.features import save_features
     from graphfix.errors import GraphfixError
 
     if args.shard_rows < 1 or args.batch_size < 1:

@@ -40,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from graphfix.calibrate import stored_decision
-    from graphfix.calibrate._cli import preprocess_for, progress_for
-    from graphfix.calibrate.datasets import image_paths, load_images
+    from graphfix.commands._data import preprocess_for, progress_for
+    from graphfix.data.images import image_paths, load_images
     from graphfix.calibrate.predictions import prediction_data, save_predictions, stored_labels
-    from graphfix.calibrate.shards import is_shard_dir
+    from graphfix.data.shards import is_shard_dir
     from graphfix.errors import GraphfixError
 
     if args.features:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], **summary}, text)
         return 0
     if folder_input:
-        from graphfix.calibrate.features import extract_features, scores_from_features
+        from graphfix.data.features import extract_features, scores_from_features
 
         p = scores_from_features(model, np.asarray(extract_features(model, data)))
         return _print(args, model, rule, list(data.paths or []), p, stored_labels(model, p))

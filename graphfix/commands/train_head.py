@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphfix.calibrate import train_head
-    from graphfix.calibrate._cli import check_data_path, preprocess_for, progress_for
+    from graphfix.train import train_head
+    from graphfix.commands._data import check_data_path, preprocess_for, progress_for
     from graphfix.errors import GraphfixError
 
     if (args.train is None) == (args.features is None):

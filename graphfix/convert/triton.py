@@ -116,7 +116,7 @@ def ensure_labels_output(model: Model) -> Model:
         return model
     import numpy as np
 
-    from graphfix.calibrate.graph import add_labels_output
+    from graphfix.train.head_graph import add_labels_output
 
     work = model.copy()
     add_labels_output(work, np.asarray(rule["thresholds"], np.float32), at_least_one=rule["at_least_one"])

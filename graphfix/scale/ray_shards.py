@@ -1,6 +1,6 @@
 """Shards on Ray: Ray Data hands shard descriptors to an actor pool of onnxruntime sessions.
 
-`ray_runner(address)` is a `graphfix.calibrate.shards.Runner`. The model's bytes go into the object
+`ray_runner(address)` is a `graphfix.data.shards.Runner`. The model's bytes go into the object
 store once; each actor loads them once (one session per actor, the CUDA provider first when Ray
 gave the actor a GPU) and, per shard, decodes that shard's images (or slices the arrays) and runs
 the model in batches of the plan's batch size, exactly as the local runner does, so the results
@@ -25,8 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from graphfix.calibrate.datasets import Dataset
-from graphfix.calibrate.shards import Runner, Shard, ShardPlan, run_shard
+from graphfix.data.datasets import Dataset
+from graphfix.data.shards import Runner, Shard, ShardPlan, run_shard
 from graphfix.errors import GraphfixError
 from graphfix.scale.ray_runtime import first_line, init_ray
 

@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from graphfix.calibrate import Dataset, apply_thresholds, decide, fit_thresholds, stored_decision
+from graphfix.calibrate import apply_thresholds, decide, fit_thresholds, stored_decision
+from graphfix.data import Dataset
 from graphfix.errors import GraphfixError
 from graphfix.model import load_onnx
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphfix.calibrate import metrics
+from graphfix import metrics
 
 sk = pytest.importorskip("sklearn.metrics")
 

@@ -16,7 +16,7 @@ import pytest
 from graphfix.calibrate import evaluate, fit_thresholds_from_scores
 from graphfix.calibrate.report import write_report
 from tests.calibrate._chromium import Browser, find_chromium
-from tests.calibrate.conftest import make_data
+from tests.tiny_heads import make_data
 from tests.conftest import ROOT
 
 HEAD = {"features": "pool5", "num_features": 2048, "num_labels": 1000, "old_kind": "gemm", "old_classes": 1000,

@@ -69,7 +69,7 @@ def test_baked_resize_close_to_pillow_when_enlarging():
     """The in-graph resize is Pillow's bilinear within one uint8 level when enlarging."""
     from PIL import Image
 
-    from graphfix.calibrate.datasets import Preprocess
+    from graphfix.data.images import Preprocess
     from graphfix.model import Model
 
     model = _calibrated()

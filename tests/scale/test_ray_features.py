@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphfix.calibrate.shards import read_arrays, read_manifest
-from tests.calibrate.conftest import build_swapped
+from graphfix.data.shards import read_arrays, read_manifest
+from tests.tiny_heads import build_swapped
 from tests.conftest import ROOT
 
 ray = pytest.importorskip("ray")

@@ -7,7 +7,7 @@ warning instead of failing the parse: the converter decides later whether the la
 
 from __future__ import annotations
 
-__all__ = ["PrototxtError", "parse_prototxt"]
+__all__ = ["PrototxtError", "parse_prototxt", "TOKEN"]
 
 import logging
 import re
@@ -19,7 +19,7 @@ from graphfix.convert.caffe._schema import IGNORED, MESSAGES, Field, Msg
 
 logger = logging.getLogger(__name__)
 
-_TOKEN = re.compile(
+TOKEN = re.compile(
     r"""
     (?P<ws>[ \t\r\n\f\v]+|\#[^\n]*)
   | (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
@@ -74,7 +74,7 @@ class _Tokens:
         append = self.toks.append
         lines = text.split("\n")
         for line_no, line in enumerate(lines, start=1):  # no token spans lines
-            for m in _TOKEN.finditer(line):
+            for m in TOKEN.finditer(line):
                 kind = m.lastgroup
                 if kind == "ws":
                     continue

@@ -74,14 +74,14 @@ def converter(*layer_types: str, weights: bool = False) -> Callable[[Callable], 
     return register
 
 
-def _load_all() -> None:
+def load_all() -> None:
     # importing the modules fills CONVERTERS
     import graphfix.convert.caffe.layers_math  # noqa: F401
     import graphfix.convert.caffe.layers_nn  # noqa: F401
     import graphfix.convert.caffe.layers_tensor  # noqa: F401
 
 
-_load_all()
+load_all()
 
 #: Supported layer types (sorted), for `graphfix inspect` and the docs. "Input" is handled by the driver.
 SUPPORTED_LAYERS: tuple[str, ...] = tuple(sorted([*CONVERTERS, "Input"]))

@@ -9,7 +9,7 @@ value), so a memory-mapped caffemodel is read without copying its weights.
 
 from __future__ import annotations
 
-__all__ = ["WireError", "decode", "MAX_DEPTH"]
+__all__ = ["WireError", "decode", "read_varint", "skip_field", "MAX_DEPTH"]
 
 import struct
 from typing import Any
@@ -34,7 +34,7 @@ class WireError(ValueError):
     """The bytes are not a valid protobuf message (truncated, bad tag, too deep)."""
 
 
-def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+def read_varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
     result = 0
     shift = 0
     while True:
@@ -55,15 +55,15 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _skip(buf: Any, pos: int, end: int, wire: int, depth: int) -> int:
+def skip_field(buf: Any, pos: int, end: int, wire: int, depth: int) -> int:
     if wire == _VARINT:
-        return _varint(buf, pos, end)[1]
+        return read_varint(buf, pos, end)[1]
     if wire == _FIXED64:
         pos += 8
     elif wire == _FIXED32:
         pos += 4
     elif wire == _LEN:
-        n, pos = _varint(buf, pos, end)
+        n, pos = read_varint(buf, pos, end)
         if n > end - pos:
             raise WireError(f"length {n} at byte {pos} runs past the end of the data ({end - pos} bytes left)")
         pos += n
@@ -71,10 +71,10 @@ def _skip(buf: Any, pos: int, end: int, wire: int, depth: int) -> int:
         if depth > MAX_DEPTH:
             raise WireError("groups nested too deeply")
         while True:
-            key, pos = _varint(buf, pos, end)
+            key, pos = read_varint(buf, pos, end)
             if key & 7 == _EGROUP:
                 break
-            pos = _skip(buf, pos, end, key & 7, depth + 1)
+            pos = skip_field(buf, pos, end, key & 7, depth + 1)
     else:
         raise WireError(f"invalid wire type {wire} at byte {pos}")
     if pos > end:
@@ -124,36 +124,36 @@ def decode(buf: Any, message: str, start: int = 0, end: int | None = None, depth
     arrays: dict[str, list] = {}
     pos = start
     while pos < end:
-        key, pos = _varint(buf, pos, end)
+        key, pos = read_varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise WireError(f"field number 0 at byte {pos}")
         field: Field | None = by_number.get(number)
         if field is None:
-            pos = _skip(buf, pos, end, wire, depth)
+            pos = skip_field(buf, pos, end, wire, depth)
             continue
         kind = field.kind
         if field.message is not None:
             if wire != _LEN:
-                pos = _skip(buf, pos, end, wire, depth)
+                pos = skip_field(buf, pos, end, wire, depth)
                 continue
-            n, pos = _varint(buf, pos, end)
+            n, pos = read_varint(buf, pos, end)
             if n > end - pos:
                 raise WireError(f"{message}.{field.name}: length {n} runs past the end ({end - pos} bytes left)")
             value: Any = decode(buf, field.message, pos, pos + n, depth + 1)
             pos += n
         elif kind in ("string", "bytes"):
             if wire != _LEN:
-                pos = _skip(buf, pos, end, wire, depth)
+                pos = skip_field(buf, pos, end, wire, depth)
                 continue
-            n, pos = _varint(buf, pos, end)
+            n, pos = read_varint(buf, pos, end)
             if n > end - pos:
                 raise WireError(f"{message}.{field.name}: length {n} runs past the end ({end - pos} bytes left)")
             raw = bytes(buf[pos : pos + n])
             value = raw.decode("utf-8", "replace") if kind == "string" else raw
             pos += n
         elif wire == _LEN and field.repeated:  # packed repeated scalars
-            n, pos = _varint(buf, pos, end)
+            n, pos = read_varint(buf, pos, end)
             if n > end - pos:
                 raise WireError(f"{message}.{field.name}: packed length {n} runs past the end ({end - pos} bytes left)")
             stop = pos + n
@@ -166,17 +166,17 @@ def decode(buf: Any, message: str, start: int = 0, end: int | None = None, depth
             else:
                 items = out.setdefault(field.name, [])
                 while pos < stop:
-                    raw_int, pos = _varint(buf, pos, stop)
+                    raw_int, pos = read_varint(buf, pos, stop)
                     items.append(_scalar(kind, raw_int))
             pos = stop
             continue
         else:
             expected = _SCALAR_WIRE.get(kind)
             if wire != expected:
-                pos = _skip(buf, pos, end, wire, depth)
+                pos = skip_field(buf, pos, end, wire, depth)
                 continue
             if wire == _VARINT:
-                raw_int, pos = _varint(buf, pos, end)
+                raw_int, pos = read_varint(buf, pos, end)
                 value = _scalar(kind, raw_int)
             elif wire == _FIXED32:
                 nxt = _read_fixed(buf, pos, end, 4)

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.convert.caffe._prototxt import _TOKEN, PrototxtError, parse_prototxt
+from graphfix.convert.caffe._prototxt import TOKEN, PrototxtError, parse_prototxt
 from graphfix.convert.caffe._schema import V1_TYPES
-from graphfix.convert.caffe._wire import WireError, _skip, _varint
+from graphfix.convert.caffe._wire import WireError, skip_field, read_varint
 from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan
 from graphfix.irutil import fresh_name, varint
 from graphfix.errors import GraphfixError
@@ -45,7 +45,7 @@ def _layer_spans(text: str, keyword: str) -> list[tuple[int, int]]:
     depth = 0
     start = None
     pending = None  # offset of a top-level `keyword` waiting for its `{`
-    for m in _TOKEN.finditer(text):
+    for m in TOKEN.finditer(text):
         kind = m.lastgroup
         tok = m.group()
         if kind == "ws" or kind == "str":
@@ -120,12 +120,12 @@ def _records(buf: Any, path: str) -> list[tuple[int, int, int, int]]:
     try:
         while pos < end:
             start = pos
-            key, pos = _varint(buf, pos, end)
+            key, pos = read_varint(buf, pos, end)
             number, wire = key >> 3, key & 7
             payload = pos
             if wire == 2:
-                n, payload = _varint(buf, pos, end)
-            pos = _skip(buf, pos, end, wire, 0)
+                n, payload = read_varint(buf, pos, end)
+            pos = skip_field(buf, pos, end, wire, 0)
             out.append((number, start, pos, payload))
     except WireError as exc:
         raise GraphfixError(f"not a valid caffemodel ({exc})", path=path) from exc
@@ -135,11 +135,11 @@ def _records(buf: Any, path: str) -> list[tuple[int, int, int, int]]:
 def _record_name(buf: Any, start: int, end: int, name_field: int) -> str | None:
     pos = start
     while pos < end:
-        key, pos = _varint(buf, pos, end)
+        key, pos = read_varint(buf, pos, end)
         if key >> 3 == name_field and key & 7 == 2:
-            n, pos = _varint(buf, pos, end)
+            n, pos = read_varint(buf, pos, end)
             return bytes(buf[pos : pos + n]).decode("utf-8", "replace")
-        pos = _skip(buf, pos, end, key & 7, 0)
+        pos = skip_field(buf, pos, end, key & 7, 0)
     return None
 
 

@@ -9,7 +9,7 @@ tensor, a one-line message and a one-line fix. Groups, one module each:
 - dtypes.py    C7 data types, C8 shapes (only the batch dynamic)
 - graph.py     C9 constants folded, C12 size / external data, C13 hygiene
 - fp16.py      C14 fp16 sanity + activation-range probe
-- cuda.py      C15 CUDA kernel coverage from graphfix/data/ort_cuda_kernels_1.31.json
+- cuda.py      C15 CUDA kernel coverage from graphfix/convert/check/ort_cuda_kernels_1.31.json
 - oracle.py    C16 TensorRT-RTX parse + engine build (`build=True`, when installed)
 """
 

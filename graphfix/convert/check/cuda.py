@@ -32,7 +32,7 @@ _ALWAYS = frozenset({"Constant"})
 @functools.lru_cache(maxsize=1)
 def load_kernel_table() -> dict:
     """The parsed kernel table (source, commit, ops)."""
-    text = resources.files("graphfix.data").joinpath(KERNEL_TABLE).read_text(encoding="utf-8")
+    text = resources.files("graphfix.convert.check").joinpath(KERNEL_TABLE).read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -1,7 +1,7 @@
 """Bake graphfix's image preprocessing into the graph: the model then takes raw uint8 images.
 
 `bake_preprocess(model, layout="nhwc")` puts these nodes in front of the model's only input,
-in the order `graphfix.calibrate.datasets.Preprocess.apply` computes them (so float32 results
+in the order `graphfix.data.images.Preprocess.apply` computes them (so float32 results
 are bit-identical):
 
     image uint8 [N,H,W,C] (or [N,C,H,W]), channels in RGB order (grey for 1-channel models)
@@ -65,7 +65,7 @@ def bake_preprocess(
             is already baked; kind "not_ready" for a model whose input is not one float NCHW
             image tensor.
     """
-    from graphfix.calibrate.datasets import Preprocess
+    from graphfix.data.images import Preprocess
 
     layout = layout.lower()
     if layout not in LAYOUTS:
@@ -147,7 +147,7 @@ def verify_baked(original: Model, baked: Model, images: np.ndarray | None = None
     """
     from PIL import Image
 
-    from graphfix.calibrate.datasets import Preprocess
+    from graphfix.data.images import Preprocess
     from graphfix.convert.export._parity import FP32_RTOL
 
     info = baked.preprocess["baked"]

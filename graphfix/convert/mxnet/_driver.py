@@ -31,7 +31,7 @@ import onnx_ir as ir
 from graphfix.convert._onnx import DEFAULT_OPSET, ir_version_for
 from graphfix.convert.mxnet._params import DTYPE_CODES, ParamsFile
 from graphfix.convert.mxnet._symbol import Symbol, SymbolNode
-from graphfix.convert.mxnet._table import CONVERTERS, _load_all
+from graphfix.convert.mxnet._table import CONVERTERS, load_all
 from graphfix.errors import GraphfixError
 
 logger = logging.getLogger(__name__)
@@ -452,7 +452,7 @@ def _data_dtype(src: SymbolNode) -> ir.DataType:
 
 def check_supported(symbol: Symbol, path: str | None) -> None:
     """Raise one `unsupported_op` error listing every op without a converter and its nodes."""
-    _load_all()
+    load_all()
     missing: dict[str, list[str]] = {}
     for node in symbol.nodes:
         if not node.is_variable and node.op not in CONVERTERS:

@@ -7,7 +7,7 @@ and the unsupported-op error all read `CONVERTERS`.
 
 from __future__ import annotations
 
-__all__ = ["Converter", "CONVERTERS", "converter", "supported_ops", "ops_markdown"]
+__all__ = ["Converter", "CONVERTERS", "converter", "supported_ops", "ops_markdown", "load_all"]
 
 from dataclasses import dataclass
 from typing import Callable
@@ -51,11 +51,11 @@ def converter(*names: str, onnx: str = "", notes: str = "") -> Callable[[Callabl
 
 def supported_ops() -> list[str]:
     """Sorted MXNet op names with a converter (aliases included)."""
-    _load_all()
+    load_all()
     return sorted(CONVERTERS)
 
 
-def _load_all() -> None:
+def load_all() -> None:
     import graphfix.convert.mxnet.ops_math  # noqa: F401
     import graphfix.convert.mxnet.ops_nn  # noqa: F401
     import graphfix.convert.mxnet.ops_tensor  # noqa: F401
@@ -63,7 +63,7 @@ def _load_all() -> None:
 
 def ops_markdown() -> str:
     """The text of docs/mxnet-supported-ops.md, generated from the table."""
-    _load_all()
+    load_all()
     groups: dict[str, list[str]] = {}
     for name, conv in CONVERTERS.items():
         groups.setdefault(conv.canonical, []).append(name)

@@ -1,10 +1,10 @@
 """`train_head`: fit the swapped model's multi-label head on frozen backbone features.
 
 Features come from the backbone cut at the head's input (onnxruntime, cached); the head is fitted
-by `graphfix.calibrate.training.fit_head` (standardised, converged L-BFGS, L2 strength by
+by `graphfix.train.head_fit.fit_head` (standardised, converged L-BFGS, L2 strength by
 cross-validation) and written into the head Gemm's initializers, standardisation folded in.
 With `train_from`, the layers between that tensor and the head are fine-tuned as well
-(`graphfix.calibrate.finetune`). With the softmax loss a label-count head (`label_count`) is
+(`graphfix.train.finetune`). With the softmax loss a label-count head (`label_count`) is
 trained beside it; `decision="count"` keeps the top round(count) labels per image.
 """
 
@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.calibrate.datasets import Dataset, Preprocess
-from graphfix.calibrate.features import extract_features
-from graphfix.calibrate.scoring import as_dataset
-from graphfix.calibrate.training import TrainConfig, fit_head
+from graphfix.data.datasets import Dataset
+from graphfix.data.images import Preprocess
+from graphfix.data.features import extract_features
+from graphfix.data.scores import as_dataset
+from graphfix.train.head_fit import TrainConfig, fit_head
 from graphfix.errors import GraphfixError
 from graphfix.model import Model, set_metadata
 
@@ -83,8 +84,8 @@ def train_head(
     """
     from tqdm import tqdm
 
-    from graphfix.calibrate.features import _progress
-    from graphfix.calibrate.graph import (
+    from graphfix.progress import wanted
+    from graphfix.train.head_graph import (
         add_rank_labels_output, remove_count_head, remove_labels_output, set_count_head, set_head,
         set_probability_op,
     )
@@ -102,10 +103,10 @@ def train_head(
     train = as_dataset(model, train_set, preprocess)
     val = as_dataset(model, val_set, preprocess) if val_set is not None else None
     kw = dict(batch_size=features_batch_size, cache=cache, progress=progress)
-    bar = tqdm(desc="head", unit="solve", disable=not _progress(progress), leave=False)
+    bar = tqdm(desc="head", unit="solve", disable=not wanted(progress), leave=False)
     try:
         if train_from is not None:
-            from graphfix.calibrate.finetune import finetune
+            from graphfix.train.finetune import finetune
 
             new, hist = finetune(model, train, val, cfg, tensor=train_from, epochs=int(epochs), lr=float(lr),
                                  batch_size=int(batch_size), features_kw=kw, progress=bar)

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from graphfix.calibrate import Dataset, load_dataset, train_head
-from graphfix.calibrate.features import extract_features, save_features
-from graphfix.calibrate.shards import read_manifest
+from graphfix.data import Dataset, load_dataset
+from graphfix.train import train_head
+from graphfix.data.features import extract_features, save_features
+from graphfix.data.shards import read_manifest
 from graphfix.errors import GraphfixError
 from tests.conftest import run_cli
 
@@ -107,7 +108,7 @@ def test_ctrl_c_keeps_complete_shards_and_says_how_to_resume(tmp_path):
 
     from PIL import Image
 
-    from tests.calibrate.conftest import build_swapped
+    from tests.tiny_heads import build_swapped
     from tests.conftest import ROOT
 
     build_swapped(preprocess={"size": [6, 6]}).save(tmp_path / "m.onnx")

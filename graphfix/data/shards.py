@@ -19,8 +19,10 @@ gives the same bytes); a re-run with the same model, data and shard size skips t
 there, so an interrupted run resumes. The manifest says "complete" only once every shard is
 written; readers refuse an incomplete folder and a backbone other than the one it was made with.
 
-Where the shards are computed is a `runner`: `local_runner` (one onnxruntime session in this
-process), or `graphfix.scale.ray_runner` (an actor pool on Ray). Only this process writes files.
+Where the shards are computed is a `runner` (the `Runner` interface below): `local_runner` (one
+onnxruntime session in this process), or one plugged in by another package through the entry
+points `graphfix.shard_runners` (`graphfix.scale.ray_shards.ray_runner`: an actor pool on Ray).
+Only this process writes files.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from graphfix.calibrate.datasets import Dataset
+from graphfix.data.datasets import Dataset
 from graphfix.errors import GraphfixError
 
 FEATURES_FORMAT = "graphfix-features/1"
@@ -180,13 +182,26 @@ def local_runner(model_bytes: bytes, data: Dataset, shards: list[Shard], plan: S
         yield k, run_shard(session, data, start, stop, plan), {"where": "local"}
 
 
+#: The entry-point group through which other packages offer runners (graphfix.scale offers "ray").
+RUNNER_ENTRY_POINTS = "graphfix.shard_runners"
+
+
 def runner_for(ray: str | None) -> Runner:
-    """`local_runner` for None, else the Ray runner at address `ray` ("local", "auto", host:port)."""
+    """`local_runner` for None, else the Ray runner at address `ray` ("local", "auto", host:port).
+
+    The Ray runner is not imported from here: `graphfix.scale` plugs it in as the entry point
+    `ray` of `RUNNER_ENTRY_POINTS` (pyproject.toml), a factory `address -> Runner`.
+    """
     if ray is None:
         return local_runner
-    from graphfix.scale.ray_shards import ray_runner
+    from importlib.metadata import entry_points
 
-    return ray_runner(ray)
+    found = entry_points(group=RUNNER_ENTRY_POINTS, name="ray")
+    if not found:
+        raise GraphfixError(f"no shard runner named 'ray' is installed (entry points {RUNNER_ENTRY_POINTS})",
+                            kind="usage", hint="reinstall graphfix: pip install -e '.[ray]'")
+    factory = next(iter(found)).load()
+    return factory(ray)
 
 
 def _check_folder(folder: str, inputs: Iterable[str | None]) -> None:
@@ -322,12 +337,12 @@ def write_shards(
 
 def read_arrays(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, np.ndarray]:
     """The named arrays of every shard of a complete folder, in row order, each filled into one
-    array (a memory-mapped temporary file above `graphfix.calibrate.features.memory_budget`).
+    array (a memory-mapped temporary file above `graphfix.data.arrays.memory_budget`).
 
     Raises:
         GraphfixError: the folder is incomplete, a shard is missing or does not hold its rows.
     """
-    from graphfix.calibrate.features import _allocate
+    from graphfix.data.arrays import allocate
 
     folder = os.fspath(folder)
     doc = read_manifest(folder)
@@ -349,7 +364,7 @@ def read_arrays(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, np
                         text.setdefault(n, []).append(part)
                         continue
                     if n not in out:
-                        out[n] = _allocate((doc["rows"], *part.shape[1:]), None, part.dtype)[0]
+                        out[n] = allocate((doc["rows"], *part.shape[1:]), None, part.dtype)[0]
                     out[n][sh["start"] : sh["stop"]] = part
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise GraphfixError(f"cannot read shard ({exc})", path=path) from exc

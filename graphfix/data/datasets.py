@@ -8,227 +8,24 @@ Formats (DESIGN.md "Data sets"):
   model's labels by name, in any order).
 - NPZ with `x` float32 [N, C, H, W] (already preprocessed) and `y` {0,1} [N, L].
 
-Images are decoded with Pillow on a thread pool, resized to `size` (H, W) with bilinear
-filtering, put in RGB (or BGR) order, or grayscale when the model's input has one channel, and
-normalised per channel as
-
-    p = pixel * pixel_range / 255        (pixel in 0..255; pixel_range 255 keeps 0..255)
-    x = (p - mean) * scale / std
-
-which is the Caffe importer's `(pixel - mean) * scale` (mean in pixel units, std 1) and also
-expresses torchvision-style settings (pixel_range 1, mean 0.485..., std 0.229..., scale 1).
-Defaults when neither `graphfix.preprocess` metadata nor flags say: pixel_range 255, mean 0,
-std 1, scale 1/255 (so x = pixel / 255), RGB, the model input's static H, W. Keys stored as
-null count as absent.
+Images are decoded by `graphfix.data.images` (Preprocess, decode_image).
 """
 
 from __future__ import annotations
 
-__all__ = ["Preprocess", "Dataset", "load_dataset", "load_images", "decode_image", "image_paths", "DEFAULT_MAX_PIXELS"]
+__all__ = ["Dataset", "load_dataset"]
 
 import csv
 import hashlib
 import json
-import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from graphfix.data.images import Preprocess, load_images
 from graphfix.errors import GraphfixError
-from graphfix.limits import DEFAULT_MAX_PIXELS
-
-logger = logging.getLogger(__name__)
-
-#: File name endings read as images.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-@dataclass
-class Preprocess:
-    """How an image becomes the model's input tensor.
-
-    Attributes:
-        size: (H, W) the image is resized to.
-        channels: 1 (grayscale) or 3.
-        channel_order: "RGB" or "BGR" (3 channels only).
-        mean: Per-channel (or one) value subtracted from the pixel (in `pixel_range` units).
-        std: Per-channel (or one) divisor.
-        scale: Multiplier applied after the mean is subtracted.
-        pixel_range: 255 (pixels 0..255) or 1 (pixels 0..1) before the mean.
-        max_pixels: Images with more pixels (width x height) are refused before decoding.
-    """
-
-    size: tuple[int, int]
-    channels: int = 3
-    channel_order: str = "RGB"
-    mean: list[float] = field(default_factory=lambda: [0.0])
-    std: list[float] = field(default_factory=lambda: [1.0])
-    scale: float = 1.0 / 255.0
-    pixel_range: float = 255.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    @classmethod
-    def for_model(cls, model: Any, **overrides: Any) -> Preprocess:
-        """From `graphfix.preprocess` metadata and the input shape, `overrides` (not None) win.
-
-        Raises:
-            GraphfixError: when no input size is known.
-        """
-        meta = dict(getattr(model, "preprocess", None) or {})
-        shape = _input_shape(model)
-        channels = shape[1] if shape and isinstance(shape[1], int) else 3
-        defaults = {"channel_order": "RGB", "mean": [0.0], "std": [1.0], "scale": 1.0 / 255.0, "pixel_range": 255.0}
-        values: dict[str, Any] = {"size": meta.get("size")}
-        for key, default in defaults.items():
-            values[key] = meta.get(key) if meta.get(key) is not None else default
-        values["channel_order"] = str(values["channel_order"]).upper()
-        if str(meta.get("layout", "NCHW")).upper() != "NCHW":
-            raise GraphfixError(
-                f"preprocess layout {meta.get('layout')!r} is not supported", kind="usage",
-                path=getattr(model, "path", None), hint="graphfix feeds NCHW images",
-            )
-        if values["size"] is None and shape and all(isinstance(d, int) for d in shape[2:4]) and len(shape) == 4:
-            values["size"] = [shape[2], shape[3]]
-        for key, val in overrides.items():
-            if val is not None:
-                values[key] = val
-        size = values["size"]
-        if size is None:
-            raise GraphfixError(
-                "the model's input size is unknown", kind="usage", path=getattr(model, "path", None),
-                hint="pass --size H,W or store graphfix.preprocess",
-            )
-        if isinstance(size, int):
-            size = [size, size]
-        if len(size) == 1:
-            size = [size[0], size[0]]
-        mean = [float(v) for v in np.atleast_1d(values["mean"])]
-        std = [float(v) for v in np.atleast_1d(values["std"])]
-        for name, vec in (("mean", mean), ("std", std)):
-            if len(vec) not in (1, channels):
-                raise GraphfixError(f"{name} has {len(vec)} values for {channels} channels", kind="usage")
-        if any(v == 0 for v in std):
-            raise GraphfixError("std must not be 0", kind="usage")
-        order = values["channel_order"]
-        if order not in ("RGB", "BGR"):
-            raise GraphfixError(f"channel order {order!r} is not RGB or BGR", kind="usage")
-        pixel_range = float(values["pixel_range"])
-        if pixel_range <= 0:
-            raise GraphfixError("pixel_range must be positive", kind="usage")
-        max_pixels = int(values.get("max_pixels") or DEFAULT_MAX_PIXELS)
-        if max_pixels < 1:
-            raise GraphfixError("--max-pixels must be positive", kind="usage")
-        return cls(
-            (int(size[0]), int(size[1])), channels, order, mean, std, float(values["scale"]), pixel_range, max_pixels
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """How pixels become inputs (the decoding limit is not part of it)."""
-        d = asdict(self)
-        d["size"] = list(self.size)
-        d.pop("max_pixels")
-        return d
-
-    def apply(self, image: Any) -> np.ndarray:
-        """A PIL image -> float32 [C, H, W]."""
-        from PIL import Image
-
-        img = image.convert("L" if self.channels == 1 else "RGB")
-        h, w = self.size
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.float32)
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        if self.channels == 3 and self.channel_order == "BGR":
-            arr = arr[::-1]
-        if self.pixel_range != 255.0:
-            arr = arr * np.float32(self.pixel_range / 255.0)
-        mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
-        std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
-        return np.ascontiguousarray((arr - mean) * np.float32(self.scale) / std, dtype=np.float32)
-
-
-def _input_shape(model: Any) -> list[Any] | None:
-    try:
-        info = model.io_info()["inputs"]
-    except Exception:  # not a Model
-        return None
-    return info[0]["shape"] if len(info) == 1 else None
-
-
-def decode_image(path: str, prep: Preprocess, where: str | None = None) -> np.ndarray:
-    """The one image decoder: header checked against `prep.max_pixels` before any pixel is
-    decoded, then `prep.apply`. Errors name the image and `where` (e.g. "train.csv line 5")."""
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    hint = f"listed at {where}" if where else None
-    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device is never opened
-        raise GraphfixError("not a regular file", path=path, hint=hint)
-    limit_hint = f"{hint + '; ' if hint else ''}raise it with --max-pixels"
-    if Image.MAX_IMAGE_PIXELS is not None and prep.max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = prep.max_pixels  # Pillow's own bomb check must not undercut ours
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(path) as img:
-                pixels = img.width * img.height
-                if pixels > prep.max_pixels:
-                    raise GraphfixError(
-                        f"image is {img.width}x{img.height} = {pixels} pixels, over the limit of {prep.max_pixels}",
-                        path=path, hint=limit_hint,
-                    )
-                return prep.apply(img)
-    except Image.DecompressionBombError as exc:  # Pillow refuses at twice its limit, on open
-        raise GraphfixError(f"image is over the limit of {prep.max_pixels} pixels ({exc})", path=path, hint=limit_hint) from exc
-    except FileNotFoundError as exc:
-        raise GraphfixError("image not found", path=path, hint=hint) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise GraphfixError(f"cannot read image ({exc})", path=path, hint=hint) from exc
-
-
-def load_images(
-    paths: Sequence[str], prep: Preprocess, *, workers: int | None = None, where: Sequence[str] | None = None
-) -> np.ndarray:
-    """Decode and preprocess images in parallel (threads; Pillow decodes outside the GIL).
-
-    Args:
-        where: Per image, where it was listed (named in errors), e.g. "train.csv line 5".
-
-    Returns:
-        float32 [N, C, H, W].
-    """
-    if not paths:
-        return np.zeros((0, prep.channels, *prep.size), np.float32)
-    places = list(where) if where is not None else [None] * len(paths)
-    workers = workers or min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(paths) == 1:
-        arrays = [decode_image(p, prep, w) for p, w in zip(paths, places)]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            arrays = list(pool.map(lambda pw: decode_image(pw[0], prep, pw[1]), zip(paths, places)))
-    return np.stack(arrays)
-
-
-def image_paths(inputs: Sequence[str]) -> list[str]:
-    """Files as given; folders expand to their image files (sorted)."""
-    out: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise GraphfixError("folder holds no images", path=item)
-            out.extend(found)
-        elif not os.path.exists(item):
-            raise GraphfixError("image not found", path=item)
-        else:
-            out.append(item)
-    return out
 
 
 @dataclass
@@ -357,7 +154,7 @@ def load_dataset(
             with the model, empty set, NaN or non-0/1 values.
     """
     path = os.fspath(path)
-    from graphfix.calibrate.shards import is_shard_dir, load_features_dir
+    from graphfix.data.shards import is_shard_dir, load_features_dir
 
     if is_shard_dir(path):
         return load_features_dir(path, list(labels) if labels is not None else None)

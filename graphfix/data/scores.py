@@ -8,8 +8,9 @@ import os
 
 import numpy as np
 
-from graphfix.calibrate.datasets import Dataset, Preprocess, load_dataset
-from graphfix.calibrate.features import extract_features, head_parameters, scores_from_features
+from graphfix.data.datasets import Dataset, load_dataset
+from graphfix.data.images import Preprocess
+from graphfix.data.features import extract_features, head_parameters, scores_from_features
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 

@@ -30,7 +30,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.calibrate.features import find_head_gemm
+from graphfix.data.features import find_head_gemm
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 

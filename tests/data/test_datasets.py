@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphfix.calibrate.datasets import Dataset, Preprocess, image_paths, load_dataset, load_images
+from graphfix.data.datasets import Dataset, load_dataset
+from graphfix.data.images import Preprocess, image_paths, load_images
 from graphfix.errors import GraphfixError
 
 PIL = pytest.importorskip("PIL.Image")

@@ -1,4 +1,6 @@
-"""Options shared by the train-head, calibrate and predict commands (data and preprocessing)."""
+"""The data options turned into values when a data command runs: the Preprocess, progress, data-set paths.
+
+Imported when the command runs (it loads NumPy); the option definitions are in `_options`."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import argparse
 import os
 from typing import Any
 
-from graphfix.calibrate.datasets import Preprocess
+from graphfix.data.images import Preprocess
 from graphfix.errors import GraphfixError
 
 
@@ -49,7 +51,7 @@ def progress_for(args: argparse.Namespace) -> bool | None:
 
 def check_data_path(path: str | None, flag: str) -> None:
     """A data set file, or a features folder (`graphfix features`)."""
-    from graphfix.calibrate.shards import is_shard_dir
+    from graphfix.data.shards import is_shard_dir
 
     if path is not None and not os.path.isfile(path) and not is_shard_dir(path):
         raise GraphfixError(f"{flag}: no such data set file or features folder", path=path)

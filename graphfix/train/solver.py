@@ -1,6 +1,6 @@
 """Full-batch, preconditioned L-BFGS for a linear head on standardised features (NumPy, float64).
 
-The problem, for each group g of output columns (see `graphfix.calibrate.objectives`):
+The problem, for each group g of output columns (see `graphfix.train.losses`):
 
     min  mean loss_g(Xs W + b) + lambda / 2 * ||W_g||^2,    Xs = (X - mu) / sd
 
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.calibrate.objectives import Loss
+from graphfix.train.losses import Loss
 
 logger = logging.getLogger(__name__)
 

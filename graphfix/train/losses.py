@@ -2,7 +2,7 @@
 
 Each loss maps logits `z` [n, K] and targets `y` [n, L] to per-group row sums and `dL/dz`.
 A *group* is a set of output columns whose loss is coupled; groups are solved independently
-(their own L-BFGS memory, line search and stopping test) by `graphfix.calibrate.solver`.
+(their own L-BFGS memory, line search and stopping test) by `graphfix.train.solver`.
 
 1. `SigmoidLoss("bce")`: binary cross-entropy on logits, one group per class;
    `pos_weight` [L] weights the positives (class-balanced: negatives / positives).

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphfix.calibrate import Dataset, model_scores
-from graphfix.calibrate.features import cache_dir, extract_features, feature_model, scores_from_features
+from graphfix.data import Dataset, model_scores
+from graphfix.data.features import cache_dir, extract_features, feature_model, scores_from_features
 from graphfix.errors import GraphfixError
 
 
@@ -34,12 +34,12 @@ def test_cache_written_and_reused(tiny_model, monkeypatch):
     files = list((cache_dir() / "features").glob("*.npy"))
     assert len(files) == 1
     # a different head (same backbone) hits the same cache entry
-    from graphfix.calibrate.graph import set_head
+    from graphfix.train.head_graph import set_head
 
     other = tiny_model.copy()
     set_head(other, np.ones((4, 8), np.float32), np.zeros(4, np.float32))
     calls = []
-    import graphfix.calibrate.features as F
+    import graphfix.data.features as F
 
     monkeypatch.setattr(F, "_run_batches", lambda *a, **k: calls.append(1))
     np.testing.assert_array_equal(extract_features(other, ds), feats)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphfix.calibrate import Dataset, decide, model_scores, train_head
-from graphfix.calibrate.metrics import mean_average_precision
-from graphfix.calibrate.objectives import make_loss
-from graphfix.calibrate.solver import Problem, Standardization, solve
-from graphfix.calibrate.training import LAMBDA_GRID, TrainConfig, fit_head
+from graphfix.calibrate import decide
+from graphfix.data import Dataset, model_scores
+from graphfix.train import train_head
+from graphfix.metrics import mean_average_precision
+from graphfix.train.losses import make_loss
+from graphfix.train.solver import Problem, Standardization, solve
+from graphfix.train.head_fit import LAMBDA_GRID, TrainConfig, fit_head
 from graphfix.errors import GraphfixError
 
 
@@ -221,7 +223,7 @@ def test_features_over_the_memory_budget_are_streamed(tiny_model, split, monkeyp
         streamed, _ = train_head(tiny_model, train, weight_decay=1e-3)
     assert "over the memory budget" in caplog.text
     assert streamed.to_bytes() == in_memory.to_bytes()
-    from graphfix.calibrate import extract_features
+    from graphfix.data import extract_features
 
     cached = extract_features(tiny_model, train)  # from the cache, memory-mapped
     assert isinstance(cached, np.memmap) and cached.shape == (len(train), 8)

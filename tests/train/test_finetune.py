@@ -9,9 +9,10 @@ import onnx
 import onnx.helper as oh
 import pytest
 
-from graphfix.calibrate import Dataset, model_scores, train_head
-from graphfix.calibrate.finetune import segment_nodes
-from graphfix.calibrate.metrics import mean_average_precision
+from graphfix.data import Dataset, model_scores
+from graphfix.train import train_head
+from graphfix.train.finetune import segment_nodes
+from graphfix.metrics import mean_average_precision
 from graphfix.convert._onnx import make_model
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
@@ -63,7 +64,7 @@ def two_layer_model(seed: int = 0, extra: list | None = None, skip: bool = False
 def _data(model: Model, n: int, seed: int):
     """Labels from a teacher that shares conv1 but has its own second conv: a head on the frozen
     second conv cannot reach it; fine-tuning the second conv can."""
-    from graphfix.calibrate import feature_model
+    from graphfix.data import feature_model
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 2, 6, 6)).astype(np.float32)

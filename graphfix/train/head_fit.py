@@ -1,6 +1,6 @@
 """Head training on frozen features: a converged, standardised, cross-validated linear fit.
 
-`fit_head(x, y, cfg)` solves the regularised problem of `graphfix.calibrate.solver` to
+`fit_head(x, y, cfg)` solves the regularised problem of `graphfix.train.solver` to
 convergence (L-BFGS on the standardised features, stopping on the gradient norm) and returns
 the weights on the *raw* features (the standardisation folded in), so the ONNX head stays one
 Gemm on the backbone's output.
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.calibrate.metrics import mean_average_precision
-from graphfix.calibrate.objectives import LOSSES, Loss, make_loss
-from graphfix.calibrate.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
+from graphfix.metrics import mean_average_precision
+from graphfix.train.losses import LOSSES, Loss, make_loss
+from graphfix.train.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
 from graphfix.errors import GraphfixError
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ SMALL_SET_WEIGHT_DECAY = 1e-2
 
 @dataclass
 class TrainConfig:
-    """Head-training settings (see `graphfix.calibrate.train_head`)."""
+    """Head-training settings (see `graphfix.train.train_head`)."""
 
     loss: str = "bce"
     weight_decay: float | str = "auto"

@@ -22,22 +22,22 @@ __all__ = [
     "activate",
     "probability_op",
     "cache_dir",
-    "memory_budget",
 ]
 
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.calibrate.datasets import Dataset
-from graphfix.calibrate.shards import DEFAULT_SHARD_ROWS
+from graphfix.data.arrays import allocate, over_budget
+from graphfix.data.datasets import Dataset
+from graphfix.data.shards import DEFAULT_SHARD_ROWS
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
+from graphfix.progress import wanted
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GRAPHFIX_CACHE") or Path.home() / ".cache" / "graphfix")
 
 
-def _progress(progress: bool | None) -> bool:
-    return bool(sys.stderr.isatty()) if progress is None else progress
-
-
 def extract_features(
     model: Model,
     data: Dataset,
@@ -152,7 +148,7 @@ def extract_features(
                 feats = np.load(target, allow_pickle=False, mmap_mode="r")
                 if feats.shape[0] == len(data):
                     logger.info("features from cache %s", target)
-                    return feats if _too_big(feats.nbytes) else np.array(feats)
+                    return feats if over_budget(feats.nbytes) else np.array(feats)
             except (OSError, ValueError):
                 logger.warning("ignoring unreadable feature cache %s", target)
     return _run_batches(fm, data, batch_size=batch_size, progress=progress, workers=workers, target=target)
@@ -171,7 +167,7 @@ def save_features(
     progress: bool | None = None,
     inputs: tuple[str | None, ...] = (),
 ) -> dict:
-    """Write the backbone features of `data` to a features folder (see `graphfix.calibrate.shards`).
+    """Write the backbone features of `data` to a features folder (see `graphfix.data.shards`).
 
     Args:
         model: A swapped model; its backbone (`feature_model`) runs, its head does not matter.
@@ -188,7 +184,7 @@ def save_features(
     Returns:
         The run's summary (rows, shards written and skipped, retried shards, rows per worker).
     """
-    from graphfix.calibrate.shards import FEATURES_FORMAT, ShardPlan, runner_for, write_shards
+    from graphfix.data.shards import FEATURES_FORMAT, ShardPlan, runner_for, write_shards
 
     fm = feature_model(model)
     plan = ShardPlan(FEATURES_FORMAT, {fm.output_names[0]: "features"}, batch_size=batch_size,
@@ -209,26 +205,6 @@ def _stored_features(fm: Model, data: Dataset, tensor: str | None) -> np.ndarray
     return data.features
 
 
-def memory_budget() -> int:
-    """Bytes of features kept in memory: `$GRAPHFIX_MEMORY_BUDGET` (bytes, or with a K/M/G suffix),
-    else half of the machine's memory."""
-    text = os.environ.get("GRAPHFIX_MEMORY_BUDGET", "").strip().upper()
-    if text:
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
-        try:
-            return int(float(text.rstrip("KMG")) * scale)
-        except ValueError as exc:
-            raise GraphfixError(f"GRAPHFIX_MEMORY_BUDGET={text!r}: a byte count such as 8G", kind="usage") from exc
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError):
-        return 8 << 30
-
-
-def _too_big(nbytes: int) -> bool:
-    return nbytes > memory_budget()
-
-
 def _run_batches(
     fm: Model, data: Dataset, *, batch_size: int, progress: bool | None, workers: int | None, target: Path | None
 ) -> np.ndarray:
@@ -247,7 +223,7 @@ def _run_batches(
     feats: np.ndarray | None = None
     tmp: str | None = None
     done = 0
-    bar = tqdm(total=len(data), desc="features", unit="img", disable=not _progress(progress), leave=False)
+    bar = tqdm(total=len(data), desc="features", unit="img", disable=not wanted(progress), leave=False)
     try:
         for batch in data.batches(batch_size, workers=workers):
             try:
@@ -259,7 +235,7 @@ def _run_batches(
                 ) from exc
             out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
             if feats is None:
-                feats, tmp = _allocate((len(data), out.shape[1]), target)
+                feats, tmp = allocate((len(data), out.shape[1]), target)
             feats[done : done + len(out)] = out
             done += len(out)
             bar.update(len(batch))
@@ -276,25 +252,6 @@ def _run_batches(
     elif isinstance(feats, np.memmap):
         feats.flush()
     return feats
-
-
-def _allocate(shape: tuple[int, ...], target: Path | None, dtype: np.dtype = np.float32) -> tuple[np.ndarray, str | None]:
-    """An empty array of `shape`; above the memory budget a memory-mapped file (kept beside
-    `target` and its name returned, or, with no target, unlinked at once)."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if not _too_big(nbytes):
-        return np.empty(shape, dtype), None
-    folder = target.parent if target is not None else Path(tempfile.gettempdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=folder)
-    os.close(fd)
-    logger.warning("features (%.1f GB) are over the memory budget (%.1f GB): streaming them from %s",
-                   nbytes / 1e9, memory_budget() / 1e9, tmp)
-    feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-    if target is None:  # nothing to keep: the mapping outlives the name
-        os.unlink(tmp)
-        return feats, None
-    return feats, tmp
 
 
 def _finish_cache(feats: np.ndarray, tmp: str | None, path: Path) -> None:

@@ -10,7 +10,7 @@
    training rows (max abs diff <= 1e-4 x max(1, |features|), else refused: never a silently
    different network).
 3. The head starts from the converged head-only solution on the segment's features
-   (`graphfix.calibrate.training.fit_head`: standardised, CV-chosen L2). Then the segment's
+   (`graphfix.train.head_fit.fit_head`: standardised, CV-chosen L2). Then the segment's
    weights (Gemm/MatMul/Conv weights and biases, BatchNormalization scale and bias; running
    statistics stay frozen, Dropout is inference-mode) and the head are trained jointly with
    Adam on mini-batches: the loss of the head plus L2 towards the starting weights (L2-SP) at
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from graphfix.calibrate.datasets import Dataset
-from graphfix.calibrate.features import extract_features, feature_model, find_head_gemm, find_value
-from graphfix.calibrate.metrics import mean_average_precision
-from graphfix.calibrate.training import TrainConfig, fit_head
+from graphfix.data.datasets import Dataset
+from graphfix.data.features import extract_features, feature_model, find_head_gemm, find_value
+from graphfix.metrics import mean_average_precision
+from graphfix.train.head_fit import TrainConfig, fit_head
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 
@@ -277,7 +277,7 @@ def _activations(model: Model, data: Dataset, tensor: str, features_kw: dict[str
 
 def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, val: Dataset | None, cfg: TrainConfig,
               tensor: str, epochs: int, lr: float, batch_size: int, features_kw: dict[str, Any], progress: Any):
-    from graphfix.calibrate.graph import remove_count_head, remove_labels_output, set_head
+    from graphfix.train.head_graph import remove_count_head, remove_labels_output, set_head
 
     seg = _Segment(torch, model, nodes, find_value(model, tensor), find_head_gemm(model).inputs[0])
     a_train = _activations(model, train, tensor, features_kw)
