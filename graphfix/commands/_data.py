@@ -24,24 +24,96 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
         raise GraphfixError(f"bad {what} {text!r}", kind="usage", hint="comma-separated numbers") from exc
 
 
-def preprocess_for(model: Any, args: argparse.Namespace, paths: list[str | None]) -> Preprocess | None:
-    """The Preprocess for image inputs (None when every input is an NPZ)."""
+#: Preprocessing key -> the flag that sets it, and its name in messages.
+_FLAGS = {"size": "--size", "mean": "--mean", "std": "--std", "scale": "--scale", "channel_order": "--bgr"}
+_NAMES = {"size": "size", "mean": "mean", "std": "std", "scale": "scale", "channel_order": "channel order"}
+
+
+def preprocess_for(
+    model: Any, args: argparse.Namespace, paths: list[str | None], *, head: str = "keep", writes: bool = True,
+) -> Preprocess | None:
+    """The Preprocess for image inputs: the model's stored `graphfix.preprocess`, with the flags.
+
+    The one place the preprocessing flags meet the model (see DESIGN.md, "The model carries the
+    pipeline's state"). A flag that differs from a stored value is refused (usage error naming
+    both) once the head was trained on the stored values: `graphfix.training` is present and the
+    command keeps that head (`head="keep"`), or re-fits only the head of a fine-tuned backbone
+    (`head="fit"` after `--train-from`); `head="new"` (a swapped head) never refuses. Otherwise
+    the flags win, and a command that `writes` a model stores the whole preprocessing in it
+    (`args.preprocess_store`, written and announced by `_options.store_preprocess`): when flags
+    were given, or when it trains (`head="fit"`) on images. A command that writes no model says
+    that a flag replaced a stored value for this run only.
+
+    Returns:
+        The Preprocess, or None when no input is an image and no flag was given (also when none
+        can be made, e.g. no size known, and no input needs one).
+    """
+    from graphfix.commands._options import note
+    from graphfix.data.images import describe_preprocess, stored_preprocess
+
     needs = any(p and not str(p).lower().endswith(".npz") and not os.path.isdir(p) for p in paths)
     size = parse_floats(args.size, "--size")
-    overrides = {
+    given = {
         "size": [int(v) for v in size] if size else None,
         "mean": parse_floats(args.mean, "--mean"),
         "std": parse_floats(args.std, "--std"),
         "scale": args.scale,
         "channel_order": "BGR" if args.bgr else None,
-        "max_pixels": getattr(args, "max_pixels", None),
     }
+    given = {key: value for key, value in given.items() if value is not None}
+    meta = dict(getattr(model, "preprocess", None) or {})
+    changed = [(key, meta[key], value) for key, value in given.items()
+               if meta.get(key) is not None and not _same(meta[key], value)]
+    training = model.metadata.get("training") if hasattr(model, "metadata") else None
+    locked = training is not None and (head == "keep" or (head == "fit" and bool(training.get("train_from"))))
+    if changed and locked:
+        flags = " and ".join(f"{_FLAGS[k]}" + ("" if k == "channel_order" else f" {_show(new)}") for k, _, new in changed)
+        stored = " and ".join(f"{_NAMES[k]} {_show(old)}" for k, old, _ in changed)
+        raise GraphfixError(
+            f"{flags} {'differs' if len(changed) == 1 else 'differ'} from the stored {stored} the head was trained on",
+            kind="usage", path=getattr(model, "path", None),
+            hint="leave the flag out to use the stored values, or train a head on the new ones from the swapped model",
+        )
+    if not needs and not given:
+        return None
     try:
-        return Preprocess.for_model(model, **overrides)
+        prep = Preprocess.for_model(model, **given, max_pixels=getattr(args, "max_pixels", None))
     except GraphfixError:
-        if needs:
+        if needs or given:
             raise
         return None
+    replaced = ", ".join(f"{_FLAGS[k]}{'' if k == 'channel_order' else ' ' + _show(new)} replaces {_NAMES[k]} {_show(old)}"
+                         for k, old, new in changed)
+    if writes and (given or (head == "fit" and needs)):
+        new_meta = stored_preprocess(meta, prep)
+        if new_meta != meta:
+            args.preprocess_store = (new_meta, describe_preprocess(new_meta) + (f" ({replaced})" if replaced else ""))
+    elif not writes and changed:
+        note(args, f"{replaced} for this run only (this command writes no model)")
+    return prep
+
+
+def _same(stored: Any, given: Any) -> bool:
+    """A stored value equals a flag's (one mean for all channels equals three equal ones)."""
+    import numpy as np
+
+    if isinstance(stored, str) or isinstance(given, str):
+        return str(stored).upper() == str(given).upper()
+    a, b = np.atleast_1d(np.asarray(stored, np.float64)), np.atleast_1d(np.asarray(given, np.float64))
+    try:
+        a, b = np.broadcast_arrays(a, b)
+    except ValueError:
+        return False
+    return bool(np.allclose(a, b, rtol=1e-9, atol=0.0))
+
+
+def _show(value: Any) -> str:
+    """104,117,123 / BGR / 0.00392157."""
+    import numpy as np
+
+    if isinstance(value, str):
+        return value
+    return ",".join(f"{float(v):g}" for v in np.atleast_1d(value))
 
 
 def progress_for(args: argparse.Namespace) -> bool | None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "add_model_args", "add_data_args", "add_output_args", "add_target_args", "load_model", "model_files", "check_input",
-    "output_path", "emit", "default_output", "write_model",
+    "add_model_args", "add_preprocess_args", "add_data_args", "add_output_args", "add_target_args", "load_model",
+    "model_files", "check_input", "output_path", "emit", "note", "store_preprocess", "default_output", "write_model",
 ]
 
 import argparse
@@ -33,15 +33,28 @@ def add_model_args(parser: argparse.ArgumentParser, *, nargs: str | None = None)
     parser.add_argument("--outputs", help="Caffe: cut the graph at these blobs (NAME,...)")
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
-    """--size --mean --std --scale --bgr, feature batch size, workers and cache switches."""
-    g = parser.add_argument_group("images and features")
-    g.add_argument("--size", metavar="H,W", help="resize images to H,W (default: graphfix.preprocess or the input shape)")
-    g.add_argument("--mean", metavar="M[,M,M]", help="subtracted from pixels 0..255 (default: metadata or 0)")
-    g.add_argument("--std", metavar="S[,S,S]", help="divisor, last (default: metadata or 1)")
+def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
+    """--size --mean --std --scale --bgr: how an image becomes the input, stored in the model.
+
+    Every command that reads images or writes a model takes them (`commands._data.preprocess_for`
+    turns them into values and decides what is stored)."""
+    g = parser.add_argument_group(
+        "preprocessing", "how an image becomes the input: the first command given these stores them in the model it "
+        "writes (graphfix.preprocess) and later commands read them from there; once the head is trained, values "
+        "that differ from the stored ones are refused",
+    )
+    g.add_argument("--size", metavar="H,W", help="resize images to H,W (default: stored, else the input shape)")
+    g.add_argument("--mean", metavar="M[,M,M]", help="subtracted from pixels 0..255 (default: stored, else 0)")
+    g.add_argument("--std", metavar="S[,S,S]", help="divisor, last (default: stored, else 1)")
     g.add_argument("--scale", type=float,
-                   help="multiplier after the mean: x = (pixel - mean) * scale / std (default: metadata or 1/255)")
-    g.add_argument("--bgr", action="store_true", default=None, help="feed channels in BGR order")
+                   help="multiplier after the mean: x = (pixel - mean) * scale / std (default: stored, else 1/255)")
+    g.add_argument("--bgr", action="store_true", default=None, help="feed channels in BGR order (default: stored, else RGB)")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """The preprocessing options, then feature batch size, workers and cache switches."""
+    add_preprocess_args(parser)
+    g = parser.add_argument_group("images and features")
     g.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime call (default 64)")
     g.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 8)")
     g.add_argument("--max-pixels", type=int, default=None, metavar="N",
@@ -138,11 +151,36 @@ def output_path(out: str | None, default: str, inputs: list[str | None]) -> str:
     return check_output(out or default, inputs, default_name=os.path.basename(default))
 
 
+def note(args: argparse.Namespace, text: str) -> None:
+    """A one-line notice, shown by `emit` once the command succeeded: `graphfix: note: TEXT` on
+    stderr (nothing with -q), or in the --json document's "notices" list."""
+    notices = getattr(args, "notices", None)
+    if notices is None:
+        notices = args.notices = []
+    notices.append(text)
+
+
+def store_preprocess(args: argparse.Namespace, model, out: str):
+    """`model` with the `graphfix.preprocess` that `commands._data.preprocess_for` chose to store
+    (once per command), and a notice naming `out`; `model` itself when there is nothing to store."""
+    pending = getattr(args, "preprocess_store", None)
+    if pending is None:
+        return model
+    args.preprocess_store = None
+    meta, text = pending
+    note(args, f"stored preprocessing in {out}: {text}")
+    return model.with_metadata(preprocess=meta)
+
+
 def emit(args: argparse.Namespace, doc: dict[str, Any], text: list[str] | str) -> None:
-    """Print `doc` as JSON with --json, else the human `text` unless -q."""
+    """Print `doc` as JSON with --json, else the human `text` unless -q (notices go first, on
+    stderr, or into the document)."""
+    notices = getattr(args, "notices", None) or []
     if getattr(args, "json", False):
-        print(json.dumps(doc, indent=2, default=jsonable))
+        print(json.dumps({**doc, "notices": notices} if notices else doc, indent=2, default=jsonable))
     elif not getattr(args, "quiet", False):
+        for line in notices:
+            print(f"graphfix: note: {line}", file=sys.stderr)
         lines = [text] if isinstance(text, str) else text
         for line in lines:
             print(line)
@@ -171,6 +209,7 @@ def write_model(args: argparse.Namespace, model, out: str, *, also=None) -> dict
     target = getattr(args, "target", None)
     if not target and getattr(args, "fp16", False):
         raise GraphfixError("--fp16 needs --target", kind="usage")
+    model = store_preprocess(args, model, out)
     result = None
     with OutputSet([out]) as files:
         staged = files.path(out)

@@ -37,8 +37,10 @@ def write_output(args: argparse.Namespace, model, out: str, *, also=None) -> dic
         return write_model(args, model, out, also=also)
     if getattr(args, "target", None) or getattr(args, "fp16", False):
         raise GraphfixError(f"--target/--fp16 write ONNX; they do not combine with --to {to}", kind="usage")
+    from graphfix.commands._options import store_preprocess
     from graphfix.convert.writeback import write_back
 
+    model = store_preprocess(args, model, prefix_of(out))  # the sidecar holds what is stored
     sources = args.source
     if not sources:
         given = [p for p in (getattr(args, "params", None), getattr(args, "weights", None)) if p]

@@ -21,8 +21,8 @@ import signal
 import time
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_ray_arg, add_target_args, default_output, emit, load_model, model_files,
-    output_path, write_model,
+    add_model_args, add_output_args, add_preprocess_args, add_ray_arg, add_target_args, default_output, emit, load_model,
+    model_files, output_path, write_model,
 )
 from graphfix.errors import GraphfixError, Interrupted
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser, nargs="+")
     parser.add_argument("--swap-head", metavar="N|FILE", help="also replace the head with N labels (or names from FILE)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new head (with --swap-head)")
+    add_preprocess_args(parser)
     add_target_args(parser)
     parser.add_argument("--verify", action="store_true",
                         help="run the source framework (mxnet / OpenCV DNN) where importable and report max abs diff")
@@ -73,6 +74,9 @@ def _run_one(args: argparse.Namespace, path: str) -> int:
     else:
         out = output_path(args.output, default_output(path, "" if not path.endswith(".onnx") else "-clean"), inputs)
     source = load_model(args, path)
+    from graphfix.commands._data import preprocess_for
+
+    preprocess_for(source, args, [], head="new" if args.swap_head else "keep")
     model = clean(source)
     verify = None
     if args.verify:
@@ -135,6 +139,11 @@ def _run_fleet(args: argparse.Namespace) -> int:
         extra += ["--target", args.target] + (["--fp16"] if args.fp16 else [])
     for shape in args.input_shape or []:
         extra += ["--input-shape", shape]
+    for flag in ("size", "mean", "std", "scale"):
+        if getattr(args, flag) is not None:
+            extra += [f"--{flag}", str(getattr(args, flag))]
+    if args.bgr:
+        extra.append("--bgr")
     interrupted = None
     try:
         if args.ray is not None:

@@ -7,10 +7,13 @@ outputs, Resize and the multi-label head kept fp32). The result is compared with
 onnxruntime (fp32: max|diff| <= 1e-5 x max(1, max|ref|); fp16: probabilities within 1e-2) and
 checked with the C1-C16 readiness checklist.
 
-Serving: --bake-preprocess makes the model take uint8 images (--layout nhwc|nchw, RGB) and do
+Serving: --bake-preprocess makes the model take uint8 images in an input named `image`
+(--layout nhwc|nchw, RGB; a tensor already called `image` is renamed inside the graph) and do
 graphfix's preprocessing (cast, channel order, mean/std/scale; --image-size H,W adds a linear
 resize from that fixed size) inside the graph; it is checked against graphfix's own
-preprocessing on random images (fp32 within 1e-5) before the export. --triton REPO writes a
+preprocessing on random images (fp32 within 1e-5) before the export. What is baked is the
+model's stored graphfix.preprocess (--size/--mean/--std/--scale/--bgr store other values first,
+and are refused once the head is trained on the stored ones). --triton REPO writes a
 Triton model repository REPO/NAME/{config.pbtxt, labels.txt, 1/model.onnx} (--name, default
 the output's stem), adding the bool `labels` output when thresholds are stored.
 
@@ -27,7 +30,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphfix.commands._options import add_model_args, add_output_args, default_output, emit, model_files, output_path
+from graphfix.commands._options import (
+    add_model_args, add_output_args, add_preprocess_args, default_output, emit, model_files, output_path,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "(linear, half-pixel, no antialias)")
     serving.add_argument("--triton", metavar="REPO", help="write a Triton model repository entry REPO/NAME")
     serving.add_argument("--name", help="with --triton: the model name (default: the output's stem)")
+    add_preprocess_args(parser)
     add_output_args(parser)
 
 
@@ -73,7 +79,8 @@ def load_inputs(path: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphfix.commands._options import load_model
+    from graphfix.commands._data import preprocess_for
+    from graphfix.commands._options import load_model, store_preprocess
     from graphfix.convert.export import export
     from graphfix.errors import GraphfixError
 
@@ -86,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
     serving = _check_serving_args(args, default_out)
     model = load_model(args)
+    preprocess_for(model, args, [])
+    # what baking, Triton and the output read
+    model = store_preprocess(args, model, out or f"{args.triton}/{serving['name']}")
     # an .onnx input is loaded unchanged (metadata aside): parity may run it from the file
     reference = args.model if detect_format(args.model) == "onnx" else None
     sample_inputs = load_inputs(args.inputs)
@@ -123,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(auto["kept_fp32"][:8]) + (" ..." if auto["kept_fp32_count"] > 8 else "")
         lines.append(f"  fp16 auto: {auto['kept_fp32_count']} of {auto['candidates']} nodes kept fp32 "
                      f"({auto['tries']} tries){': ' + shown if shown else ''}")
+    if args.bake_preprocess:
+        info = result.model.preprocess["baked"]
+        shape = next(v["shape"] for v in result.model.io_info()["inputs"] if v["name"] == info["input"])
+        doc["baked_input"] = {"name": info["input"], "dtype": info["dtype"], "shape": shape, "layout": info["layout"],
+                              "channel_order": info["channel_order"]}
+        lines.append(f"  baked input: {info['input']} {info['dtype']} [{','.join(map(str, shape))}] "
+                     f"{info['layout']} {info['channel_order']}")
     if baked_check is not None:
         doc["baked_preprocess"] = baked_check
         lines += _baked_lines(baked_check)

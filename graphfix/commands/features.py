@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     check_data_path(args.data, "DATA")
     files = model_files(args.model)
     model = load_model(args)
-    prep = preprocess_for(model, args, [args.data])
+    prep = preprocess_for(model, args, [args.data], writes=False)
     data = load_dataset(args.data, model_labels(model), prep, need_labels=False)
     if data.features is not None:
         raise GraphfixError("DATA is already a features folder", kind="usage", path=args.data)

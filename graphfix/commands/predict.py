@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     rule = stored_decision(model)
     folder_input = len(args.inputs) == 1 and is_shard_dir(args.inputs[0])
     if args.output or folder_input:
-        prep = preprocess_for(model, args, [] if folder_input else list(args.inputs))
+        prep = preprocess_for(model, args, [] if folder_input else list(args.inputs), writes=False)
         data = prediction_data(model, args.inputs, prep)
     if args.output:
         if args.shard_rows < 1 or args.batch_size < 1:
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return _print(args, model, rule, list(data.paths or []), p, stored_labels(model, p))
     npz = [p for p in args.inputs if p.lower().endswith(".npz")]
     images = image_paths([p for p in args.inputs if not p.lower().endswith(".npz")])
-    prep = preprocess_for(model, args, images)
+    prep = preprocess_for(model, args, images, writes=False)
     names: list[str] = []
     batches = []
     for path in npz:

@@ -13,7 +13,8 @@ import os
 import time
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path,
+    add_model_args, add_output_args, add_preprocess_args, add_target_args, default_output, emit, load_model, model_files,
+    output_path,
 )
 from graphfix.commands._writeback import add_to_argument, write_output
 
@@ -24,12 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the new head's initialisation (default 0)")
     parser.add_argument("--features", metavar="NAME", help="tensor the new head reads (overrides head finding)")
     parser.add_argument("--init-from-old", metavar="MAP", help="JSON or text map label -> old class index; those rows copy the old classifier")
+    add_preprocess_args(parser)
     add_target_args(parser)
     add_to_argument(parser)
     add_output_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from graphfix.commands._data import preprocess_for
     from graphfix.surgery import parse_labels_arg, swap_head
 
     start = time.perf_counter()
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_path(args.output, default_output(args.model, "-multilabel"), model_files(args.model, args.params, args.weights) + side)
     labels = parse_labels_arg(args.labels)
     model = load_model(args)
+    preprocess_for(model, args, [], head="new")
     new = swap_head(model, labels=labels, seed=args.seed, features=args.features, init_from_old=args.init_from_old)
     exported = write_output(args, new, out)
     seconds = time.perf_counter() - start

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise GraphfixError(f"--weight-decay {wd!r}: a number or 'auto'", kind="usage") from exc
     model = load_model(args)
-    prep = preprocess_for(model, args, [args.train, args.val])
+    prep = preprocess_for(model, args, [args.train, args.val], head="fit")
     new, history = train_head(
         model, args.train, args.val, loss=args.loss, weight_decay=wd, pos_weight=args.pos_weight,
         asl_gamma_neg=args.asl_gamma_neg, asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip,

@@ -16,7 +16,10 @@ null count as absent.
 
 from __future__ import annotations
 
-__all__ = ["Preprocess", "decode_image", "load_images", "image_paths", "IMAGE_SUFFIXES", "DEFAULT_MAX_PIXELS"]
+__all__ = [
+    "Preprocess", "PREPROCESS_KEYS", "stored_preprocess", "describe_preprocess", "decode_image", "load_images",
+    "image_paths", "IMAGE_SUFFIXES", "DEFAULT_MAX_PIXELS",
+]
 
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +32,8 @@ import numpy as np
 from graphfix.errors import GraphfixError
 from graphfix.limits import DEFAULT_MAX_PIXELS
 
+#: The `graphfix.preprocess` keys that say how pixels become the input (what is stored).
+PREPROCESS_KEYS = ("size", "channel_order", "mean", "std", "scale", "pixel_range")
 #: File name endings read as images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -119,6 +124,11 @@ class Preprocess:
         d.pop("max_pixels")
         return d
 
+    def stored(self) -> dict[str, Any]:
+        """The `graphfix.preprocess` values (`PREPROCESS_KEYS`) that give this preprocessing."""
+        d = self.to_dict()
+        return {key: d[key] for key in PREPROCESS_KEYS}
+
     def apply(self, image: Any) -> np.ndarray:
         """A PIL image -> float32 [C, H, W]."""
         from PIL import Image
@@ -136,6 +146,25 @@ class Preprocess:
         mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
         std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
         return np.ascontiguousarray((arr - mean) * np.float32(self.scale) / std, dtype=np.float32)
+
+
+def stored_preprocess(meta: dict[str, Any] | None, prep: Preprocess) -> dict[str, Any]:
+    """`graphfix.preprocess` metadata holding `prep`: its values over `meta`'s other keys (a
+    `mean_source` note is dropped when the mean changes)."""
+    new = {**(meta or {}), **prep.stored()}
+    if (meta or {}).get("mean") != new["mean"]:
+        new.pop("mean_source", None)
+    return new
+
+
+def describe_preprocess(meta: dict[str, Any]) -> str:
+    """One line for humans: `size 32,32, BGR, mean 104,117,123, std 1, scale 1, pixel range 255`."""
+    def show(v: Any) -> str:
+        return ",".join(f"{float(x):g}" for x in np.atleast_1d(v)) if v is not None else "none"
+
+    parts = [f"size {show(meta.get('size'))}", str(meta.get("channel_order") or "RGB")]
+    parts += [f"{key} {show(meta.get(key))}" for key in ("mean", "std", "scale")]
+    return ", ".join(parts + [f"pixel range {show(meta.get('pixel_range'))}"])
 
 
 def _input_shape(model: Any) -> list[Any] | None:

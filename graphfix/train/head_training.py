@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from graphfix.data.datasets import Dataset
-from graphfix.data.images import Preprocess
+from graphfix.data.images import Preprocess, stored_preprocess
 from graphfix.data.features import extract_features
 from graphfix.data.scores import as_dataset
 from graphfix.train.head_fit import TrainConfig, fit_head
@@ -80,7 +80,9 @@ def train_head(
     Returns:
         (new model, history): the history holds the solver report (iterations, gradient norm,
         objective), the chosen weight decay and the whole CV curve; a compact copy is stored as
-        `graphfix.training`. Stale thresholds (and the `labels` output) are removed.
+        `graphfix.training`. The preprocessing the images were read with (the training set's,
+        else `preprocess`) is stored as `graphfix.preprocess`. Stale thresholds (and the
+        `labels` output) are removed.
     """
     from tqdm import tqdm
 
@@ -146,6 +148,8 @@ def train_head(
         "converged": hist["converged"],
         "val_mAP": hist.get("val_mAP"),
     }
-    set_metadata(new.ir, training=summary, thresholds=None, calibration=None)
+    used = train.preprocess if train.preprocess is not None else preprocess
+    prep_meta = {"preprocess": stored_preprocess(model.preprocess, used)} if used is not None else {}
+    set_metadata(new.ir, training=summary, thresholds=None, calibration=None, **prep_meta)
     history = {**hist, "settings": summary}
     return new, history

@@ -113,6 +113,46 @@ def test_bake_refuses_bad_models_and_options():
         bake_preprocess(wrong)
 
 
+@pytest.mark.parametrize("where", ["input", "tensor", "initializer"])
+def test_baked_input_is_image_when_the_model_already_has_one(where):
+    """Issue 22 item 8: the baked input is always `image`; the old `image` is renamed inside."""
+    model = _calibrated().copy()
+    graph = model.ir.graph
+    taken = {"input": graph.inputs[0], "tensor": graph.node(0).outputs[0],
+             "initializer": next(v for v in graph.initializers.values() if v.name != "graphfix_head.weight")}[where]
+    taken.name = "image"
+    before = bake_free_probs(model)
+    baked = bake_preprocess(model)
+    assert [v["name"] for v in baked.io_info()["inputs"]] == ["image"]
+    assert baked.ir.graph.inputs[0].dtype.name == "UINT8" and baked.preprocess["baked"]["input"] == "image"
+    names = {v.name for v in baked.ir.graph.initializers.values()} | {o.name for n in baked.ir.graph for o in n.outputs}
+    if where != "input":  # the old input itself is gone; a tensor or initializer lives on under a new name
+        assert "image_original" in names
+    assert verify_baked(model, baked)["ok"]
+    assert np.array_equal(bake_free_probs(model), before)  # the input model is unchanged
+
+
+def test_bake_refuses_an_output_named_image():
+    model = _calibrated().copy()
+    model.ir.graph.outputs[0].name = "image"
+    with pytest.raises(GraphfixError, match="output named 'image', the name of the baked input"):
+        bake_preprocess(model)
+
+
+def test_export_names_the_baked_input(tmp_path):
+    model = _calibrated().copy()
+    model.ir.graph.inputs[0].name = "image"
+    src = tmp_path / "m.onnx"
+    model.save(src)
+    proc = run_cli("export", src, "--target", "cpu", "--bake-preprocess", "-o", tmp_path / "b.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "  baked input: image uint8 [batch,32,32,3] NHWC RGB" in proc.stdout.splitlines()
+    proc = run_cli("export", src, "--target", "cpu", "--bake-preprocess", "--layout", "nchw", "-o", tmp_path / "c.onnx",
+                   "--json")
+    assert json.loads(proc.stdout)["baked_input"] == {"name": "image", "dtype": "uint8", "shape": ["batch", 3, 32, 32],
+                                                      "layout": "NCHW", "channel_order": "RGB"}
+
+
 def test_round_trip_baked_labels_equal_graphfix_predict(tmp_path):
     """A baked, exported model fed raw decoded images gives `graphfix predict`'s labels."""
     from PIL import Image

@@ -1,7 +1,8 @@
 """Bake graphfix's image preprocessing into the graph: the model then takes raw uint8 images.
 
-`bake_preprocess(model, layout="nhwc")` puts these nodes in front of the model's only input,
-in the order `graphfix.data.images.Preprocess.apply` computes them (so float32 results
+`bake_preprocess(model, layout="nhwc")` puts these nodes in front of the model's only input
+(the new input is always named `image`; a tensor or node already called so is renamed
+`image_original` inside the graph), in the order `graphfix.data.images.Preprocess.apply` computes them (so float32 results
 are bit-identical):
 
     image uint8 [N,H,W,C] (or [N,C,H,W]), channels in RGB order (grey for 1-channel models)
@@ -51,18 +52,21 @@ def bake_preprocess(
 ) -> Model:
     """A new Model whose input `image` is a uint8 image batch; `model` is not changed.
 
+    The preprocessing is the model's stored `graphfix.preprocess` (with its input shape), so the
+    baked graph computes what every graphfix command computes for that model.
+
     Args:
         model: A model with one float NCHW input of static C, H, W.
         layout: "nhwc" ([N, H, W, C], what image decoders give) or "nchw".
         resize_from: (H, W) of the images the client sends; the graph resizes them to the
             model's input size (see module docstring for the interpolation). None: the images
             come at the model's input size.
-        preprocess: A `Preprocess`; default `Preprocess.for_model(model)` (the model's
-            `graphfix.preprocess` metadata and input shape).
+        preprocess: A `Preprocess` for the Python API; default (and what the CLI uses)
+            `Preprocess.for_model(model)`, the stored values.
 
     Raises:
-        GraphfixError: kind "usage" for a bad layout or size, or when the model's preprocessing
-            is already baked; kind "not_ready" for a model whose input is not one float NCHW
+        GraphfixError: kind "usage" for a bad layout or size, when the model's preprocessing
+            is already baked, or when a graph output is named `image`; kind "not_ready" for a model whose input is not one float NCHW
             image tensor.
     """
     from graphfix.data.images import Preprocess
@@ -87,7 +91,9 @@ def bake_preprocess(
     in_h, in_w = resize_from if resize_from is not None else (height, width)
     dims = [batch, in_h, in_w, channels] if layout == "nhwc" else [batch, channels, in_h, in_w]
     taken = graph_names(graph)
-    image = ir.Value(name=fresh_name(taken, IMAGE_INPUT), type=ir.TensorType(ir.DataType.UINT8), shape=ir.Shape(dims))
+    _free_name(work, taken, IMAGE_INPUT)
+    taken.add(IMAGE_INPUT)
+    image = ir.Value(name=IMAGE_INPUT, type=ir.TensorType(ir.DataType.UINT8), shape=ir.Shape(dims))
     builder = _Builder(graph, taken)
 
     x = builder.node("Cast", [image], {"to": ir.DataType.FLOAT}, "cast")
@@ -217,6 +223,22 @@ def _scale(out: int, size: int) -> np.float32:
             return s
         s = np.nextafter(s, np.float32(np.inf) if int(size * float(s)) < out else np.float32(0))
     raise GraphfixError(f"no float32 resize scale maps {size} to {out}", kind="usage")
+
+
+def _free_name(model: Model, taken: set[str], name: str) -> None:
+    """Rename whatever is called `name` in the main graph (the old input, a tensor, an
+    initializer, a node) so the baked input can take that name; a graph output keeps its name."""
+    graph = model.ir.graph
+    if name in {v.name for v in graph.outputs}:
+        raise GraphfixError(f"the model has an output named {name!r}, the name of the baked input", kind="usage",
+                            path=model.path, hint="rename that output first")
+    values = [*graph.inputs, *graph.initializers.values(), *(o for node in graph for o in node.outputs)]
+    for value in values:
+        if value.name == name:
+            value.name = fresh_name(taken, f"{name}_original")
+    for node in graph:
+        if node.name == name:
+            node.name = fresh_name(taken, f"{name}_original")
 
 
 def _image_input(model: Model, prep: Any) -> ir.Value:
