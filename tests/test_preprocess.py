@@ -139,6 +139,25 @@ def test_before_training_flags_replace_the_stored_values(models, tmp_path):
         in res.stderr.splitlines()
 
 
+def test_features_folder_records_its_preprocessing(models, tmp_path):
+    feats = tmp_path / "feats"
+    res = run_cli("features", models / "swapped.onnx", models / "data.csv", "-o", feats, "--mean", "10")
+    assert res.returncode == 0, res.stderr
+    assert "graphfix: note: --mean 10 replaces mean 33 for this run only (this command writes no model)" \
+        in res.stderr.splitlines()
+    assert json.loads((feats / "manifest.json").read_text())["preprocess"]["mean"] == [10.0]
+    out = tmp_path / "t.onnx"
+    _refused(run_cli("train-head", models / "swapped.onnx", "--features", feats, "-o", out),
+             f"{feats}: the features were extracted with mean 10, but this command uses mean 33 (give the "
+             "preprocessing flags the features were extracted with, or extract them again)")
+    _refused(run_cli("calibrate", models / "trained.onnx", "--features", feats, "-o", out),
+             "the features were extracted with mean 10, but this command uses mean 33")
+    _refused(run_cli("predict", models / "trained.onnx", "--features", feats), "extracted with mean 10")
+    res = run_cli("train-head", models / "swapped.onnx", "--features", feats, "--mean", "10", "-o", out)
+    assert res.returncode == 0, res.stderr
+    assert gf.load(out).preprocess["mean"] == [10.0]
+
+
 def test_write_back_sidecar_holds_the_stored_values(tmp_path):
     shutil.copy(LENET[0], tmp_path / "net.prototxt")
     shutil.copy(LENET[1], tmp_path / "net.caffemodel")

@@ -26,7 +26,8 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
 
 #: Preprocessing key -> the flag that sets it, and its name in messages.
 _FLAGS = {"size": "--size", "mean": "--mean", "std": "--std", "scale": "--scale", "channel_order": "--bgr"}
-_NAMES = {"size": "size", "mean": "mean", "std": "std", "scale": "scale", "channel_order": "channel order"}
+_NAMES = {"size": "size", "mean": "mean", "std": "std", "scale": "scale", "channel_order": "channel order",
+          "pixel_range": "pixel range"}
 
 
 def preprocess_for(
@@ -42,7 +43,8 @@ def preprocess_for(
     the flags win, and a command that `writes` a model stores the whole preprocessing in it
     (`args.preprocess_store`, written and announced by `_options.store_preprocess`): when flags
     were given, or when it trains (`head="fit"`) on images. A command that writes no model says
-    that a flag replaced a stored value for this run only.
+    that a flag replaced a stored value for this run only. A features folder (`graphfix
+    features`) made with other preprocessing than the result is refused.
 
     Returns:
         The Preprocess, or None when no input is an image and no flag was given (also when none
@@ -51,23 +53,16 @@ def preprocess_for(
     from graphfix.commands._options import note
     from graphfix.data.images import describe_preprocess, stored_preprocess
 
-    needs = any(p and not str(p).lower().endswith(".npz") and not os.path.isdir(p) for p in paths)
-    size = parse_floats(args.size, "--size")
-    given = {
-        "size": [int(v) for v in size] if size else None,
-        "mean": parse_floats(args.mean, "--mean"),
-        "std": parse_floats(args.std, "--std"),
-        "scale": args.scale,
-        "channel_order": "BGR" if args.bgr else None,
-    }
-    given = {key: value for key, value in given.items() if value is not None}
+    recorded = {p: r for p, r in ((p, _recorded(p)) for p in paths if p and os.path.isdir(p)) if r}
+    images = any(p and not str(p).lower().endswith(".npz") and not os.path.isdir(p) for p in paths)
+    needs = images or bool(recorded)
+    given = _given(args)
     meta = dict(getattr(model, "preprocess", None) or {})
     changed = [(key, meta[key], value) for key, value in given.items()
                if meta.get(key) is not None and not _same(meta[key], value)]
     training = model.metadata.get("training") if hasattr(model, "metadata") else None
-    locked = training is not None and (head == "keep" or (head == "fit" and bool(training.get("train_from"))))
-    if changed and locked:
-        flags = " and ".join(f"{_FLAGS[k]}" + ("" if k == "channel_order" else f" {_show(new)}") for k, _, new in changed)
+    if changed and training is not None and (head == "keep" or (head == "fit" and training.get("train_from"))):
+        flags = " and ".join(_flag(k, new) for k, _, new in changed)
         stored = " and ".join(f"{_NAMES[k]} {_show(old)}" for k, old, _ in changed)
         raise GraphfixError(
             f"{flags} {'differs' if len(changed) == 1 else 'differ'} from the stored {stored} the head was trained on",
@@ -79,11 +74,12 @@ def preprocess_for(
     try:
         prep = Preprocess.for_model(model, **given, max_pixels=getattr(args, "max_pixels", None))
     except GraphfixError:
-        if needs or given:
+        if images or given:
             raise
         return None
-    replaced = ", ".join(f"{_FLAGS[k]}{'' if k == 'channel_order' else ' ' + _show(new)} replaces {_NAMES[k]} {_show(old)}"
-                         for k, old, new in changed)
+    for folder, rec in recorded.items():
+        _check_recorded(folder, rec, prep)
+    replaced = ", ".join(f"{_flag(k, new)} replaces {_NAMES[k]} {_show(old)}" for k, old, new in changed)
     if writes and (given or (head == "fit" and needs)):
         new_meta = stored_preprocess(meta, prep)
         if new_meta != meta:
@@ -91,6 +87,46 @@ def preprocess_for(
     elif not writes and changed:
         note(args, f"{replaced} for this run only (this command writes no model)")
     return prep
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The preprocessing flags given, as `graphfix.preprocess` values."""
+    size = parse_floats(args.size, "--size")
+    given = {
+        "size": [int(v) for v in size] if size else None,
+        "mean": parse_floats(args.mean, "--mean"),
+        "std": parse_floats(args.std, "--std"),
+        "scale": args.scale,
+        "channel_order": "BGR" if args.bgr else None,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _flag(key: str, value: Any) -> str:
+    """`--mean 0,0,0`, or `--bgr`."""
+    return _FLAGS[key] if key == "channel_order" else f"{_FLAGS[key]} {_show(value)}"
+
+
+def _recorded(folder: str) -> dict[str, Any] | None:
+    """The preprocessing a features folder's images were read with (None: not a features folder,
+    or made from arrays)."""
+    from graphfix.data.shards import is_shard_dir, read_manifest
+
+    return read_manifest(folder).get("preprocess") if is_shard_dir(folder) else None
+
+
+def _check_recorded(folder: str, rec: dict[str, Any], prep: Preprocess) -> None:
+    """Refuse features made with other preprocessing than the command uses (usage error naming both)."""
+    from graphfix.data.images import PREPROCESS_KEYS
+
+    now = prep.stored()
+    diff = [k for k in PREPROCESS_KEYS if k in rec and not _same(rec[k], now[k])]
+    if diff:
+        made = " and ".join(f"{_NAMES[k]} {_show(rec[k])}" for k in diff)
+        used = " and ".join(f"{_NAMES[k]} {_show(now[k])}" for k in diff)
+        raise GraphfixError(f"the features were extracted with {made}, but this command uses {used}", kind="usage",
+                            path=folder, hint="give the preprocessing flags the features were extracted with, "
+                                              "or extract them again")
 
 
 def _same(stored: Any, given: Any) -> bool:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     rule = stored_decision(model)
     folder_input = len(args.inputs) == 1 and is_shard_dir(args.inputs[0])
     if args.output or folder_input:
-        prep = preprocess_for(model, args, [] if folder_input else list(args.inputs), writes=False)
+        prep = preprocess_for(model, args, list(args.inputs), writes=False)
         data = prediction_data(model, args.inputs, prep)
     if args.output:
         if args.shard_rows < 1 or args.batch_size < 1:

@@ -37,7 +37,7 @@ class Dataset:
         labels: Class names.
         x: float32 [N, C, H, W] model inputs, or None for an image manifest.
         paths: Image files (absolute), or None.
-        preprocess: How `paths` become inputs.
+        preprocess: How `paths` become inputs (for features: how their images were read).
         source: The file it came from, if any.
         lines: The CSV line of each image (named in decoding errors), or None.
         features: Backbone features [N, F] read from a features folder (`graphfix features`),

@@ -4,7 +4,7 @@ A folder (FEATURES_DIR or PREDICTIONS) holds
 
     manifest.json     {"format": "graphfix-features/1" | "graphfix-predictions/1", "model_sha256",
                        "data_fingerprint", "data_source", "rows", "labels", "labelled", "shard_rows",
-                       "batch_size", "arrays", "complete", "shards": [{"file", "start", "stop"}]}
+                       "batch_size", "arrays", "preprocess", "complete", "shards": [{"file", "start", "stop"}]}
     shard-00000.npz   one array per output (features float32 [n, F]; or scores float32 [n, L] and
                       labels bool [n, L]), plus row int64 [n] (the index in the data set), path
                       str [n] (the source image, or "file.npz[i]") and, for labelled data, targets
@@ -18,6 +18,8 @@ written atomically (`graphfix.output.atomic_write`, zip entries with a fixed dat
 gives the same bytes); a re-run with the same model, data and shard size skips the shards already
 there, so an interrupted run resumes. The manifest says "complete" only once every shard is
 written; readers refuse an incomplete folder and a backbone other than the one it was made with.
+"preprocess" records how images became inputs (`Preprocess.to_dict()`; null for arrays), so a
+head trained on the features stores it and a command that reads them can check it.
 
 Where the shards are computed is a `runner` (the `Runner` interface below): `local_runner` (one
 onnxruntime session in this process), or one plugged in by another package through the entry
@@ -44,6 +46,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from graphfix.data.datasets import Dataset
+from graphfix.data.images import Preprocess
 from graphfix.errors import GraphfixError
 
 FEATURES_FORMAT = "graphfix-features/1"
@@ -291,6 +294,7 @@ def write_shards(
         "labels": list(labels if labels is not None else data.labels), "shard_rows": plan.shard_rows,
         "batch_size": plan.batch_size, "arrays": sorted(plan.stored or plan.outputs.values()),
         "labelled": bool(data.y.shape[1]),
+        "preprocess": data.preprocess.to_dict() if data.preprocess is not None else None,
     }
     key = ("format", "model_sha256", "data_fingerprint", "rows", "shard_rows", "batch_size", "arrays")
     shards = shard_ranges(len(data), plan.shard_rows)
@@ -390,5 +394,8 @@ def load_features_dir(folder: str | os.PathLike, labels: list[str] | None, *, ne
                             path=folder)
     arrays = read_arrays(folder, ["features", "path"] + (["targets"] if doc.get("labelled") else []))
     y = arrays.get("targets", np.zeros((len(arrays["features"]), 0), np.uint8))
+    prep = doc.get("preprocess")
+    prep = Preprocess(**{**prep, "size": tuple(prep["size"])}) if prep else None
     return Dataset(y=y, labels=list(doc["labels"]), paths=[str(p) for p in arrays["path"]], source=folder,
-                   features=arrays["features"], backbone=doc["model_sha256"], origin=doc["data_fingerprint"])
+                   features=arrays["features"], backbone=doc["model_sha256"], origin=doc["data_fingerprint"],
+                   preprocess=prep)
