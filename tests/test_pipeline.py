@@ -19,8 +19,6 @@ import pytest
 from tests.conftest import run_cli
 from tests.convert.caffe.caffe_helpers import caffe_writer
 
-pytestmark = pytest.mark.slow
-
 LABELS = ["red", "green", "blue", "white"]
 COLOURS = {"red": (230, 30, 30), "green": (30, 220, 40), "blue": (40, 50, 235), "white": (245, 245, 245)}
 MEAN = [104.0, 117.0, 123.0]  # BGR order, pixel units: Caffe's ImageNet mean

@@ -13,8 +13,6 @@ import pytest
 import graphfix as gf
 from tests.conftest import FIXTURES, run_cli
 
-pytestmark = pytest.mark.slow
-
 LENET = (FIXTURES / "caffe" / "lenet.prototxt", FIXTURES / "caffe" / "lenet.caffemodel")  # 1x28x28, BGR, no mean
 
 
