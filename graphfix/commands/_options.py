@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 __all__ = [
-    "add_model_args", "add_preprocess_args", "add_data_args", "add_output_args", "add_target_args", "load_model",
-    "model_files", "check_input", "output_path", "emit", "note", "store_preprocess", "default_output", "write_model",
+    "add_model_args", "add_preprocess_args", "add_data_args", "add_output_args", "add_target_args", "add_fp16_arg",
+    "fp16_mode", "FP16_HELP", "load_model", "model_files", "check_input", "output_path", "emit", "note",
+    "store_preprocess", "default_output", "write_model", "export_lines", "parity_lines", "note_lines",
 ]
 
 import argparse
@@ -187,29 +188,58 @@ def emit(args: argparse.Namespace, doc: dict[str, Any], text: list[str] | str) -
     sys.stdout.flush()
 
 
+#: The one help text of --fp16, in every command that takes it.
+FP16_HELP = ("float16 inside the exported graph (fp32 inputs, outputs and head), checked for parity; "
+             "`--fp16 auto` also keeps in fp32 the fewest nodes that bring parity within tolerance")
+
+
+def fp16_mode(text: str) -> str:
+    """The value of `--fp16 VALUE`: only "auto" (a bare --fp16 is True)."""
+    if text.lower() != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or 'auto', not {text!r} (write --fp16 after MODEL)")
+    return "auto"
+
+
+def add_fp16_arg(parser: argparse.ArgumentParser) -> None:
+    """--fp16 [auto]: args.fp16 is False, True or "auto" (see `graphfix.convert.export.export`)."""
+    parser.add_argument("--fp16", nargs="?", const=True, default=False, type=fp16_mode, metavar="auto", help=FP16_HELP)
+
+
 def add_target_args(parser: argparse.ArgumentParser) -> None:
     """--target/--fp16: write a deployable model in the same command (see `graphfix export`)."""
     parser.add_argument("--target", choices=("cpu", "cuda", "tensorrt"),
                         help="export for this target (export passes, parity check, readiness check)")
-    parser.add_argument("--fp16", action="store_true", help="with --target: float16 inside the graph, fp32 I/O and head")
+    add_fp16_arg(parser)
 
 
-def write_model(args: argparse.Namespace, model, out: str, *, also=None) -> dict[str, Any] | None:
-    """Save `model` to `out`, or export it for `--target`; returns the export summary.
+def write_model(args: argparse.Namespace, model, out: str, *, also=None, parity_data: Any = None,
+                preprocess: Any = None) -> dict[str, Any] | None:
+    """Save `model` to `out`, or export it for `--target`/`--fp16`; returns the export summary.
 
     `also(files)`, if given, writes more files into the same `graphfix.output.OutputSet`: the
-    model and those files appear together or not at all.
+    model and those files appear together or not at all. `parity_data` (a CSV/NPZ path, with
+    `preprocess` for its images) is the command's own data: its first rows are the parity
+    inputs of the export (a features folder gives none; the model's seeded inputs are used).
 
     Raises:
-        GraphfixError: kind "parity" (nothing written) when the export changes the outputs, or
-            kind "not_ready" (the files are written) when the readiness check has a FAIL.
+        GraphfixError: kind "parity" (nothing written; the hint says what to run) when the
+            export changes the outputs, or kind "not_ready" (the files are written) when the
+            readiness check has a FAIL.
     """
     from graphfix.output import OutputSet
 
     target = getattr(args, "target", None)
-    if not target and getattr(args, "fp16", False):
+    fp16 = getattr(args, "fp16", False)
+    if not target and fp16:
         raise GraphfixError("--fp16 needs --target", kind="usage")
     model = store_preprocess(args, model, out)
+    samples = source = None
+    if target and parity_data is not None:
+        from graphfix.convert.export._parity import dataset_feeds
+
+        found = dataset_feeds(model, parity_data, preprocess)
+        if found is not None:
+            samples, source = found
     result = None
     with OutputSet([out]) as files:
         staged = files.path(out)
@@ -219,11 +249,13 @@ def write_model(args: argparse.Namespace, model, out: str, *, also=None) -> dict
             from graphfix.convert.export import export
 
             try:
-                result = export(model, staged, target=target, fp16=args.fp16)
+                result = export(model, staged, target=target, fp16=fp16, sample_inputs=samples, sample_source=source)
             except GraphfixError as exc:
                 if exc.path == staged:
                     exc.path = out
-                    exc.args = (exc.one_line(),)
+                if exc.kind == "parity" and fp16 is True and not getattr(args, "no_cache", True):
+                    exc.hint = f"{exc.hint}; the backbone features are cached, so the data is not run again"
+                exc.args = (exc.one_line(),)
                 raise
         if also is not None:
             also(files)
@@ -231,8 +263,9 @@ def write_model(args: argparse.Namespace, model, out: str, *, also=None) -> dict
         return None
     summary = {
         "target": target,
-        "fp16": args.fp16,
+        "fp16": fp16,
         "parity": result.parity,
+        "notes": result.notes,
         "ready": result.report.ok if result.report is not None else None,
         "findings": [f.to_dict() for f in result.report.findings] if result.report is not None else [],
     }
@@ -240,3 +273,66 @@ def write_model(args: argparse.Namespace, model, out: str, *, also=None) -> dict
         fails = ", ".join(sorted({f.id for f in result.report.failures}))
         raise GraphfixError(f"written, but not ready for {target}: FAIL {fails} (see `graphfix check`)", kind="not_ready", path=out)
     return summary
+
+
+def export_lines(summary: dict[str, Any] | None) -> list[str]:
+    """Human lines of `write_model`'s export summary (none when nothing was exported, or for
+    what a `--to mxnet|caffe` write-back returns)."""
+    if not summary or not summary.get("target"):
+        return []
+    mode = {True: ", fp16", "auto": ", fp16 auto"}.get(summary["fp16"], "")
+    ready = {True: "ready", False: "NOT ready", None: "readiness not checked"}[summary["ready"]]
+    lines = [f"exported for {summary['target']}{mode}: {ready}"]
+    lines += note_lines(summary.get("notes") or {})
+    if summary.get("parity") is not None:
+        lines += parity_lines(summary["parity"])
+    return lines
+
+
+def parity_lines(parity: dict[str, Any]) -> list[str]:
+    """The parity verdict, what was fed and the figures per output."""
+    lines = [f"  parity ({'fp16' if parity['fp16'] else 'fp32'}) on {parity.get('inputs') or 'the seeded inputs'}: "
+             f"{'ok' if parity['ok'] else 'FAILED'}"]
+    for name, fig in parity["outputs"].items():
+        if "error" in fig:
+            lines.append(f"    {name}: {fig['error']}  OVER")
+        elif "mismatches" in fig:
+            lines.append(f"    {name}: {fig['mismatches']} mismatching values (they follow the probabilities)")
+        else:
+            lines.append(f"    {name}: max|diff| {fig['max_abs_diff']:.3g} (tolerance {fig['tolerance']:.3g})"
+                         f"{'' if fig['ok'] else '  OVER'}")
+    return lines
+
+
+def note_lines(notes: dict[str, Any]) -> list[str]:
+    """The export's fp16 and int64 notes as sentences (`ExportResult.notes`)."""
+
+    def names(items: list[str], most: int = 6) -> str:
+        return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+    lines = []
+    auto = notes.get("fp16_auto")
+    if auto is not None:
+        kept = f": {names(auto['kept_fp32'])}" if auto["kept_fp32"] else ""
+        lines.append(f"  fp16 auto: {auto['kept_fp32_count']} of {auto['candidates']} nodes kept fp32 "
+                     f"({auto['tries']} tries){kept}")
+    if "fp16_converted_nodes" in notes:
+        lines.append(f"  fp16: {notes['fp16_converted_nodes']} nodes converted")
+    overflow = notes.get("fp16_overflow_kept_fp32") or []
+    if overflow:
+        lines.append(f"  fp16: {len(overflow)} {'node' if len(overflow) == 1 else 'nodes'} kept fp32, "
+                     f"{'its' if len(overflow) == 1 else 'their'} weights exceed 65504: "
+                     + names([f"{o['node']} ({o['initializer']} up to {o['max_abs']:.4g})" for o in overflow], 3))
+    underflow = notes.get("fp16_underflow") or []
+    if underflow:
+        total = sum(u["flushed_to_zero"] for u in underflow)
+        lines.append(f"  fp16: {total} weights below 6e-8 flushed to zero in {len(underflow)} initializers: "
+                     + names([u["initializer"] for u in underflow], 3))
+    int64 = notes.get("int64_out_of_range") or []
+    if int64:
+        lines.append("  int64 constants outside the int32 range: "
+                     + names([f"{c['name']} ({c['min']} to {c['max']})" for c in int64], 3))
+    known = {"fp16_auto", "fp16_converted_nodes", "fp16_overflow_kept_fp32", "fp16_underflow", "int64_out_of_range"}
+    for key in sorted(set(notes) - known):
+        lines.append(f"  {key.replace('_', ' ')}: see --json")
+    return lines

@@ -24,17 +24,18 @@ def add_to_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def write_output(args: argparse.Namespace, model, out: str, *, also=None) -> dict[str, Any] | None:
+def write_output(args: argparse.Namespace, model, out: str, *, also=None, **export: Any) -> dict[str, Any] | None:
     """Write `model` to `out` as ONNX (`write_model`: --target etc.), or as PREFIX files for --to.
 
     `also(files)` writes more files (a report) into a `graphfix.output.OutputSet`: with the ONNX
-    model in the same set, after the write-back set otherwise.
+    model in the same set, after the write-back set otherwise. `export` goes to `write_model`
+    (parity_data, preprocess).
     """
     from graphfix.commands._options import write_model
 
     to = getattr(args, "to", "onnx")
     if to == "onnx":
-        return write_model(args, model, out, also=also)
+        return write_model(args, model, out, also=also, **export)
     if getattr(args, "target", None) or getattr(args, "fp16", False):
         raise GraphfixError(f"--target/--fp16 write ONNX; they do not combine with --to {to}", kind="usage")
     from graphfix.commands._options import store_preprocess

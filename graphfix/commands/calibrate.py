@@ -20,7 +20,7 @@ import os
 from graphfix.errors import GraphfixError
 from graphfix.commands._options import (
     add_data_args,
-    add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path,
+    add_output_args, add_target_args, default_output, emit, export_lines, load_model, model_files, output_path,
 )
 from graphfix.commands._writeback import add_to_argument, write_output
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                               head=model.metadata.get("head"))
         files.extend(os.path.join(args.report, os.path.basename(f)) for f in staged)
 
-    exported = write_output(args, new, out, also=report if args.report else None)
+    exported = write_output(args, new, out, also=report if args.report else None, parity_data=args.heldout, preprocess=prep)
     text = [f"objective {th.objective}: {sum(m == 'tuned' or m == 'global' for m in th.methods)}/{len(labels)} classes tuned"]
     for fb in th.fallbacks:
         text.append(f"  {fb['label']}: {fb['method']} (t={fb['threshold']:.4f}): {fb['reason']}")
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         text.append(_line(f"{split} tuned", res["tuned"]))
     if files:
         text.append(f"report: {args.report} ({len(files)} files)")
+    text += export_lines(exported)
     text.append(f"wrote {out}")
 
     def brief(m: dict) -> dict:

@@ -21,8 +21,8 @@ import signal
 import time
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_preprocess_args, add_ray_arg, add_target_args, default_output, emit, load_model,
-    model_files, output_path, write_model,
+    add_model_args, add_output_args, add_preprocess_args, add_ray_arg, add_target_args, default_output, emit,
+    export_lines, load_model, model_files, output_path, write_model,
 )
 from graphfix.errors import GraphfixError, Interrupted
 
@@ -106,6 +106,7 @@ def _run_one(args: argparse.Namespace, path: str) -> int:
         "seconds": round(seconds, 3),
     }
     text = [f"wrote {out} ({len(model.graph)} nodes, opset {model.opset}, {os.path.getsize(out) / 1e6:.2f} MB, {seconds:.2f} s)"]
+    text += export_lines(exported)
     if verify is not None:
         text.append(f"verify: {verify.get('summary')}")
     emit(args, doc, text)
@@ -136,7 +137,7 @@ def _run_fleet(args: argparse.Namespace) -> int:
     if args.verify:
         extra.append("--verify")
     if args.target:
-        extra += ["--target", args.target] + (["--fp16"] if args.fp16 else [])
+        extra += ["--target", args.target] + {True: ["--fp16"], "auto": ["--fp16", "auto"]}.get(args.fp16, [])
     for shape in args.input_shape or []:
         extra += ["--input-shape", shape]
     for flag in ("size", "mean", "std", "scale"):

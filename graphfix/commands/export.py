@@ -3,9 +3,12 @@
 Runs constant folding, Dropout/Identity removal, BatchNorm folding, Shape-chain reshape
 removal, opset conversion (default 17, explicit IR version), a single symbolic batch dimension,
 int64 range checks and graph hygiene; --fp16 puts float16 into the graph (fp32 inputs and
-outputs, Resize and the multi-label head kept fp32). The result is compared with the input in
-onnxruntime (fp32: max|diff| <= 1e-5 x max(1, max|ref|); fp16: probabilities within 1e-2) and
-checked with the C1-C16 readiness checklist.
+outputs, Resize and the multi-label head kept fp32); --fp16 auto also keeps in fp32 the fewest
+nodes that bring parity within tolerance (a bisection with a progress bar). The result is
+compared with the input in onnxruntime (fp32: max|diff| <= 1e-5 x max(1, max|ref|); fp16:
+probabilities within 1e-2) on inputs in the model's range: --inputs when given, else 8 seeded
+uint8 images for a uint8 image input, 0..255 images put through the stored graphfix.preprocess
+for a float image input, seeded varied floats otherwise. Then the C1-C16 readiness checklist.
 
 Serving: --bake-preprocess makes the model take uint8 images in an input named `image`
 (--layout nhwc|nchw, RGB; a tensor already called `image` is renamed inside the graph) and do
@@ -31,7 +34,7 @@ import argparse
 import sys
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_preprocess_args, default_output, emit, model_files, output_path,
+    add_fp16_arg, add_model_args, add_output_args, add_preprocess_args, default_output, emit, model_files, output_path,
 )
 
 
@@ -39,15 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument("--target", choices=("cpu", "cuda", "tensorrt"), default="tensorrt",
                         help="deployment target (default: tensorrt)")
-    parser.add_argument("--fp16", nargs="?", const=True, default=False, type=_fp16_mode, metavar="auto",
-                        help="float16 inside the graph (fp32 I/O, head fp32); `--fp16 auto` also keeps in fp32 "
-                        "the fewest nodes that bring parity within tolerance")
+    add_fp16_arg(parser)
     parser.add_argument("--opset", type=int, default=17, help="target opset, 13..20 (default: 17)")
     parser.add_argument("--batch", default="dynamic", metavar="dynamic|N",
                         help="symbolic batch dimension (default) or a fixed batch size")
     parser.add_argument("--max-batch", type=int, metavar="N", help="largest batch (stored; TensorRT profile max)")
-    parser.add_argument("--inputs", metavar="NPZ", help="sample inputs (arrays named like the model inputs) "
-                        "for the parity run and the fp16 activation probe")
+    parser.add_argument("--inputs", metavar="NPZ", help="sample inputs (arrays named like the model inputs): "
+                        "parity is judged on them instead of seeded inputs; the fp16 activation probe runs them too")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity run")
     serving = parser.add_argument_group("serving")
     serving.add_argument("--bake-preprocess", action="store_true",
@@ -80,7 +81,7 @@ def load_inputs(path: str | None):
 
 def run(args: argparse.Namespace) -> int:
     from graphfix.commands._data import preprocess_for
-    from graphfix.commands._options import load_model, store_preprocess
+    from graphfix.commands._options import load_model, note_lines, parity_lines, store_preprocess
     from graphfix.convert.export import export
     from graphfix.errors import GraphfixError
 
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     # an .onnx input is loaded unchanged (metadata aside): parity may run it from the file
     reference = args.model if detect_format(args.model) == "onnx" else None
     sample_inputs = load_inputs(args.inputs)
+    source = _inputs_source(args.inputs, sample_inputs)
     baked_check = None
     if serving["triton"]:
         from graphfix.convert.triton import ensure_labels_output
@@ -107,13 +109,13 @@ def run(args: argparse.Namespace) -> int:
         reference = reference if with_labels is model else None
         model = with_labels
     if args.bake_preprocess:
-        model, sample_inputs, baked_check = _bake(args, model)
+        model, baked_check = _bake(args, model)
         reference = None
     try:
         result = export(
             model, out, target=args.target, fp16=args.fp16, opset=args.opset, batch=batch,
             max_batch=args.max_batch, verify=not args.no_verify, sample_inputs=sample_inputs,
-            reference_path=reference,
+            reference_path=reference, sample_source=source,
         )
     except GraphfixError as exc:
         partial = getattr(exc, "result", None)
@@ -121,18 +123,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"graphfix: error: {exc.one_line()}", file=sys.stderr)
             doc = {"ok": False, "command": "export", "error": exc.to_dict(), **partial.to_dict()}
             doc["ok"] = False
-            emit(args, doc, _parity_lines(partial.parity))
+            emit(args, doc, parity_lines(partial.parity))
             return exc.exit_code
         raise
     doc = {"command": "export", **result.to_dict()}
     fp16 = {True: ", fp16", "auto": ", fp16 auto", False: ""}[args.fp16]
     lines = [f"{f'wrote {result.path}' if result.path else 'exported'} ({args.target}{fp16}, "
              f"opset {args.opset}, {result.seconds:.2f} s)"]
-    auto = result.notes.get("fp16_auto")
-    if auto is not None:
-        shown = ", ".join(auto["kept_fp32"][:8]) + (" ..." if auto["kept_fp32_count"] > 8 else "")
-        lines.append(f"  fp16 auto: {auto['kept_fp32_count']} of {auto['candidates']} nodes kept fp32 "
-                     f"({auto['tries']} tries){': ' + shown if shown else ''}")
     if args.bake_preprocess:
         info = result.model.preprocess["baked"]
         shape = next(v["shape"] for v in result.model.io_info()["inputs"] if v["name"] == info["input"])
@@ -153,10 +150,8 @@ def run(args: argparse.Namespace) -> int:
     changed = [p["name"] for p in result.passes if p["modified"]]
     lines.append(f"  passes that changed the model: {', '.join(changed) or 'none'}")
     if result.parity is not None:
-        lines += _parity_lines(result.parity)
-    for key, value in result.notes.items():
-        if key != "fp16_auto":
-            lines.append(f"  {key}: {value}")
+        lines += parity_lines(result.parity)
+    lines += note_lines(result.notes)
     if result.report is not None:
         lines += ["  " + line for line in result.report.text()]
     emit(args, doc, lines)
@@ -195,9 +190,9 @@ def _check_serving_args(args: argparse.Namespace, default_out: str) -> dict:
 
 
 def _bake(args: argparse.Namespace, model):
-    """The baked model, random image feeds for the export parity run, the check against graphfix's
-    own preprocessing (GraphfixError kind "parity" when it differs beyond 1e-5)."""
-    from graphfix.convert.export.preprocess import bake_preprocess, random_images, verify_baked
+    """The baked model and the check against graphfix's own preprocessing (GraphfixError kind
+    "parity" when it differs beyond 1e-5). The export's parity run feeds it uint8 images."""
+    from graphfix.convert.export.preprocess import bake_preprocess, verify_baked
     from graphfix.errors import GraphfixError
 
     size = None
@@ -207,7 +202,6 @@ def _bake(args: argparse.Namespace, model):
             raise GraphfixError(f"bad --image-size {args.image_size!r}", kind="usage", hint="H,W")
         size = (_positive(parts[0], "--image-size"), _positive(parts[1], "--image-size"))
     baked = bake_preprocess(model, layout=args.layout, resize_from=size)
-    feeds = [{baked.preprocess["baked"]["input"]: random_images(baked, seed=s)} for s in (1, 2)]
     check = None
     if not args.no_verify:
         check = verify_baked(model, baked)
@@ -217,12 +211,13 @@ def _bake(args: argparse.Namespace, model):
             raise GraphfixError(f"baked preprocessing differs from graphfix's: output {name} by "
                                 f"{fig.get('max_abs_diff', fig.get('mismatches'))}", kind="parity", path=args.model,
                                 hint="nothing was written; report this model to the graphfix developers")
-    return baked, feeds, check
+    return baked, check
 
 
 def _baked_lines(check: dict) -> list[str]:
     verdict = {True: "ok", False: "FAILED", None: "not compared exactly (in-graph resize)"}[check["ok"]]
-    lines = [f"  baked preprocessing vs graphfix's ({check['images']} random images): {verdict}"]
+    count, *size = check["images"]
+    lines = [f"  baked preprocessing vs graphfix's ({count} random images {'x'.join(map(str, size))}): {verdict}"]
     for name, fig in check["outputs"].items():
         if "max_abs_diff" in fig:
             lines.append(f"    {name}: max|diff| {fig['max_abs_diff']:.3g} (tolerance {fig['tolerance']:.3g})")
@@ -231,19 +226,14 @@ def _baked_lines(check: dict) -> list[str]:
     return lines
 
 
-def _parity_lines(parity: dict) -> list[str]:
-    lines = [f"  parity ({'fp16' if parity['fp16'] else 'fp32'}, {', '.join(parity['runs'])}): "
-             f"{'ok' if parity['ok'] else 'FAILED'}"]
-    for name, fig in parity["outputs"].items():
-        lines.append(f"    {name}: max|diff| {fig['max_abs_diff']:.3g} (tolerance {fig['tolerance']:.3g})"
-                     f"{'' if fig['ok'] else '  OVER'}")
-    return lines
+def _inputs_source(path: str | None, feeds: dict | None) -> str | None:
+    """`--inputs` in words: "2 rows of --inputs x.npz"."""
+    if not feeds:
+        return None
+    import os
 
-
-def _fp16_mode(text: str):
-    if text != "auto":
-        raise argparse.ArgumentTypeError(f"expected nothing or 'auto', not {text!r}")
-    return "auto"
+    rows = max((len(a) for a in feeds.values() if getattr(a, "ndim", 0)), default=1)
+    return f"{rows} rows of --inputs {os.path.basename(path)}"
 
 
 def _positive(text: str, flag: str) -> int:

@@ -13,7 +13,8 @@ import os
 import time
 
 from graphfix.commands._options import (
-    add_model_args, add_output_args, add_preprocess_args, add_target_args, default_output, emit, load_model, model_files,
+    add_model_args, add_output_args, add_preprocess_args, add_target_args, default_output, emit, export_lines,
+    load_model, model_files,
     output_path,
 )
 from graphfix.commands._writeback import add_to_argument, write_output
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     emit(
         args,
         doc,
-        f"wrote {out}: {head['old_kind']} head on {head['features']} (F={head['num_features']}) "
-        f"replaced by Gemm+Sigmoid with {len(labels)} labels ({seconds:.2f} s)",
+        [f"wrote {out}: {head['old_kind']} head on {head['features']} (F={head['num_features']}) "
+         f"replaced by Gemm+Sigmoid with {len(labels)} labels ({seconds:.2f} s)", *export_lines(exported)],
     )
     return 0

@@ -166,6 +166,43 @@ def swapped(labels: int = 6, thresholds: bool = True) -> onnx.ModelProto:
     return model
 
 
+def fp16_drift(preprocess: dict | None = None, size: int = 8) -> onnx.ModelProto:
+    """A swapped model that plain fp16 breaks: features = 1e4 * (Conv(x, 1 + 1e-4 r) - Conv(x, 1)).
+
+    In fp16 the first Conv's weights round to 1 and the features to 0, so the probabilities move
+    by ~0.5; keeping `conv_a` fp32 is enough (what `--fp16 auto` finds). `preprocess` is stored
+    as `graphfix.preprocess`.
+    """
+    rng = np.random.default_rng(0)
+    r = rng.standard_normal((8, 3, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["data", "a.w"], ["ca"], name="conv_a"),
+        helper.make_node("Conv", ["data", "b.w"], ["cb"], name="conv_b"),
+        helper.make_node("Sub", ["ca", "cb"], ["d"], name="diff"),
+        helper.make_node("Mul", ["d", "gain"], ["m"], name="gain"),
+        helper.make_node("Relu", ["m"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["features"], name="flatten"),
+        helper.make_node("Gemm", ["features", "graphfix_head.weight", "graphfix_head.bias"], ["logits"],
+                         name="graphfix_head", transB=1),
+        helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="graphfix_sigmoid"),
+    ]
+    inits = [_init("a.w", (1.0 + 1e-4 * r).astype(np.float32)), _init("b.w", np.ones((8, 3, 1, 1), np.float32)),
+             _init("gain", np.array(1e4, np.float32)),
+             _init("graphfix_head.weight", rng.standard_normal((4, 8)).astype(np.float32)),
+             _init("graphfix_head.bias", np.zeros(4, np.float32))]
+    graph = helper.make_graph(nodes, "fp16_drift", [_io("data", "N", 3, size, size)],
+                              [_io("logits", "N", 4), _io("probabilities", "N", 4)], inits)
+    model = make_model(graph)
+    props = {"graphfix.labels": '["a","b","c","d"]'}
+    if preprocess is not None:
+        import json
+
+        props["graphfix.preprocess"] = json.dumps(preprocess)
+    helper.set_model_props(model, props)
+    return model
+
+
 # ----- deliberately bad models (check finding ids) --------------------------------------------
 def bad_upsample() -> onnx.ModelProto:
     """Opset 9 Upsample (deprecated since 10): C6 upsample."""

@@ -13,13 +13,14 @@ readiness check (`graphfix.convert.check`) on the result:
 7. BatchDimPass             only the batch dimension symbolic (or fixed), shapes re-inferred
 8. FoldConstantsPass        again (a fixed batch lets more fold)
 9. Int64RangePass           int64 constants vs int32 range
-10. Float16Pass             with `fp16=True`: fp16 in the graph, fp32 I/O, Resize + head fp32
+10. Float16Pass             with `fp16=True`: fp16 in the graph, fp32 I/O, Resize + head fp32;
+                            with `fp16="auto"` after the hygiene pass, searched (`_fp16_auto`)
 11. HygienePass             no initializer inputs, unique node names, topological order
 """
 
 from __future__ import annotations
 
-__all__ = ["export", "ExportResult", "TARGETS"]
+__all__ = ["export", "ExportResult", "TARGETS", "FP16_RETRY"]
 
 import logging
 import os
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 #: Export targets.
 TARGETS = ("cpu", "cuda", "tensorrt")
+#: What to do when plain fp16 fails parity (the hint of that error).
+FP16_RETRY = ("run the same command with `--fp16 auto` in place of `--fp16`: it keeps in fp32 the fewest nodes "
+              "that bring parity within tolerance")
 
 
 @dataclass
@@ -93,6 +97,7 @@ def export(
     sample_inputs: Any = None,
     check: bool = True,
     reference_path: str | os.PathLike | None = None,
+    sample_source: str | None = None,
 ) -> ExportResult:
     """Export `model` for `target`; write `path` when given.
 
@@ -102,16 +107,20 @@ def export(
         target: "cpu", "cuda" or "tensorrt".
         fp16: Put float16 into the graph (fp32 inputs/outputs; Resize and the head stay fp32).
             "auto": the same, then keep in fp32 the fewest nodes that bring parity within
-            tolerance (a binary search over topological suffixes; `notes["fp16_auto"]`).
+            tolerance (a binary search over topological suffixes and prefixes, with a progress
+            bar; `notes["fp16_auto"]`).
         opset: Target default-domain opset (13..20).
         batch: "dynamic" (symbolic batch) or a fixed batch size.
         max_batch: Largest batch the deployment uses (stored in metadata; used for the TensorRT
             profile by `check --build`).
         verify: Compare with the input in onnxruntime (GraphfixError kind "parity" when over).
-        sample_inputs: Extra feeds for the parity run and the fp16 activation probe.
+        sample_inputs: The command's own data (a feeds dict or a list of them): parity is
+            judged on it instead of the seeded inputs in the model's range
+            (`_parity.varied_feeds`); the fp16 activation probe also runs it.
         check: Run the readiness check on the result.
         reference_path: The ONNX file `model` was loaded from, when its graph is unchanged:
             parity then runs the reference from that file (no temporary copy of big weights).
+        sample_source: What `sample_inputs` are, in words (shown with the parity figures).
 
     Returns:
         An ExportResult. Raises GraphfixError(kind="parity") when outputs differ beyond the
@@ -178,8 +187,11 @@ def export(
     if int64.out_of_range:
         result.notes["int64_out_of_range"] = int64.out_of_range
     if fp16 == "auto":
+        t0 = time.perf_counter()
         work, half, result.parity, result.notes["fp16_auto"] = _fp16_auto(
-            model, work, sample_inputs=sample_inputs, reference_path=reference_path)
+            model, work, sample_inputs=sample_inputs, sample_source=sample_source, reference_path=reference_path)
+        result.passes.append({"name": "float16_auto", "modified": half.converted > 0,
+                              "seconds": round(time.perf_counter() - t0, 4)})
     if fp16:
         result.notes["fp16_converted_nodes"] = half.converted
         if half.overflow:
@@ -201,7 +213,7 @@ def export(
     if verify and result.parity is None:
         t0 = time.perf_counter()
         try:
-            result.parity = compare(model, work, fp16=fp16, sample_inputs=sample_inputs,
+            result.parity = compare(model, work, fp16=fp16, sample_inputs=sample_inputs, sample_source=sample_source,
                                     candidate_path=os.fspath(path) if early_save else None,
                                     reference_path=reference_path)
         except BaseException:
@@ -221,7 +233,7 @@ def export(
                 f"parity failed: output {worst[0]} differs by {worst[1]['max_abs_diff']:.3g} "
                 f"(tolerance {worst[1]['tolerance']:.3g})",
                 kind="parity", path=model.path,
-                hint="nothing was written; " + ("--fp16 auto keeps the fewest nodes fp32 that pass" if fp16 is True
+                hint="nothing was written; " + (FP16_RETRY if fp16 is True
                                                 else "report this model to the graphfix developers"),
             )
             error.result = result  # type: ignore[attr-defined]
@@ -244,25 +256,34 @@ def export(
     return result
 
 
-def _fp16_auto(reference: Model, base: Model, *, sample_inputs: Any, reference_path: str | None):
+def _fp16_auto(reference: Model, base: Model, *, sample_inputs: Any, sample_source: str | None,
+               reference_path: str | None):
     """fp16 with the fewest nodes kept fp32 that bring parity within tolerance.
 
-    The candidates are the nodes Float16Pass would convert, in topological order. Two block
+    The candidates are the nodes Float16Pass would convert (not the head), in topological order. Two block
     shapes are searched by bisection: a suffix kept fp32 (error made late, near the head) and a
     prefix kept fp32 (error made early and amplified by the layers after it); the one passing
-    parity on the seeded batch (and `sample_inputs`) with fewer fp32 nodes wins. Each try
-    converts a fresh copy of `base` (the fp32 graph after every other pass).
+    parity on the parity inputs (`sample_inputs`, else the seeded ones) with fewer fp32 nodes
+    wins. Each try converts a fresh copy of `base` (the fp32 graph after every other pass); the
+    reference runs once. A progress bar counts the tries (at most 2 + 2 * ceil(log2 n)).
 
     Returns:
         (model, the Float16Pass that made it, parity figures, notes: kept_fp32 node names,
         converted, candidates, tries, block "none"|"suffix"|"prefix"|"all").
     """
+    import math
+
     from graphfix.convert.export import passes as P
     from graphfix.convert.export._parity import compare
+    from graphfix.progress import bar
 
-    candidates = [n.name for n in base.ir.graph if P.Float16Pass()._wants_fp16(n)]
+    probe = P.Float16Pass()
+    always_fp32 = probe._kept_nodes(base.ir.graph)  # the head and what follows it
+    candidates = [n.name for n in base.ir.graph if n not in always_fp32 and probe._wants_fp16(n)]
     n = len(candidates)
     tries: dict[tuple[int, int], tuple] = {}
+    reference_outputs: dict = {}
+    progress = bar(total=2 + 2 * math.ceil(math.log2(max(n, 1))), desc="fp16 auto", unit="try")
 
     def attempt(lo: int, hi: int) -> tuple:
         """fp16 with candidates[lo:hi] kept fp32."""
@@ -272,8 +293,10 @@ def _fp16_auto(reference: Model, base: Model, *, sample_inputs: Any, reference_p
             half = P.Float16Pass(fp32_nodes=frozenset(candidates[key[0]:key[1]]))
             half(trial.ir)
             P.HygienePass()(trial.ir)
-            parity = compare(reference, trial, fp16=True, sample_inputs=sample_inputs, reference_path=reference_path)
+            parity = compare(reference, trial, fp16=True, sample_inputs=sample_inputs, sample_source=sample_source,
+                             reference_path=reference_path, reference_cache=reference_outputs)
             tries[key] = (trial, half, parity)
+            progress.update(1)
             logger.info("fp16 auto: nodes %d..%d of %d kept fp32 -> parity %s", key[0], key[1], n,
                         "ok" if parity["ok"] else "over")
         return tries[key]
@@ -281,22 +304,23 @@ def _fp16_auto(reference: Model, base: Model, *, sample_inputs: Any, reference_p
     def ok(lo: int, hi: int) -> bool:
         return attempt(lo, hi)[2]["ok"]
 
-    best = (0, 0, "none")
-    if not ok(0, 0):
-        best = (0, n, "all")
-        if ok(0, n):
-            lo, hi = 0, n  # suffix [cut:n]: the latest cut that passes
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if ok(mid, n) else (lo, mid)
-            if ok(lo, n) and n - lo < best[1] - best[0]:
-                best = (lo, n, "suffix")
-            lo, hi = 0, n  # prefix [0:cut]: the earliest cut that passes
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (lo, mid) if ok(0, mid) else (mid, hi)
-            if ok(0, hi) and hi < best[1] - best[0]:
-                best = (0, hi, "prefix")
+    with progress:
+        best = (0, 0, "none")
+        if not ok(0, 0):
+            best = (0, n, "all")
+            if ok(0, n):
+                lo, hi = 0, n  # suffix [cut:n]: the latest cut that passes
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    lo, hi = (mid, hi) if ok(mid, n) else (lo, mid)
+                if ok(lo, n) and n - lo < best[1] - best[0]:
+                    best = (lo, n, "suffix")
+                lo, hi = 0, n  # prefix [0:cut]: the earliest cut that passes
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    lo, hi = (lo, mid) if ok(0, mid) else (mid, hi)
+                if ok(0, hi) and hi < best[1] - best[0]:
+                    best = (0, hi, "prefix")
     trial, half, parity = attempt(best[0], best[1])
     kept = candidates[best[0]:best[1]]
     notes = {"kept_fp32": kept, "kept_fp32_count": len(kept), "converted": half.converted,
