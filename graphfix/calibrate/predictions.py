@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from graphfix.data.datasets import Dataset, load_dataset
+from graphfix.data.datasets import Dataset, image_dataset, load_dataset
 from graphfix.data.images import Preprocess, image_paths
 from graphfix.calibrate.decisions import decide, stored_decision
 from graphfix.data.shards import DEFAULT_SHARD_ROWS, is_shard_dir, load_features_dir
@@ -36,22 +36,23 @@ def stored_labels(model: Model, probs: np.ndarray, labels_output: np.ndarray | N
     return decide(probs, rule["thresholds"], at_least_one=rule.get("at_least_one", False))
 
 
-def prediction_data(model: Model, inputs: Sequence[str], prep: Preprocess | None) -> Dataset:
+def prediction_data(model: Model, inputs: Sequence[str], prep: Preprocess | None, *, skip_bad: bool = False) -> Dataset:
     """One data set from `predict`'s INPUTS: a CSV manifest, an NPZ, a features folder, or image
-    files and folders (in the order given, folders sorted)."""
+    files and folders (in the order given, folders sorted); every image's header is checked first
+    (`skip_bad`: bad ones are left out, in `Dataset.skipped`)."""
     from graphfix.data.scores import model_labels
 
     labels = model_labels(model)
     if len(inputs) == 1 and is_shard_dir(inputs[0]):
         return load_features_dir(inputs[0], labels, need_targets=False)
     if len(inputs) == 1 and inputs[0].lower().endswith((".csv", ".npz")):
-        return load_dataset(inputs[0], labels, prep, need_labels=False)
+        return load_dataset(inputs[0], labels, prep, need_labels=False, skip_bad=skip_bad)
     if any(p.lower().endswith((".csv", ".npz")) for p in inputs):
         raise GraphfixError("with -o, give one .csv, .npz or features folder, or only images and folders", kind="usage")
-    paths = [os.path.abspath(p) for p in image_paths(list(inputs))]
+    paths = image_paths(list(inputs))
     if prep is None:
         raise GraphfixError("image inputs need preprocessing settings", kind="usage", hint="pass --size H,W")
-    return Dataset(y=np.zeros((len(paths), 0), np.uint8), labels=labels, paths=paths, preprocess=prep)
+    return image_dataset(paths, labels, prep, skip_bad=skip_bad)
 
 
 def save_predictions(

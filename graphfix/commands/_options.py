@@ -61,6 +61,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help=f"refuse images over N pixels (width x height) before decoding (default {DEFAULT_MAX_PIXELS})")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    g.add_argument("--skip-bad", action="store_true",
+                   help="leave out CSV rows whose image is missing or unreadable instead of refusing the data set; "
+                        "says how many and lists them in OUT.skipped.csv beside the output (CSV errors still refuse)")
 
 
 def add_ray_arg(parser: argparse.ArgumentParser, more: str = "") -> None:

@@ -54,7 +54,9 @@ def _line(name: str, m: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores
     from graphfix.data import model_scores
-    from graphfix.commands._data import check_data_path, preprocess_for, progress_for
+    from graphfix.commands._data import (
+        check_data_path, load_data, preprocess_for, progress_for, record_skipped, report_skipped,
+    )
 
     if (args.heldout is None) == (args.features is None):
         raise GraphfixError("give --heldout DATA or --features FEATURES_DIR (one of them)", kind="usage")
@@ -70,20 +72,23 @@ def run(args: argparse.Namespace) -> int:
         raise GraphfixError("--report: is not a folder", kind="usage", path=args.report)
     model = load_model(args)
     prep = preprocess_for(model, args, [args.heldout, args.train, args.test])
+    data = load_data(args, model, prep, [args.heldout, args.train, args.test], out)
+    heldout, train, test = data
     kw = dict(batch_size=args.batch_size, cache=not args.no_cache, progress=progress_for(args), preprocess=prep)
-    scores, y = model_scores(model, args.heldout, **kw)
+    scores, y = model_scores(model, heldout, **kw)
     train_scores = train_y = None
-    if args.train:
-        train_scores, train_y = model_scores(model, args.train, **kw)
+    if train is not None:
+        train_scores, train_y = model_scores(model, train, **kw)
     labels = model.labels or [str(j) for j in range(scores.shape[1])]
     th = fit_thresholds_from_scores(
         scores, y, args.objective, labels=labels, train_scores=train_scores, train_y=train_y,
         min_positives=args.min_positives, folds=args.folds, at_least_one=args.at_least_one, seed=args.seed,
     )
     new = apply_thresholds(model, th, labels_output=not args.no_labels_output)
+    record_skipped(new, "calibration", data)
     splits = {"heldout": {"at_0.5": evaluate(scores, y, 0.5, labels), "tuned": th.heldout}}
-    if args.test:
-        t_scores, t_y = model_scores(model, args.test, **kw)
+    if test is not None:
+        t_scores, t_y = model_scores(model, test, **kw)
         splits["test"] = {"at_0.5": evaluate(t_scores, t_y, 0.5, labels), "tuned": evaluate(t_scores, t_y, th, labels)}
     files: list[str] = []
     if args.report and not args.no_plots:
@@ -105,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         files.extend(os.path.join(args.report, os.path.basename(f)) for f in staged)
 
     exported = write_output(args, new, out, also=report if args.report else None, parity_data=args.heldout, preprocess=prep)
+    skipped = report_skipped(args, out, data)
     text = [f"objective {th.objective}: {sum(m == 'tuned' or m == 'global' for m in th.methods)}/{len(labels)} classes tuned"]
     for fb in th.fallbacks:
         text.append(f"  {fb['label']}: {fb['method']} (t={fb['threshold']:.4f}): {fb['reason']}")
@@ -126,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics": {s: {k: brief(v) for k, v in r.items()} for s, r in splits.items()},
         "report_files": files,
         "export": exported,
+        "skipped_rows": skipped,
     }
     emit(args, doc, text)
     return 0

@@ -32,9 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphfix.data import load_dataset
-    from graphfix.commands._data import check_data_path, preprocess_for, progress_for
-    from graphfix.data.scores import model_labels
+    from graphfix.commands._data import check_data_path, load_data, preprocess_for, progress_for, report_skipped
     from graphfix.data.features import save_features
     from graphfix.errors import GraphfixError
 
@@ -44,16 +42,17 @@ def run(args: argparse.Namespace) -> int:
     files = model_files(args.model)
     model = load_model(args)
     prep = preprocess_for(model, args, [args.data], writes=False)
-    data = load_dataset(args.data, model_labels(model), prep, need_labels=False)
+    data, = load_data(args, model, prep, [args.data], args.output, need_labels=False)
     if data.features is not None:
         raise GraphfixError("DATA is already a features folder", kind="usage", path=args.data)
     summary = save_features(model, data, args.output, batch_size=args.batch_size, shard_rows=args.shard_rows,
                             workers=args.workers, ray=args.ray, force=args.force, progress=progress_for(args),
                             inputs=(*files, args.data))
+    skipped = report_skipped(args, args.output, [data])
     text = [f"features: {summary['rows']} rows in {summary['shards']} shards "
             f"({summary['written']} written, {summary['skipped']} already there) in {summary['seconds']:.1f} s",
             f"wrote {args.output}"]
     if summary["retried"]:
         text.insert(1, "retried: " + ", ".join(f"shard {r['shard']} ({r.get('why', 'worker lost')})" for r in summary["retried"]))
-    emit(args, {"ok": True, "command": "features", **summary}, text)
+    emit(args, {"ok": True, "command": "features", **summary, "skipped_rows": skipped}, text)
     return 0

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from graphfix.calibrate import stored_decision
-    from graphfix.commands._data import preprocess_for, progress_for
+    from graphfix.commands._data import preprocess_for, progress_for, report_skipped
     from graphfix.data.images import image_paths, load_images
     from graphfix.calibrate.predictions import prediction_data, save_predictions, stored_labels
     from graphfix.data.shards import is_shard_dir
@@ -63,18 +63,19 @@ def run(args: argparse.Namespace) -> int:
     folder_input = len(args.inputs) == 1 and is_shard_dir(args.inputs[0])
     if args.output or folder_input:
         prep = preprocess_for(model, args, list(args.inputs), writes=False)
-        data = prediction_data(model, args.inputs, prep)
+        data = prediction_data(model, args.inputs, prep, skip_bad=args.skip_bad)
     if args.output:
         if args.shard_rows < 1 or args.batch_size < 1:
             raise GraphfixError("--shard-rows and --batch-size must be positive", kind="usage")
         summary = save_predictions(model, data, args.output, scores=args.scores, batch_size=args.batch_size,
                                    shard_rows=args.shard_rows, workers=args.workers, ray=args.ray, force=args.force,
                                    progress=progress_for(args), inputs=(*files, *args.inputs))
+        skipped = report_skipped(args, args.output, [data])
         text = [f"predictions: {summary['rows']} rows in {summary['shards']} shards "
                 f"({summary['written']} written, {summary['skipped']} already there) in {summary['seconds']:.1f} s",
                 f"wrote {args.output}"]
         _warn_default(rule)
-        emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], **summary}, text)
+        emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], **summary, "skipped_rows": skipped}, text)
         return 0
     if folder_input:
         from graphfix.data.features import extract_features, scores_from_features

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphfix.train import train_head
-    from graphfix.commands._data import check_data_path, preprocess_for, progress_for
+    from graphfix.commands._data import check_data_path, load_data, preprocess_for, progress_for, report_skipped
     from graphfix.errors import GraphfixError
 
     if (args.train is None) == (args.features is None):
@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
             raise GraphfixError(f"--weight-decay {wd!r}: a number or 'auto'", kind="usage") from exc
     model = load_model(args)
     prep = preprocess_for(model, args, [args.train, args.val], head="fit")
+    train, val = load_data(args, model, prep, [args.train, args.val], out)
     new, history = train_head(
-        model, args.train, args.val, loss=args.loss, weight_decay=wd, pos_weight=args.pos_weight,
+        model, train, val, loss=args.loss, weight_decay=wd, pos_weight=args.pos_weight,
         asl_gamma_neg=args.asl_gamma_neg, asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip,
         cv_folds=args.cv_folds, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
         train_from=args.train_from, epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         progress=progress_for(args), preprocess=prep,
     )
     exported = write_output(args, new, out)
+    skipped = report_skipped(args, out, [train, val])
     s = history["settings"]
     text = [
         f"trained head: loss {s['loss']}, weight decay {s['weight_decay']:g} ({s['selected_by']}), "
@@ -88,5 +90,6 @@ def run(args: argparse.Namespace) -> int:
         f"objective {s['objective']:.6g}" + (f", val mAP {s['val_mAP']:.4f}" if s.get("val_mAP") is not None else ""),
         f"wrote {out}",
     ]
-    emit(args, {"ok": True, "command": "train-head", "output": out, "history": history, "export": exported}, text)
+    emit(args, {"ok": True, "command": "train-head", "output": out, "history": history, "export": exported,
+                "skipped_rows": skipped}, text)
     return 0

@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+from graphfix.data.datasets import label_name_problems, problems_error
 from graphfix.errors import GraphfixError
 
 #: Upper bound on the label count (a [L, F] weight is allocated from it).
@@ -45,17 +46,15 @@ def resolve_labels(labels: int | list[str] | tuple[str, ...], label_names: list[
         raise GraphfixError("the label list is empty", kind="usage")
     if len(names) > MAX_LABELS:
         raise GraphfixError(f"more than {MAX_LABELS} labels", kind="usage")
-    if any(not n for n in names):
-        raise GraphfixError("a label name is empty", kind="usage")
-    seen: set[str] = set()
-    dups = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
-    if dups:
-        raise GraphfixError(f"duplicate label names: {', '.join(sorted(set(dups))[:10])}", kind="usage")
+    problems = label_name_problems(names)
+    if problems:
+        raise problems_error(problems, None, "bad label name", kind="usage")
     return names
 
 
 def parse_labels_arg(value: str) -> list[str]:
-    """CLI `--labels N|FILE`: a positive count, or a file with one label name per line."""
+    """CLI `--labels N|FILE`: a positive count, or a UTF-8 file (a BOM is dropped) with one label
+    name per line (blank lines and `#` comments skipped); bad names are refused with their lines."""
     text = value.strip()
     if re.fullmatch(r"[+-]?\d+", text):
         return resolve_labels(int(text))
@@ -66,14 +65,17 @@ def parse_labels_arg(value: str) -> list[str]:
             kind="usage",
         )
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise GraphfixError(f"cannot read label file ({exc})", kind="usage", path=path) from exc
-    names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if not names:
+    numbered = [(i, ln.strip()) for i, ln in enumerate(lines, 1) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not numbered:
         raise GraphfixError("label file has no label names", kind="usage", path=path)
+    problems = label_name_problems([n for _, n in numbered], [f"line {i}" for i, _ in numbered])
+    if problems:
+        raise problems_error(problems, path, "bad label name", kind="usage")
     try:
-        return resolve_labels(names)
+        return resolve_labels([n for _, n in numbered])
     except GraphfixError as exc:
         raise exc.with_path(path)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.data.datasets import Dataset
+from graphfix.data.datasets import Dataset, skipped_summary
 from graphfix.data.images import Preprocess, stored_preprocess
 from graphfix.data.features import extract_features
 from graphfix.data.scores import as_dataset
@@ -148,6 +148,9 @@ def train_head(
         "converged": hist["converged"],
         "val_mAP": hist.get("val_mAP"),
     }
+    skipped = skipped_summary(train, val)
+    if skipped:
+        summary["skipped"] = skipped  # rows load_dataset(skip_bad=True) left out
     used = train.preprocess if train.preprocess is not None else preprocess
     prep_meta = {"preprocess": stored_preprocess(model.preprocess, used)} if used is not None else {}
     set_metadata(new.ir, training=summary, thresholds=None, calibration=None, **prep_meta)

@@ -49,7 +49,7 @@ def test_csv_columns_any_order(tmp_path, prep):
 @pytest.mark.parametrize("body,match", [
     ("path,labels\nmissing.png,cat\n", "image not found"),
     ("path,labels\n{0},cat;zebra\n", "unknown label 'zebra'"),
-    ("path,cat,dog\n{0},1,0\n", "2 labels but the model has 3"),
+    ("path,cat,dog\n{0},1,0\n", r"no column for the model.s labels \[.bird.\]"),
     ("path,labels\n", "empty"),
     ("", "empty"),
     ("path,cat,dog,bird\n{0},1,0,0.5\n", "0 or 1"),

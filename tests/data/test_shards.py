@@ -122,9 +122,12 @@ def test_ctrl_c_keeps_complete_shards_and_says_how_to_resume(tmp_path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(
         "import os, signal, sys\n"
+        "opened = []\n"
         "def _hook(event, args):\n"
         "    if event == 'open' and isinstance(args[0], str) and 'interruptme' in args[0]:\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        opened.append(args[0])\n"
+        "        if len(opened) == 2:  # the first open is the header check, before any shard\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
         "sys.addaudithook(_hook)\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(ROOT)]),
                GRAPHFIX_CACHE=str(tmp_path / "cache"))
