@@ -74,6 +74,7 @@ def load_inputs(path: str | None):
 
 def run(args: argparse.Namespace) -> int:
     from graphfix.commands._options import load_model
+    from graphfix.commands._state import warn_head_state
     from graphfix.convert.export import export
     from graphfix.errors import GraphfixError
 
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     serving = _check_serving_args(args, default_out)
     model = load_model(args)
+    state = warn_head_state(args, args.model, model.metadata)
     # an .onnx input is loaded unchanged (metadata aside): parity may run it from the file
     reference = args.model if detect_format(args.model) == "onnx" else None
     sample_inputs = load_inputs(args.inputs)
@@ -109,12 +111,12 @@ def run(args: argparse.Namespace) -> int:
         partial = getattr(exc, "result", None)
         if exc.kind == "parity" and partial is not None:
             print(f"graphfix: error: {exc.one_line()}", file=sys.stderr)
-            doc = {"ok": False, "command": "export", "error": exc.to_dict(), **partial.to_dict()}
+            doc = {"ok": False, "command": "export", "error": exc.to_dict(), **partial.to_dict(), "head_state": state}
             doc["ok"] = False
             emit(args, doc, _parity_lines(partial.parity))
             return exc.exit_code
         raise
-    doc = {"command": "export", **result.to_dict()}
+    doc = {"command": "export", **result.to_dict(), "head_state": state}
     fp16 = {True: ", fp16", "auto": ", fp16 auto", False: ""}[args.fp16]
     lines = [f"{f'wrote {result.path}' if result.path else 'exported'} ({args.target}{fp16}, "
              f"opset {args.opset}, {result.seconds:.2f} s)"]

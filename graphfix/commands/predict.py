@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from graphfix.commands._options import add_data_args, add_output_args, add_ray_arg, emit, load_model, model_files
 
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from graphfix.calibrate import stored_decision
     from graphfix.commands._data import preprocess_for, progress_for
-    from graphfix.data.images import image_paths, load_images
+    from graphfix.commands._state import warn_head_state
     from graphfix.calibrate.predictions import prediction_data, save_predictions, stored_labels
     from graphfix.data.shards import is_shard_dir
     from graphfix.errors import GraphfixError
@@ -54,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise GraphfixError("give INPUTS (images, folders, .npz, .csv) or --features DIR", kind="usage")
     if args.ray is not None and not args.output:
         raise GraphfixError("--ray writes a predictions folder: add -o PREDICTIONS", kind="usage")
+    if args.output and (args.shard_rows < 1 or args.batch_size < 1):
+        raise GraphfixError("--shard-rows and --batch-size must be positive", kind="usage")
     files = model_files(args.model)
     model = load_model(args)
     if "probabilities" not in model.output_names:
@@ -61,69 +62,85 @@ def run(args: argparse.Namespace) -> int:
                             hint="run `graphfix swap-head` and `graphfix train-head` first")
     rule = stored_decision(model)
     folder_input = len(args.inputs) == 1 and is_shard_dir(args.inputs[0])
-    if args.output or folder_input:
+    if args.output:
         prep = preprocess_for(model, args, [] if folder_input else list(args.inputs))
         data = prediction_data(model, args.inputs, prep)
-    if args.output:
-        if args.shard_rows < 1 or args.batch_size < 1:
-            raise GraphfixError("--shard-rows and --batch-size must be positive", kind="usage")
+        state = warn_head_state(args, args.model, model.metadata)
         summary = save_predictions(model, data, args.output, scores=args.scores, batch_size=args.batch_size,
                                    shard_rows=args.shard_rows, workers=args.workers, ray=args.ray, force=args.force,
                                    progress=progress_for(args), inputs=(*files, *args.inputs))
         text = [f"predictions: {summary['rows']} rows in {summary['shards']} shards "
                 f"({summary['written']} written, {summary['skipped']} already there) in {summary['seconds']:.1f} s",
                 f"wrote {args.output}"]
-        _warn_default(rule)
-        emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], **summary}, text)
+        emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], "head_state": state, **summary}, text)
         return 0
     if folder_input:
         from graphfix.data.features import extract_features, scores_from_features
 
+        data = prediction_data(model, args.inputs, None)
+        state = warn_head_state(args, args.model, model.metadata)
         p = scores_from_features(model, np.asarray(extract_features(model, data)))
-        return _print(args, model, rule, list(data.paths or []), p, stored_labels(model, p))
-    npz = [p for p in args.inputs if p.lower().endswith(".npz")]
-    images = image_paths([p for p in args.inputs if not p.lower().endswith(".npz")])
-    prep = preprocess_for(model, args, images)
-    names: list[str] = []
-    batches = []
-    for path in npz:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                x = np.asarray(data["x"], np.float32)
-        except (OSError, KeyError, ValueError) as exc:
-            raise GraphfixError(f"cannot read 'x' from NPZ ({exc})", path=path) from exc
-        names.extend(f"{path}[{i}]" for i in range(len(x)))
-        batches.extend(x[i : i + args.batch_size] for i in range(0, len(x), args.batch_size))
-    for i in range(0, len(images), args.batch_size):
-        batches.append(load_images(images[i : i + args.batch_size], prep, workers=args.workers))
-    names.extend(images)
+        return _print(args, model, rule, state, list(data.paths or []), p, stored_labels(model, p))
+    groups = _input_sets(model, args)
+    state = warn_head_state(args, args.model, model.metadata)
     outputs = ["probabilities"] + (["labels"] if "labels" in model.output_names else [])
+    names: list[str] = []
     probs, decided = [], []
-    for batch in batches:
-        try:
-            res = model.run(batch, outputs=outputs)
-        except GraphfixError:
-            raise
-        except Exception as exc:
-            raise GraphfixError(f"inference failed on inputs of shape {list(batch.shape)}: {str(exc).splitlines()[0]}",
-                                path=args.model) from exc
-        probs.append(res["probabilities"])
-        if "labels" in res:
-            decided.append(res["labels"].astype(bool))
+    for group_names, data in groups:
+        names.extend(group_names)
+        for batch in data.batches(args.batch_size, workers=args.workers):
+            try:
+                res = model.run(batch, outputs=outputs)
+            except GraphfixError:
+                raise
+            except Exception as exc:
+                raise GraphfixError(f"inference failed on inputs of shape {list(batch.shape)}: "
+                                    f"{str(exc).splitlines()[0]}", path=args.model) from exc
+            probs.append(res["probabilities"])
+            if "labels" in res:
+                decided.append(res["labels"].astype(bool))
     p = np.concatenate(probs) if probs else np.zeros((0, 0), np.float32)
-    return _print(args, model, rule, names, p, stored_labels(model, p, np.concatenate(decided) if decided else None))
+    return _print(args, model, rule, state, names, p, stored_labels(model, p, np.concatenate(decided) if decided else None))
 
 
-def _warn_default(rule: dict) -> None:
-    if rule["rule"] == "default 0.5":
-        print("graphfix: warning: the model stores no thresholds; using 0.5 (run `graphfix calibrate`)", file=sys.stderr)
+def _input_sets(model, args: argparse.Namespace) -> list:
+    """INPUTS in the order given as (names, Dataset) pairs: each CSV manifest and NPZ file its own
+    set (read by `graphfix.data.load_dataset`, as with -o), each run of image files and folders
+    one set (decoded in batches on threads)."""
+    import os
+
+    import numpy as np
+
+    from graphfix.commands._data import preprocess_for
+    from graphfix.data import Dataset, load_dataset
+    from graphfix.data.images import image_paths
+    from graphfix.data.scores import model_labels
+
+    labels = model_labels(model)
+    tables = {p for p in args.inputs if p.lower().endswith((".npz", ".csv"))}
+    images = {p: image_paths([p]) for p in args.inputs if p not in tables}
+    prep = preprocess_for(model, args, [f for found in images.values() for f in found]
+                          + [p for p in tables if p.lower().endswith(".csv")])
+    sets: list = []
+    run: list[str] = []
+    for path in [*args.inputs, None]:  # None ends the last run of images
+        if path is not None and path not in tables:
+            run.extend(images[path])
+            continue
+        if run:
+            sets.append((run, Dataset(y=np.zeros((len(run), 0), np.uint8), labels=labels,
+                                      paths=[os.path.abspath(f) for f in run], preprocess=prep)))
+            run = []
+        if path is not None:
+            data = load_dataset(path, labels, prep, need_labels=False)
+            sets.append((list(data.paths) if data.paths else [f"{path}[{i}]" for i in range(len(data))], data))
+    return sets
 
 
-def _print(args: argparse.Namespace, model, rule: dict, names: list[str], p, pred) -> int:
+def _print(args: argparse.Namespace, model, rule: dict, state: str | None, names: list[str], p, pred) -> int:
     """Print (or --json) each input's labels, with --scores the top five probabilities."""
     import numpy as np
 
-    _warn_default(rule)
     labels = model.labels or [str(j) for j in range(p.shape[1])]
     results = []
     text = []
@@ -137,6 +154,6 @@ def _print(args: argparse.Namespace, model, rule: dict, names: list[str], p, pre
         if args.scores:
             line += "  [" + ", ".join(f"{labels[j]}={p[i, j]:.3f}" for j in np.argsort(-p[i])[:5]) + "]"
         text.append(line)
-    doc = {"ok": True, "command": "predict", "rule": rule["rule"], "predictions": results}
+    doc = {"ok": True, "command": "predict", "rule": rule["rule"], "head_state": state, "predictions": results}
     emit(args, doc, text)
     return 0
