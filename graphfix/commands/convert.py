@@ -110,6 +110,18 @@ def _run_one(args: argparse.Namespace, path: str) -> int:
     return 0
 
 
+def _no_models(args: argparse.Namespace) -> None:
+    """Refuse a fleet with nothing to convert (exit 2), saying where models were seen in subfolders."""
+    from graphfix.fleet import discover
+
+    folders = [m for m in args.model if os.path.isdir(m)]
+    deeper = len(discover(folders, args.output, recursive=True)) if folders and not args.recursive else 0
+    hint = (f"{deeper} model{'s are' if deeper != 1 else ' is'} in subfolders: add -r (--recursive)" if deeper else
+            "looked for *-symbol.json with its .params, *.prototxt beside a .caffemodel, and *.onnx"
+            + ("" if args.recursive else "; add -r (--recursive) to look into subfolders"))
+    raise GraphfixError("no models found", kind="usage", path=", ".join(args.model), hint=hint)
+
+
 def _run_fleet(args: argparse.Namespace) -> int:
     from graphfix.fleet import discover, job_dicts, run_fleet, summary_table
     from graphfix.output import atomic_write
@@ -120,9 +132,11 @@ def _run_fleet(args: argparse.Namespace) -> int:
         raise GraphfixError("-o must be a folder when converting several models", kind="usage", path=args.output)
     if args.params or args.weights:
         raise GraphfixError("--params/--weights name one model's files; not usable with folders", kind="usage")
-    os.makedirs(args.output, exist_ok=True)
     start = time.perf_counter()
     jobs = discover(args.model, args.output, recursive=args.recursive)
+    if not jobs:
+        _no_models(args)
+    os.makedirs(args.output, exist_ok=True)
     extra = []
     if args.swap_head:
         labels = args.swap_head
