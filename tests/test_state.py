@@ -138,6 +138,8 @@ def test_export_check_predict_say_the_state_once(pipe, tmp_path, name, state, wa
     assert head_state(read_metadata(out)) == state  # export keeps the state
     res = _ok(run_cli("predict", model, d / "img" / "00.png", "-q"))
     assert res.stderr == ""  # -q: errors only
+    res = run_cli("predict", model, d / "img" / "gone.png")
+    assert res.returncode == 2 and res.stderr.splitlines() == [f"graphfix: error: {d / 'img' / 'gone.png'}: image not found"]
     no_head = _ok(run_cli("check", onnx_fixture("cnn_softmax"), "--target", "cuda", "--json"))
     assert json.loads(no_head.stdout)["head_state"] is None and not _warnings(no_head)
 
@@ -273,6 +275,25 @@ def test_missing_input_shape_with_target_is_a_usage_error(tmp_path):
     load_onnx(tmp_path / "l.onnx").with_metadata(preprocess={"size": [28, 28]}).save(tmp_path / "p.onnx")
     res = run_cli("export", tmp_path / "p.onnx", "--target", "cpu", "--bake-preprocess", "-o", out)
     assert res.returncode == 2 and "has a symbolic C, H or W" in res.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["predict", "M", "IMG", "--batch-size", "0"], "--batch-size"),  # was a traceback (range step 0), exit 1
+    (["predict", "M", "IMG", "--workers", "-2"], "--workers"),
+    (["train-head", "M", "--train", "IMG", "--decision", "topk", "--top-k", "0"], "--top-k"),
+    (["calibrate", "M", "--heldout", "IMG", "--min-positives", "0"], "--min-positives"),
+    (["check", "M", "--max-batch", "0"], "--max-batch"),
+    (["convert", "DIR", "-o", "OUT", "--jobs", "0"], "--jobs/-j"),
+    (["convert", "DIR", "-o", "OUT", "--timeout", "0"], "--timeout"),
+])
+def test_a_count_below_one_is_a_usage_error(pipe, tmp_path, args, flag):
+    d = pipe
+    where = {"M": d / "calibrated.onnx", "IMG": d / "img" / "00.png", "DIR": d / "img", "OUT": tmp_path / "out"}
+    res = run_cli(*[where.get(a, a) for a in args])
+    kind = "number" if flag == "--timeout" else "integer"
+    assert res.returncode == 2 and res.stderr.splitlines() == [
+        f"graphfix: error: argument {flag}: must be a positive {kind}, not {args[-1]!r} "
+        f"(see `graphfix {args[0]} --help`)"]
 
 
 def test_convert_a_folder_with_no_models_is_an_error(tmp_path):

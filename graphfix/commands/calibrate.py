@@ -22,7 +22,7 @@ import os
 from graphfix.errors import GraphfixError
 from graphfix.commands._options import (
     add_data_args,
-    add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path,
+    add_output_args, add_target_args, default_output, emit, load_model, model_files, output_path, positive_int,
 )
 from graphfix.commands._writeback import add_to_argument, write_output
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="f1 | f2 | fbeta:B | precision@P | recall@R | micro-f1 (default f1)")
     parser.add_argument("--train", metavar="DATA", help="training data: thresholds for classes with few held-out positives")
     parser.add_argument("--test", metavar="DATA", help="evaluate at 0.5 and at the fitted thresholds on this split")
-    parser.add_argument("--min-positives", type=int, default=3, help="fewer held-out positives -> fallback (default 3)")
+    parser.add_argument("--min-positives", type=positive_int, default=3, help="fewer held-out positives -> fallback (default 3)")
     parser.add_argument("--folds", type=int, help="average thresholds over K folds of the held-out set")
     parser.add_argument("--at-least-one", action="store_true", help="always keep each image's top label")
     parser.add_argument("--no-labels-output", action="store_true", help="store thresholds as metadata only")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphfix.commands._options import add_model_args, add_output_args, emit
+from graphfix.commands._options import add_model_args, add_output_args, emit, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=("tensorrt", "cuda"), default="tensorrt",
                         help="deployment target (default: tensorrt)")
     parser.add_argument("--build", action="store_true", help="parse and build an engine with TensorRT-RTX (C16)")
-    parser.add_argument("--max-batch", type=int, metavar="N", help="profile max batch for --build (default 32)")
+    parser.add_argument("--max-batch", type=positive_int, metavar="N", help="profile max batch for --build (default 32)")
     parser.add_argument("--inputs", metavar="NPZ", help="sample inputs for the fp16 activation probe (C14)")
     add_output_args(parser, output=False)
 

@@ -22,7 +22,7 @@ import time
 
 from graphfix.commands._options import (
     add_model_args, add_output_args, add_ray_arg, add_target_args, default_output, emit, load_model, model_files,
-    output_path, write_model,
+    output_path, positive_float, positive_int, write_model,
 )
 from graphfix.errors import GraphfixError, Interrupted
 
@@ -36,12 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the source framework (mxnet / OpenCV DNN) where importable and report max abs diff")
     fleet = parser.add_argument_group("fleet (folders or several models)")
     fleet.add_argument("--recursive", "-r", action="store_true", help="look into subfolders")
-    fleet.add_argument("--jobs", "-j", type=int, default=1, help="models converted at once (default 1)")
-    fleet.add_argument("--timeout", type=float, default=600, help="seconds per model before it is stopped (default 600)")
+    fleet.add_argument("--jobs", "-j", type=positive_int, default=1, help="models converted at once (default 1)")
+    fleet.add_argument("--timeout", type=positive_float, default=600, help="seconds per model before it is stopped (default 600)")
     fleet.add_argument("--force", action="store_true", help="convert even where the output is up to date")
-    fleet.add_argument("--recycle-after", type=int, default=100, metavar="N",
+    fleet.add_argument("--recycle-after", type=positive_int, default=100, metavar="N",
                        help="replace a worker process after N models (default 100)")
-    fleet.add_argument("--recycle-mb", type=float, default=2000, metavar="MB",
+    fleet.add_argument("--recycle-mb", type=positive_float, default=2000, metavar="MB",
                        help="replace a worker process once its memory is over MB after a model (default 2000; "
                             "not honoured with --ray, where Ray's memory monitor kills a worker when its node runs "
                             "low and that model is retried once)")

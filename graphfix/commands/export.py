@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.commands._options import load_model
     from graphfix.commands._state import warn_head_state
     from graphfix.convert.export import export
+    from graphfix.model import head_state
     from graphfix.errors import GraphfixError
 
     inputs = model_files(args.model, args.params, args.weights) + ([args.inputs] if args.inputs else [])
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     serving = _check_serving_args(args, default_out)
     model = load_model(args)
-    state = warn_head_state(args, args.model, model.metadata)
+    state = head_state(model)
     # an .onnx input is loaded unchanged (metadata aside): parity may run it from the file
     reference = args.model if detect_format(args.model) == "onnx" else None
     sample_inputs = load_inputs(args.inputs)
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"  {key}: {value}")
     if result.report is not None:
         lines += ["  " + line for line in result.report.text()]
+    warn_head_state(args, args.model, model.metadata)  # once it worked: an error stays the only line
     emit(args, doc, lines)
     if result.report is not None and not result.report.ok:
         fails = ", ".join(sorted({f.id for f in result.report.failures}))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from graphfix.commands._options import add_data_args, add_output_args, add_ray_arg, emit, load_model, model_files
+from graphfix.commands._options import (
+    add_data_args, add_output_args, add_ray_arg, emit, load_model, model_files, positive_int,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", metavar="FEATURES_DIR", help="a features folder (graphfix features) in place of INPUTS")
     parser.add_argument("--scores", action="store_true", help="also print (with -o: store) each label's probability")
     parser.add_argument("-o", "--output", metavar="PREDICTIONS", help="write a folder of prediction shards instead of printing")
-    parser.add_argument("--shard-rows", type=int, default=4096, help="with -o: rows per shard (default 4096)")
+    parser.add_argument("--shard-rows", type=positive_int, default=4096, help="with -o: rows per shard (default 4096)")
     parser.add_argument("--force", action="store_true", help="with -o: start over in a folder made with another model or data")
     add_ray_arg(parser)
     add_data_args(parser)
@@ -53,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
         raise GraphfixError("give INPUTS (images, folders, .npz, .csv) or --features DIR", kind="usage")
     if args.ray is not None and not args.output:
         raise GraphfixError("--ray writes a predictions folder: add -o PREDICTIONS", kind="usage")
-    if args.output and (args.shard_rows < 1 or args.batch_size < 1):
-        raise GraphfixError("--shard-rows and --batch-size must be positive", kind="usage")
     files = model_files(args.model)
     model = load_model(args)
     if "probabilities" not in model.output_names:
@@ -65,24 +65,22 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         prep = preprocess_for(model, args, [] if folder_input else list(args.inputs))
         data = prediction_data(model, args.inputs, prep)
-        state = warn_head_state(args, args.model, model.metadata)
         summary = save_predictions(model, data, args.output, scores=args.scores, batch_size=args.batch_size,
                                    shard_rows=args.shard_rows, workers=args.workers, ray=args.ray, force=args.force,
                                    progress=progress_for(args), inputs=(*files, *args.inputs))
         text = [f"predictions: {summary['rows']} rows in {summary['shards']} shards "
                 f"({summary['written']} written, {summary['skipped']} already there) in {summary['seconds']:.1f} s",
                 f"wrote {args.output}"]
+        state = warn_head_state(args, args.model, model.metadata)
         emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], "head_state": state, **summary}, text)
         return 0
     if folder_input:
         from graphfix.data.features import extract_features, scores_from_features
 
         data = prediction_data(model, args.inputs, None)
-        state = warn_head_state(args, args.model, model.metadata)
         p = scores_from_features(model, np.asarray(extract_features(model, data)))
-        return _print(args, model, rule, state, list(data.paths or []), p, stored_labels(model, p))
+        return _print(args, model, rule, list(data.paths or []), p, stored_labels(model, p))
     groups = _input_sets(model, args)
-    state = warn_head_state(args, args.model, model.metadata)
     outputs = ["probabilities"] + (["labels"] if "labels" in model.output_names else [])
     names: list[str] = []
     probs, decided = [], []
@@ -100,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             if "labels" in res:
                 decided.append(res["labels"].astype(bool))
     p = np.concatenate(probs) if probs else np.zeros((0, 0), np.float32)
-    return _print(args, model, rule, state, names, p, stored_labels(model, p, np.concatenate(decided) if decided else None))
+    return _print(args, model, rule, names, p, stored_labels(model, p, np.concatenate(decided) if decided else None))
 
 
 def _input_sets(model, args: argparse.Namespace) -> list:
@@ -137,10 +135,14 @@ def _input_sets(model, args: argparse.Namespace) -> list:
     return sets
 
 
-def _print(args: argparse.Namespace, model, rule: dict, state: str | None, names: list[str], p, pred) -> int:
-    """Print (or --json) each input's labels, with --scores the top five probabilities."""
+def _print(args: argparse.Namespace, model, rule: dict, names: list[str], p, pred) -> int:
+    """Print (or --json) each input's labels, with --scores the top five probabilities, after the
+    head-state warning (said once the work succeeded, so an error stays the only line)."""
     import numpy as np
 
+    from graphfix.commands._state import warn_head_state
+
+    state = warn_head_state(args, args.model, model.metadata)
     labels = model.labels or [str(j) for j in range(p.shape[1])]
     results = []
     text = []

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 
-from graphfix.commands._options import add_data_args, add_output_args, default_output, emit, load_model, model_files, output_path
+from graphfix.commands._options import (
+    add_data_args, add_output_args, default_output, emit, load_model, model_files, output_path, positive_int,
+)
 from graphfix.commands._writeback import add_to_argument, write_output
 
 
@@ -34,19 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: k-fold CV on --train, or --val)")
     parser.add_argument("--cv-folds", type=int, default=3, help="folds of the weight-decay CV (default 3)")
     parser.add_argument("--tol", type=float, default=1e-6, help="stop when max |gradient| <= TOL (default 1e-6)")
-    parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iteration cap (default 1000)")
+    parser.add_argument("--max-iter", type=positive_int, default=1000, help="L-BFGS iteration cap (default 1000)")
     parser.add_argument("--asl-gamma-neg", type=float, default=4.0, help="ASL gamma- (default 4)")
     parser.add_argument("--asl-gamma-pos", type=float, default=0.0, help="ASL gamma+ (default 0)")
     parser.add_argument("--asl-clip", type=float, default=0.05, help="ASL probability margin (default 0.05)")
     parser.add_argument("--decision", choices=("thresholds", "topk", "count"), default="thresholds",
                         help="how predict and the labels output decide before calibrate stores thresholds "
                              "(count: top round(label_count) labels, --loss softmax)")
-    parser.add_argument("--top-k", type=int, help="k for --decision topk (default: mean label count)")
+    parser.add_argument("--top-k", type=positive_int, help="k for --decision topk (default: mean label count)")
     parser.add_argument("--train-from", metavar="TENSOR",
                         help="also fine-tune every layer between TENSOR and the head (see README for the ops)")
     parser.add_argument("--epochs", type=int, default=30, help="--train-from: Adam epochs (default 30)")
     parser.add_argument("--lr", type=float, default=1e-3, help="--train-from: Adam learning rate (default 1e-3)")
-    parser.add_argument("--train-batch-size", type=int, default=256, help="--train-from: samples per step (default 256)")
+    parser.add_argument("--train-batch-size", type=positive_int, default=256, help="--train-from: samples per step (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="default 0")
     add_data_args(parser)
     add_to_argument(parser)

@@ -30,7 +30,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, Top
 
 from graphfix._version import __version__
 from graphfix.errors import GraphfixError
-from graphfix.model import Model, set_metadata
+from graphfix.model import META_PREFIX, Model, set_metadata
 from graphfix.irutil import const_array, fresh_name, graph_names
 from graphfix.surgery.head import Located, locate_head
 from graphfix.surgery.labels import read_init_map, resolve_labels
@@ -208,8 +208,8 @@ def swap_head(
     ShapeInferencePass(strict_mode=False)(work.ir)
     _keep_source_annotations(work.ir.graph, annotated)
 
-    old_meta = model.metadata
-    dropped = [k for k in STATE_KEYS if old_meta.get(k) is not None]
+    # metadata_props, not `model.metadata`: that would wait for metadata still being computed (the source hash)
+    dropped = [k for k in STATE_KEYS if META_PREFIX + k in model.ir.metadata_props]
     if dropped:
         logger.info("the old head's %s metadata dropped: the new head is untrained", ", ".join(dropped))
     set_metadata(
