@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(count: top round(label_count) labels, --loss softmax)")
     parser.add_argument("--top-k", type=positive_int, help="k for --decision topk (default: mean label count)")
     parser.add_argument("--train-from", metavar="TENSOR",
-                        help="also fine-tune every layer between TENSOR and the head (see README for the ops)")
+                        help="also fine-tune every layer between TENSOR and the head (`graphfix inspect MODEL --train-from` "
+                             "lists the tensors it accepts)")
     parser.add_argument("--epochs", type=int, default=30, help="--train-from: Adam epochs (default 30)")
     parser.add_argument("--lr", type=float, default=1e-3, help="--train-from: Adam learning rate (default 1e-3)")
     parser.add_argument("--train-batch-size", type=positive_int, default=256, help="--train-from: samples per step (default 256)")
