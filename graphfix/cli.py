@@ -4,7 +4,9 @@ Each subcommand lives in `graphfix/commands/<name>.py` with `add_arguments(parse
 `run(args) -> int`; its module docstring is the help text. A subcommand whose module cannot be
 imported (a missing optional dependency) is still listed and explains the import error.
 Errors: one line on stderr, `graphfix: error: FILE: what is wrong`; exit 2 for bad input or usage,
-1 for a job that ran and failed.
+1 for a job that ran and failed. A reader that closes stdout early (`graphfix predict ... | head -1`)
+ends the command quietly with exit 0. `-v` shows log messages (graphfix's info lines and
+third-party ones such as Ray's), which are otherwise kept off the terminal.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import functools
 import importlib
 import importlib.util
 import json
+import logging
 import os
+import select
 import signal
 import sys
 
@@ -84,6 +88,8 @@ def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
             name, help=doc.splitlines()[0], description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
         )
         module.add_arguments(p)
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="show log messages: graphfix's info lines and third-party ones (Ray, onnxruntime)")
         p.set_defaults(_run=module.run)
     return parser
 
@@ -106,6 +112,25 @@ def _reopen_closed_std() -> None:
             os.dup2(null, fd)
             os.close(null)
         setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
+
+
+def _stdout_gone() -> bool:
+    """True when stdout is a pipe or socket whose reader has closed it (the write end polls
+    POLLERR or POLLHUP), so that a BrokenPipeError came from stdout and not from another pipe."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _set_verbose(verbose: bool) -> None:
+    """-v: log records at INFO and up go to stderr, and GRAPHFIX_VERBOSE=1 tells the places that
+    silence third-party output (`graphfix.scale.ray_runtime`) and child processes to let it through."""
+    if verbose:
+        os.environ["GRAPHFIX_VERBOSE"] = "1"
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
 
 
 def _model_path(args: argparse.Namespace) -> str | None:
@@ -136,14 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "json", False) or getattr(args, "quiet", False):
         set_enabled(False)
+    _set_verbose(getattr(args, "verbose", False))
     try:
         try:
             return int(args._run(args) or 0)
         except GraphfixError as exc:
             return _fail(exc, args)
-        except BrokenPipeError:  # stdout closed early (`graphfix inspect ... | head`)
+        except BrokenPipeError as exc:
+            if not _stdout_gone():  # another pipe broke: a fault like any other
+                return _fail(os_error(exc), args)
+            # the reader has what it wanted (`graphfix predict ... | head -1`): end quietly; what is
+            # still buffered goes to /dev/null, not into an error at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
+            return 0
         except OSError as exc:  # any other OS fault: one line naming the file, no traceback
             return _fail(os_error(exc), args)
         except MemoryError:

@@ -8,7 +8,10 @@ peak memory stays near one copy of the weights.
 
 from __future__ import annotations
 
-__all__ = ["Model", "META_PREFIX", "load_onnx", "cpu_session", "set_metadata", "source_metadata", "SourceHasher", "atomic_write"]
+__all__ = [
+    "Model", "META_PREFIX", "HEAD_STATES", "load_onnx", "cpu_session", "set_metadata", "source_metadata", "SourceHasher",
+    "atomic_write", "head_state", "read_metadata",
+]
 
 import hashlib
 import json
@@ -23,6 +26,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 import numpy as np
 import onnx
 import onnx_ir as ir
+from google.protobuf.message import DecodeError
 
 from graphfix.errors import GraphfixError
 from graphfix.irutil import varint as _varint
@@ -131,19 +135,7 @@ class Model:
     def metadata(self) -> dict[str, Any]:
         """graphfix.* metadata, JSON values decoded, keys without the prefix."""
         self._resolve()
-        out: dict[str, Any] = {}
-        for key, value in self.ir.metadata_props.items():
-            if not key.startswith(META_PREFIX):
-                continue
-            short = key[len(META_PREFIX) :]
-            if short in _JSON_KEYS:
-                try:
-                    out[short] = json.loads(value)
-                except json.JSONDecodeError:
-                    out[short] = value
-            else:
-                out[short] = value
-        return out
+        return _decode_metadata(self.ir.metadata_props.items())
 
     @property
     def labels(self) -> list[str] | None:
@@ -256,6 +248,96 @@ class Model:
 
 
 # ----- metadata helpers ---------------------------------------------------------------------
+def _decode_metadata(items: Any) -> dict[str, Any]:
+    """graphfix.* (key, value) pairs as a dict: prefix dropped, JSON values decoded."""
+    out: dict[str, Any] = {}
+    for key, value in items:
+        if not key.startswith(META_PREFIX):
+            continue
+        short = key[len(META_PREFIX) :]
+        if short in _JSON_KEYS:
+            try:
+                out[short] = json.loads(value)
+            except json.JSONDecodeError:
+                out[short] = value
+        else:
+            out[short] = value
+    return out
+
+
+#: The states of a graphfix head, in pipeline order (see `head_state`).
+HEAD_STATES = ("untrained", "trained", "calibrated")
+#: Metadata keys that only a graphfix head carries.
+_HEAD_KEYS = ("head", "labels", "training", "calibration", "thresholds")
+
+
+def head_state(source: Model | dict[str, Any]) -> str | None:
+    """Where a model's graphfix head stands, from its metadata (a Model or `Model.metadata`).
+
+    Returns:
+        None: no graphfix head (no graphfix.head/labels/training/calibration/thresholds).
+        "untrained": a head from swap-head with no `graphfix.training` (its weights are random;
+            also after `calibrate --untrained`).
+        "trained": `graphfix.training` and no thresholds.
+        "calibrated": trained, with `graphfix.calibration` or `graphfix.thresholds`.
+    """
+    meta = source.metadata if isinstance(source, Model) else source
+    if not any(k in meta for k in _HEAD_KEYS):
+        return None
+    if not meta.get("training"):
+        return "untrained"
+    return "calibrated" if meta.get("calibration") or meta.get("thresholds") else "trained"
+
+
+def _read_varint(fh: BinaryIO) -> int | None:
+    """A protobuf varint from `fh`; None at the end of the file or on a malformed one."""
+    value = shift = 0
+    while shift < 64:
+        byte = fh.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value
+        shift += 7
+    return None
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The graphfix.* metadata of an ONNX file without parsing its graph (as `Model.metadata`).
+
+    Walks the ModelProto's top-level fields, seeking past the graph; a file that is not a
+    well-formed ModelProto gives what was read before the problem (often {}), never an error,
+    so a command can say a model's state before (or without) loading it.
+    """
+    items: list[tuple[str, str]] = []
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            while (tag := _read_varint(fh)) is not None:
+                field, wire = tag >> 3, tag & 7
+                if wire == 0:
+                    if _read_varint(fh) is None:
+                        break
+                elif wire in (1, 5):
+                    fh.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+                elif wire == 2:
+                    length = _read_varint(fh)
+                    if length is None or fh.tell() + length > size:
+                        break
+                    if field != _METADATA_FIELD:
+                        fh.seek(length, os.SEEK_CUR)
+                        continue
+                    entry = onnx.StringStringEntryProto()
+                    entry.ParseFromString(fh.read(length))
+                    items.append((entry.key, entry.value))
+                else:
+                    break
+    except (OSError, ValueError, DecodeError):  # unreadable, or an entry that is not one
+        pass
+    return _decode_metadata(items)
+
+
 def cpu_session(src: bytes | str, path: str | os.PathLike | None = None, providers: list[str] | None = None,
                 threads: int | None = None):
     """The one way graphfix opens an onnxruntime session: model bytes or file, CPU provider unless

@@ -256,7 +256,7 @@ def test_decompression_bomb_names_image_and_row(command, image_set, tmp_path):
     out = tmp_path / "o.onnx"
     common = ["--size", "28,28", "--no-cache"]
     args = {"train-head": ["train-head", m, "--train", image_set / "bomb.csv", "--epochs", "1", "-o", out],
-            "calibrate": ["calibrate", m, "--heldout", image_set / "bomb.csv", "-o", out],
+            "calibrate": ["calibrate", m, "--untrained", "--heldout", image_set / "bomb.csv", "-o", out],
             "predict": ["predict", m, image_set / "ok0.png", image_set / "bomb.png"]}[command]
     res = run_cli(*args, *common)
     line = _one_error(res, 2, "bomb.png", "over the limit of 40000000 pixels", "400000000", "--max-pixels")
@@ -274,7 +274,7 @@ def test_max_pixels_flag_and_missing_image_row(image_set, tmp_path):
     _one_error(res, 2, "ok0.png", "28x28 = 784 pixels, over the limit of 100")
     res = run_cli("predict", m, image_set / "ok0.png", "--size", "28,28", "--max-pixels", "784")
     assert res.returncode == 0, res.stderr
-    res = run_cli("calibrate", m, "--heldout", image_set / "missing.csv", "--size", "28,28", "-o", tmp_path / "o.onnx")
+    res = run_cli("calibrate", m, "--untrained", "--heldout", image_set / "missing.csv", "--size", "28,28", "-o", tmp_path / "o.onnx")
     _one_error(res, 2, "missing.csv: 1 bad image (of 2): line 3: gone.png: image not found")
 
 

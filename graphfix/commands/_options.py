@@ -6,6 +6,7 @@ __all__ = [
     "add_model_args", "add_preprocess_args", "add_data_args", "add_output_args", "add_target_args", "add_fp16_arg",
     "fp16_mode", "FP16_HELP", "load_model", "model_files", "check_input", "output_path", "emit", "note",
     "store_preprocess", "default_output", "write_model", "export_lines", "parity_lines", "note_lines",
+    "positive_int", "positive_float",
 ]
 
 import argparse
@@ -20,6 +21,29 @@ from typing import Any
 from graphfix.errors import GraphfixError
 from graphfix.limits import DEFAULT_MAX_PIXELS
 from graphfix.jsonout import jsonable
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count or size (batch size, threads, rows, pixels): an integer >= 1, so a
+    0 or a negative one is a usage error (exit 2) when the command line is read, not a fault later."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a positive number (seconds, megabytes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
@@ -56,9 +80,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     """The preprocessing options, then feature batch size, workers and cache switches."""
     add_preprocess_args(parser)
     g = parser.add_argument_group("images and features")
-    g.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime call (default 64)")
-    g.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 8)")
-    g.add_argument("--max-pixels", type=int, default=None, metavar="N",
+    g.add_argument("--batch-size", type=positive_int, default=64, help="images per onnxruntime call (default 64)")
+    g.add_argument("--workers", type=positive_int, default=None, help="image decoding threads (default: up to 8)")
+    g.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                    help=f"refuse images over N pixels (width x height) before decoding (default {DEFAULT_MAX_PIXELS})")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     g.add_argument("--skip-bad", action="store_true",

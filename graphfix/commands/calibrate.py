@@ -10,6 +10,8 @@ writes report.json, index.html (one self-contained page: sortable per-class tabl
 the replaced head), per_class.csv/.md and precision-recall PNGs (these need matplotlib, the
 `report` extra; without it they are skipped with a warning and everything else is written).
 Any DATA may be a features folder from `graphfix features` (--features DIR is --heldout DIR).
+A head that was never trained (no graphfix.training: straight from swap-head) is refused, since
+thresholds on random weights mean nothing; --untrained calibrates it anyway (it stays "untrained").
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from graphfix.errors import GraphfixError
 from graphfix.commands._options import (
     add_data_args,
     add_output_args, add_target_args, default_output, emit, export_lines, load_model, model_files, output_path,
+    positive_int,
 )
 from graphfix.commands._writeback import add_to_argument, write_output
 
@@ -33,13 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="f1 | f2 | fbeta:B | precision@P | recall@R | micro-f1 (default f1)")
     parser.add_argument("--train", metavar="DATA", help="training data: thresholds for classes with few held-out positives")
     parser.add_argument("--test", metavar="DATA", help="evaluate at 0.5 and at the fitted thresholds on this split")
-    parser.add_argument("--min-positives", type=int, default=3, help="fewer held-out positives -> fallback (default 3)")
+    parser.add_argument("--min-positives", type=positive_int, default=3, help="fewer held-out positives -> fallback (default 3)")
     parser.add_argument("--folds", type=int, help="average thresholds over K folds of the held-out set")
     parser.add_argument("--at-least-one", action="store_true", help="always keep each image's top label")
     parser.add_argument("--no-labels-output", action="store_true", help="store thresholds as metadata only")
     parser.add_argument("--report", metavar="DIR", help="write report.json, index.html, per_class.csv/.md and PR plots here")
     parser.add_argument("--no-plots", action="store_true", help="with --report: skip the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (default 0)")
+    parser.add_argument("--untrained", action="store_true",
+                        help="calibrate a head that was never trained (refused without this flag)")
     add_data_args(parser)
     add_target_args(parser)
     add_to_argument(parser)
@@ -49,6 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _line(name: str, m: dict) -> str:
     return (f"{name:<16} macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}  mAP {m['mAP'] or 0:.4f}  "
             f"subset-acc {m['subset_accuracy']:.4f}  Hamming {m['hamming_loss']:.4f}")
+
+
+def _check_trained(model, args: argparse.Namespace) -> None:
+    """Refuse an untrained head (exit 2) unless --untrained."""
+    from graphfix.model import head_state
+
+    if head_state(model) == "untrained" and not args.untrained:
+        raise GraphfixError(
+            "the head is untrained (no graphfix.training: random weights from swap-head); thresholds fitted on it "
+            "mean nothing", kind="usage", path=args.model,
+            hint="run `graphfix train-head MODEL --train DATA` first, or pass --untrained to calibrate it anyway")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
         raise GraphfixError("--report: is not a folder", kind="usage", path=args.report)
     model = load_model(args)
+    _check_trained(model, args)
     prep = preprocess_for(model, args, [args.heldout, args.train, args.test])
     data = load_data(args, model, prep, [args.heldout, args.train, args.test], out)
     heldout, train, test = data

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphfix.commands._options import add_model_args, add_output_args, emit
+from graphfix.commands._options import add_model_args, add_output_args, emit, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +26,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=("tensorrt", "cuda"), default="tensorrt",
                         help="deployment target (default: tensorrt)")
     parser.add_argument("--build", action="store_true", help="parse and build an engine with TensorRT-RTX (C16)")
-    parser.add_argument("--max-batch", type=int, metavar="N", help="profile max batch for --build (default 32)")
+    parser.add_argument("--max-batch", type=positive_int, metavar="N", help="profile max batch for --build (default 32)")
     parser.add_argument("--inputs", metavar="NPZ", help="sample inputs for the fp16 activation probe (C14)")
     add_output_args(parser, output=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from graphfix.commands._options import load_model
+    from graphfix.commands._state import warn_head_state
     from graphfix.commands.export import load_inputs
     from graphfix.convert import detect_format
     from graphfix.convert.check import check
+    from graphfix.model import read_metadata
 
     source = args.model if detect_format(args.model) == "onnx" else load_model(args)
     if isinstance(source, str):
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                    max_batch=args.max_batch)
     if report.path is None:
         report.path = args.model
-    emit(args, {"command": "check", **report.to_dict()}, report.text())
+    state = warn_head_state(args, args.model, read_metadata(source) if isinstance(source, str) else source.metadata)
+    emit(args, {"command": "check", **report.to_dict(), "head_state": state}, report.text())
     if not report.ok:
         fails = ", ".join(sorted({f.id for f in report.failures}, key=lambda s: int(s[1:])))
         print(f"graphfix: error: {args.model}: not ready for {args.target}: {len(report.failures)} FAIL ({fails})",

@@ -22,7 +22,7 @@ import time
 
 from graphfix.commands._options import (
     add_model_args, add_output_args, add_preprocess_args, add_ray_arg, add_target_args, default_output, emit,
-    export_lines, load_model, model_files, output_path, write_model,
+    export_lines, load_model, model_files, output_path, positive_float, positive_int, write_model,
 )
 from graphfix.errors import GraphfixError, Interrupted
 
@@ -37,12 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the source framework (mxnet / OpenCV DNN) where importable and report max abs diff")
     fleet = parser.add_argument_group("fleet (folders or several models)")
     fleet.add_argument("--recursive", "-r", action="store_true", help="look into subfolders")
-    fleet.add_argument("--jobs", "-j", type=int, default=1, help="models converted at once (default 1)")
-    fleet.add_argument("--timeout", type=float, default=600, help="seconds per model before it is stopped (default 600)")
+    fleet.add_argument("--jobs", "-j", type=positive_int, default=1, help="models converted at once (default 1)")
+    fleet.add_argument("--timeout", type=positive_float, default=600, help="seconds per model before it is stopped (default 600)")
     fleet.add_argument("--force", action="store_true", help="convert even where the output is up to date")
-    fleet.add_argument("--recycle-after", type=int, default=100, metavar="N",
+    fleet.add_argument("--recycle-after", type=positive_int, default=100, metavar="N",
                        help="replace a worker process after N models (default 100)")
-    fleet.add_argument("--recycle-mb", type=float, default=2000, metavar="MB",
+    fleet.add_argument("--recycle-mb", type=positive_float, default=2000, metavar="MB",
                        help="replace a worker process once its memory is over MB after a model (default 2000; "
                             "not honoured with --ray, where Ray's memory monitor kills a worker when its node runs "
                             "low and that model is retried once)")
@@ -115,6 +115,18 @@ def _run_one(args: argparse.Namespace, path: str) -> int:
     return 0
 
 
+def _no_models(args: argparse.Namespace) -> None:
+    """Refuse a fleet with nothing to convert (exit 2), saying where models were seen in subfolders."""
+    from graphfix.fleet import discover
+
+    folders = [m for m in args.model if os.path.isdir(m)]
+    deeper = len(discover(folders, args.output, recursive=True)) if folders and not args.recursive else 0
+    hint = (f"{deeper} model{'s are' if deeper != 1 else ' is'} in subfolders: add -r (--recursive)" if deeper else
+            "looked for *-symbol.json with its .params, *.prototxt beside a .caffemodel, and *.onnx"
+            + ("" if args.recursive else "; add -r (--recursive) to look into subfolders"))
+    raise GraphfixError("no models found", kind="usage", path=", ".join(args.model), hint=hint)
+
+
 def _run_fleet(args: argparse.Namespace) -> int:
     from graphfix.fleet import discover, job_dicts, run_fleet, summary_table
     from graphfix.output import atomic_write
@@ -125,9 +137,11 @@ def _run_fleet(args: argparse.Namespace) -> int:
         raise GraphfixError("-o must be a folder when converting several models", kind="usage", path=args.output)
     if args.params or args.weights:
         raise GraphfixError("--params/--weights name one model's files; not usable with folders", kind="usage")
-    os.makedirs(args.output, exist_ok=True)
     start = time.perf_counter()
     jobs = discover(args.model, args.output, recursive=args.recursive)
+    if not jobs:
+        _no_models(args)
+    os.makedirs(args.output, exist_ok=True)
     extra = []
     if args.swap_head:
         labels = args.swap_head

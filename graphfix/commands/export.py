@@ -82,7 +82,9 @@ def load_inputs(path: str | None):
 def run(args: argparse.Namespace) -> int:
     from graphfix.commands._data import preprocess_for
     from graphfix.commands._options import load_model, note_lines, parity_lines, store_preprocess
+    from graphfix.commands._state import warn_head_state
     from graphfix.convert.export import export
+    from graphfix.model import head_state
     from graphfix.errors import GraphfixError
 
     inputs = model_files(args.model, args.params, args.weights) + ([args.inputs] if args.inputs else [])
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     preprocess_for(model, args, [])
     # what baking, Triton and the output read
     model = store_preprocess(args, model, out or f"{args.triton}/{serving['name']}")
+    state = head_state(model)
     # an .onnx input is loaded unchanged (metadata aside): parity may run it from the file
     reference = args.model if detect_format(args.model) == "onnx" else None
     sample_inputs = load_inputs(args.inputs)
@@ -121,12 +124,12 @@ def run(args: argparse.Namespace) -> int:
         partial = getattr(exc, "result", None)
         if exc.kind == "parity" and partial is not None:
             print(f"graphfix: error: {exc.one_line()}", file=sys.stderr)
-            doc = {"ok": False, "command": "export", "error": exc.to_dict(), **partial.to_dict()}
+            doc = {"ok": False, "command": "export", "error": exc.to_dict(), **partial.to_dict(), "head_state": state}
             doc["ok"] = False
             emit(args, doc, parity_lines(partial.parity))
             return exc.exit_code
         raise
-    doc = {"command": "export", **result.to_dict()}
+    doc = {"command": "export", **result.to_dict(), "head_state": state}
     fp16 = {True: ", fp16", "auto": ", fp16 auto", False: ""}[args.fp16]
     lines = [f"{f'wrote {result.path}' if result.path else 'exported'} ({args.target}{fp16}, "
              f"opset {args.opset}, {result.seconds:.2f} s)"]
@@ -154,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     lines += note_lines(result.notes)
     if result.report is not None:
         lines += ["  " + line for line in result.report.text()]
+    warn_head_state(args, args.model, model.metadata)  # once it worked: an error stays the only line
     emit(args, doc, lines)
     if result.report is not None and not result.report.ok:
         fails = ", ".join(sorted({f.id for f in result.report.failures}))

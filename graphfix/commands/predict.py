@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-from graphfix.commands._options import add_data_args, add_output_args, add_ray_arg, emit, load_model, model_files
+from graphfix.commands._options import (
+    add_data_args, add_output_args, add_ray_arg, emit, load_model, model_files, positive_int,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", metavar="FEATURES_DIR", help="a features folder (graphfix features) in place of INPUTS")
     parser.add_argument("--scores", action="store_true", help="also print (with -o: store) each label's probability")
     parser.add_argument("-o", "--output", metavar="PREDICTIONS", help="write a folder of prediction shards instead of printing")
-    parser.add_argument("--shard-rows", type=int, default=4096, help="with -o: rows per shard (default 4096)")
+    parser.add_argument("--shard-rows", type=positive_int, default=4096, help="with -o: rows per shard (default 4096)")
     parser.add_argument("--force", action="store_true", help="with -o: start over in a folder made with another model or data")
     add_ray_arg(parser)
     add_data_args(parser)
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from graphfix.calibrate import stored_decision
     from graphfix.commands._data import preprocess_for, progress_for, report_skipped
-    from graphfix.data.images import image_paths, load_images
+    from graphfix.commands._state import warn_head_state
     from graphfix.calibrate.predictions import prediction_data, save_predictions, stored_labels
     from graphfix.data.shards import is_shard_dir
     from graphfix.errors import GraphfixError
@@ -65,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
         prep = preprocess_for(model, args, list(args.inputs), writes=False)
         data = prediction_data(model, args.inputs, prep, skip_bad=args.skip_bad)
     if args.output:
-        if args.shard_rows < 1 or args.batch_size < 1:
-            raise GraphfixError("--shard-rows and --batch-size must be positive", kind="usage")
         summary = save_predictions(model, data, args.output, scores=args.scores, batch_size=args.batch_size,
                                    shard_rows=args.shard_rows, workers=args.workers, ray=args.ray, force=args.force,
                                    progress=progress_for(args), inputs=(*files, *args.inputs))
@@ -74,57 +73,81 @@ def run(args: argparse.Namespace) -> int:
         text = [f"predictions: {summary['rows']} rows in {summary['shards']} shards "
                 f"({summary['written']} written, {summary['skipped']} already there) in {summary['seconds']:.1f} s",
                 f"wrote {args.output}"]
-        _warn_default(rule)
-        emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], **summary, "skipped_rows": skipped}, text)
+        state = warn_head_state(args, args.model, model.metadata)
+        emit(args, {"ok": True, "command": "predict", "rule": rule["rule"], "head_state": state, **summary,
+                    "skipped_rows": skipped}, text)
         return 0
     if folder_input:
         from graphfix.data.features import extract_features, scores_from_features
 
         p = scores_from_features(model, np.asarray(extract_features(model, data)))
         return _print(args, model, rule, list(data.paths or []), p, stored_labels(model, p))
-    npz = [p for p in args.inputs if p.lower().endswith(".npz")]
-    images = image_paths([p for p in args.inputs if not p.lower().endswith(".npz")])
-    prep = preprocess_for(model, args, images, writes=False)
-    names: list[str] = []
-    batches = []
-    for path in npz:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                x = np.asarray(data["x"], np.float32)
-        except (OSError, KeyError, ValueError) as exc:
-            raise GraphfixError(f"cannot read 'x' from NPZ ({exc})", path=path) from exc
-        names.extend(f"{path}[{i}]" for i in range(len(x)))
-        batches.extend(x[i : i + args.batch_size] for i in range(0, len(x), args.batch_size))
-    for i in range(0, len(images), args.batch_size):
-        batches.append(load_images(images[i : i + args.batch_size], prep, workers=args.workers))
-    names.extend(images)
+    groups = _input_sets(model, args)
+    skipped = report_skipped(args, None, [data for _, data in groups])
     outputs = ["probabilities"] + (["labels"] if "labels" in model.output_names else [])
+    names: list[str] = []
     probs, decided = [], []
-    for batch in batches:
-        try:
-            res = model.run(batch, outputs=outputs)
-        except GraphfixError:
-            raise
-        except Exception as exc:
-            raise GraphfixError(f"inference failed on inputs of shape {list(batch.shape)}: {str(exc).splitlines()[0]}",
-                                path=args.model) from exc
-        probs.append(res["probabilities"])
-        if "labels" in res:
-            decided.append(res["labels"].astype(bool))
+    for group_names, data in groups:
+        names.extend(group_names)
+        for batch in data.batches(args.batch_size, workers=args.workers):
+            try:
+                res = model.run(batch, outputs=outputs)
+            except GraphfixError:
+                raise
+            except Exception as exc:
+                raise GraphfixError(f"inference failed on inputs of shape {list(batch.shape)}: "
+                                    f"{str(exc).splitlines()[0]}", path=args.model) from exc
+            probs.append(res["probabilities"])
+            if "labels" in res:
+                decided.append(res["labels"].astype(bool))
     p = np.concatenate(probs) if probs else np.zeros((0, 0), np.float32)
-    return _print(args, model, rule, names, p, stored_labels(model, p, np.concatenate(decided) if decided else None))
+    return _print(args, model, rule, names, p, stored_labels(model, p, np.concatenate(decided) if decided else None),
+                  skipped)
 
 
-def _warn_default(rule: dict) -> None:
-    if rule["rule"] == "default 0.5":
-        print("graphfix: warning: the model stores no thresholds; using 0.5 (run `graphfix calibrate`)", file=sys.stderr)
+def _input_sets(model, args: argparse.Namespace) -> list:
+    """INPUTS in the order given as (names, Dataset) pairs: each CSV manifest and NPZ file its own
+    set (read by `graphfix.data.load_dataset`, as with -o), each run of image files and folders
+    one set (decoded in batches on threads)."""
+    import os
 
-
-def _print(args: argparse.Namespace, model, rule: dict, names: list[str], p, pred) -> int:
-    """Print (or --json) each input's labels, with --scores the top five probabilities."""
     import numpy as np
 
-    _warn_default(rule)
+    from graphfix.commands._data import preprocess_for
+    from graphfix.data import Dataset, load_dataset
+    from graphfix.data.images import image_paths
+    from graphfix.data.scores import model_labels
+
+    labels = model_labels(model)
+    tables = {p for p in args.inputs if p.lower().endswith((".npz", ".csv"))}
+    images = {p: image_paths([p]) for p in args.inputs if p not in tables}
+    prep = preprocess_for(model, args, [f for found in images.values() for f in found]
+                          + [p for p in tables if p.lower().endswith(".csv")], writes=False)
+    sets: list = []
+    run: list[str] = []
+    for path in [*args.inputs, None]:  # None ends the last run of images
+        if path is not None and path not in tables:
+            run.extend(images[path])
+            continue
+        if run:
+            sets.append((run, Dataset(y=np.zeros((len(run), 0), np.uint8), labels=labels,
+                                      paths=[os.path.abspath(f) for f in run], preprocess=prep)))
+            run = []
+        if path is not None:
+            data = load_dataset(path, labels, prep, need_labels=False, skip_bad=bool(args.skip_bad),
+                                workers=args.workers)
+            sets.append((list(data.paths) if data.paths else [f"{path}[{i}]" for i in range(len(data))], data))
+    return sets
+
+
+def _print(args: argparse.Namespace, model, rule: dict, names: list[str], p, pred, skipped: dict | None = None) -> int:
+    """Print (or --json) each input's labels, with --scores the top five probabilities, after the
+    head-state warning (said once the work succeeded, so an error stays the only line)."""
+    import numpy as np
+
+    from graphfix.commands._state import warn_head_state
+
+    state = warn_head_state(args, args.model, model.metadata)
     labels = model.labels or [str(j) for j in range(p.shape[1])]
     results = []
     text = []
@@ -138,6 +161,8 @@ def _print(args: argparse.Namespace, model, rule: dict, names: list[str], p, pre
         if args.scores:
             line += "  [" + ", ".join(f"{labels[j]}={p[i, j]:.3f}" for j in np.argsort(-p[i])[:5]) + "]"
         text.append(line)
-    doc = {"ok": True, "command": "predict", "rule": rule["rule"], "predictions": results}
+    doc = {"ok": True, "command": "predict", "rule": rule["rule"], "head_state": state, "predictions": results}
+    if skipped:
+        doc["skipped_rows"] = skipped
     emit(args, doc, text)
     return 0

@@ -57,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
         "export": exported,
         "seconds": round(seconds, 3),
     }
-    emit(
-        args,
-        doc,
-        [f"wrote {out}: {head['old_kind']} head on {head['features']} (F={head['num_features']}) "
-         f"replaced by Gemm+Sigmoid with {len(labels)} labels ({seconds:.2f} s)", *export_lines(exported)],
-    )
+    text = [f"wrote {out}: {head['old_kind']} head on {head['features']} (F={head['num_features']}) "
+            f"replaced by Gemm+Sigmoid with {len(labels)} labels ({seconds:.2f} s)"]
+    if head.get("dropped_state"):
+        text.append(f"dropped the old head's graphfix.{', graphfix.'.join(head['dropped_state'])} metadata: "
+                    "the new head is untrained (run `graphfix train-head`)")
+    emit(args, doc, [*text, *export_lines(exported)])
     return 0

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 
-from graphfix.commands._options import add_data_args, add_output_args, default_output, emit, load_model, model_files, output_path
+from graphfix.commands._options import (
+    add_data_args, add_output_args, default_output, emit, load_model, model_files, output_path, positive_int,
+)
 from graphfix.commands._writeback import add_to_argument, write_output
 
 
@@ -34,19 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: k-fold CV on --train, or --val)")
     parser.add_argument("--cv-folds", type=int, default=3, help="folds of the weight-decay CV (default 3)")
     parser.add_argument("--tol", type=float, default=1e-6, help="stop when max |gradient| <= TOL (default 1e-6)")
-    parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iteration cap (default 1000)")
+    parser.add_argument("--max-iter", type=positive_int, default=1000, help="L-BFGS iteration cap (default 1000)")
     parser.add_argument("--asl-gamma-neg", type=float, default=4.0, help="ASL gamma- (default 4)")
     parser.add_argument("--asl-gamma-pos", type=float, default=0.0, help="ASL gamma+ (default 0)")
     parser.add_argument("--asl-clip", type=float, default=0.05, help="ASL probability margin (default 0.05)")
     parser.add_argument("--decision", choices=("thresholds", "topk", "count"), default="thresholds",
                         help="how predict and the labels output decide before calibrate stores thresholds "
                              "(count: top round(label_count) labels, --loss softmax)")
-    parser.add_argument("--top-k", type=int, help="k for --decision topk (default: mean label count)")
+    parser.add_argument("--top-k", type=positive_int, help="k for --decision topk (default: mean label count)")
     parser.add_argument("--train-from", metavar="TENSOR",
-                        help="also fine-tune every layer between TENSOR and the head (see README for the ops)")
+                        help="also fine-tune every layer between TENSOR and the head (`graphfix inspect MODEL --train-from` "
+                             "lists the tensors it accepts)")
     parser.add_argument("--epochs", type=int, default=30, help="--train-from: Adam epochs (default 30)")
     parser.add_argument("--lr", type=float, default=1e-3, help="--train-from: Adam learning rate (default 1e-3)")
-    parser.add_argument("--train-batch-size", type=int, default=256, help="--train-from: samples per step (default 256)")
+    parser.add_argument("--train-batch-size", type=positive_int, default=256, help="--train-from: samples per step (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="default 0")
     add_data_args(parser)
     add_to_argument(parser)
@@ -84,12 +87,75 @@ def run(args: argparse.Namespace) -> int:
     exported = write_output(args, new, out)
     skipped = report_skipped(args, out, [train, val])
     s = history["settings"]
-    text = [
-        f"trained head: loss {s['loss']}, weight decay {s['weight_decay']:g} ({s['selected_by']}), "
-        f"{s['iterations']} iterations, max |gradient| {s['grad_norm']:.2e}" + ("" if s["converged"] else " (NOT converged)"),
-        f"objective {s['objective']:.6g}" + (f", val mAP {s['val_mAP']:.4f}" if s.get("val_mAP") is not None else ""),
-        f"wrote {out}",
-    ]
+    _warn_positives(args, s["few_positives"])
+    text = summary_lines(s, history) + [f"wrote {out}"]
     emit(args, {"ok": True, "command": "train-head", "output": out, "history": history, "export": exported,
                 "skipped_rows": skipped}, text)
     return 0
+
+
+def _selected_by(how: str) -> str:
+    """The history's `selected_by` in words ("validation mAP" -> "validation set mAP")."""
+    return {"validation mAP": "validation set mAP", "fixed": "--weight-decay"}.get(how, how)
+
+
+def training_line(s: dict) -> str:
+    """`graphfix.training` (train-head's settings) on one line, for `graphfix inspect`."""
+    c = "inf" if s.get("C") is None else f"{s['C']:.4g}"
+    line = (f"loss {s.get('loss')}, {s.get('train_samples')} rows, lambda {s.get('weight_decay', 0):.4g} (C {c}) "
+            f"chosen by {_selected_by(str(s.get('selected_by')))}")
+    if s.get("selection_mAP") is not None:
+        line += f" {s['selection_mAP']:.4f}"
+    line += f", {s.get('iterations')} iterations" + ("" if s.get("converged", True) else " (NOT converged)")
+    if s.get("val_mAP") is not None:
+        line += f", validation mAP {s['val_mAP']:.4f}"
+    if s.get("train_from"):
+        line += f", fine-tuned from {s['train_from']} (kept epoch {s.get('best_epoch')} of {s.get('epochs')})"
+    if s.get("decision") not in (None, "thresholds"):
+        line += f", decision {s['decision']}" + (f" (k={s['top_k']})" if s.get("top_k") else "")
+    if s.get("few_positives"):
+        line += f", {len(s['few_positives'])} labels with < 3 positives"
+    return line
+
+
+def summary_lines(s: dict, history: dict) -> list[str]:
+    """What train-head says it did: the loss and data, the chosen L2 strength (lambda and sklearn's C
+    = 1 / (lambda N) on standardised features) with the score that chose it, the solver, the
+    validation mAP and, with --train-from, the validation mAP per epoch and the kept epoch."""
+    c = "inf" if s.get("C") is None else f"{s['C']:.4g}"
+    lines = [f"trained head: loss {s['loss']}, {s['train_samples']} training rows"
+             + (f", {s['val_samples']} validation rows" if s.get("val_samples") else "")]
+    chosen = f"chosen by {_selected_by(s['selected_by'])}"
+    if s.get("selection_mAP") is not None:
+        chosen += f" {s['selection_mAP']:.4f} (best of {s['lambda_values']} values)"
+    lines.append(f"regularisation: lambda {s['weight_decay']:.4g}, C = 1/(lambda*N) = {c} "
+                 f"(sklearn's C on standardised features, N = {history.get('train_samples', s['train_samples'])}); {chosen}")
+    lines.append(f"solver: {s['iterations']} L-BFGS iterations, max |gradient| {s['grad_norm']:.2e}, "
+                 f"objective {s['objective']:.6g}" + ("" if s["converged"] else " (NOT converged: raise --max-iter)"))
+    if s.get("train_from"):
+        curve = s["epoch_val_mAP"]
+        lines.append(f"fine-tuning from {s['train_from']} for {s['epochs']} epochs; mAP on the {s['val_source']} "
+                     "by epoch (0 = head only):")
+        lines.append("  " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(curve)))
+        lines.append(f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f})")
+    elif s.get("val_mAP") is not None:
+        lines.append(f"validation set mAP {s['val_mAP']:.4f}")
+    return lines
+
+
+def _warn_positives(args: argparse.Namespace, few: dict[str, int]) -> None:
+    """One warning line for labels with no training positives, one for those with 1-2."""
+    import sys
+
+    from graphfix.train.head_training import MIN_POSITIVES
+
+    if getattr(args, "quiet", False):
+        return
+    none = [name for name, n in few.items() if n == 0]
+    some = [f"{name} ({n})" for name, n in few.items() if n > 0]
+    for names, what in ((none, "no training positives (the head only learns 'absent')"),
+                        (some, f"fewer than {MIN_POSITIVES} training positives (unreliable scores)")):
+        if names:
+            shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+            label = "label has" if len(names) == 1 else "labels have"
+            print(f"graphfix: warning: {len(names)} {label} {what}: {shown}", file=sys.stderr)

@@ -3,18 +3,28 @@
 `init_ray(None)` starts a local Ray with the machine's CPUs and no dashboard; `init_ray("auto")` or an
 address (`host:port`, `ray://...`) joins a cluster. Ray is the optional extra `graphfix[ray]`: without
 it, `--ray` is a one-line usage error. Nothing imports ray until `init_ray` is called.
+
+Ray's own log output is kept off the terminal unless GRAPHFIX_VERBOSE=1 (`-v`): its Python
+loggers (the "Token authentication is enabled" notice) are set to ERROR, and its C++ core
+(`[... E ...] core_worker.cc: ...` lines) to fatal through RAY_BACKEND_LOG_LEVEL, unless the
+user set that variable, and what Ray writes on stderr while it starts (among it the C++ line that
+reports that level) goes to /dev/null. Failures still surface: as exceptions graphfix turns into one-line
+errors, and the cluster's error messages as `graphfix: ray:` lines on stderr.
 """
 
 from __future__ import annotations
 
-__all__ = ["init_ray", "import_ray", "first_line", "MISSING_RAY"]
+__all__ = ["init_ray", "import_ray", "first_line", "quiet_ray_logs", "MISSING_RAY"]
 
 import importlib
+import logging
 import os
 import re
+import contextlib
 import socket
 import sys
 import types
+from typing import Iterator
 
 from graphfix.errors import GraphfixError
 
@@ -61,6 +71,36 @@ def _errors_to_stderr() -> None:
     worker.print_to_stdstream = to_stderr
 
 
+def quiet_ray_logs() -> bool:
+    """Keep Ray's log output off the terminal (see the module docstring) unless GRAPHFIX_VERBOSE=1;
+    call before `ray.init` (the C++ level is read when Ray starts). Returns True when it did."""
+    if os.environ.get("GRAPHFIX_VERBOSE") == "1":
+        return False
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    return True
+
+
+@contextlib.contextmanager
+def _stderr_off(off: bool) -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null inside the block when `off` (native code writes there
+    directly, past sys.stderr)."""
+    if not off:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def _probe(address: str | None, timeout: float = 5.0) -> None:
     """Refuse at once a `host:port` (or `ray://host:port`) where nothing listens: `ray.init` would
     retry for minutes, printing native warnings."""
@@ -90,13 +130,15 @@ def init_ray(address: str | None) -> types.ModuleType:
     if ray.is_initialized():
         return ray
     _probe(address)
+    quiet = quiet_ray_logs()
     _errors_to_stderr()
     try:
-        if address in (None, "local"):
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        with _stderr_off(quiet):
+            if address in (None, "local"):
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = address or "local"
         raise GraphfixError(f"cannot start or join Ray at {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",

@@ -10,12 +10,15 @@
 
 The old head's nodes, initializers and training-only inputs are removed, outputs `logits`
 and `probabilities` take the old output's place, the batch dimension stays symbolic, shapes
-are inferred, and graphfix metadata records labels and how the head was made.
+are inferred, and graphfix metadata records labels and how the head was made. On a model that
+already has a graphfix head, that head's state goes with it: `graphfix.training`,
+`graphfix.calibration` and `graphfix.thresholds` are removed (the new head is untrained) and
+`graphfix.head` names what was dropped (`dropped_state`).
 """
 
 from __future__ import annotations
 
-__all__ = ["swap_head", "NEW_HEAD", "LOGITS", "PROBABILITIES", "head_gemm"]
+__all__ = ["swap_head", "NEW_HEAD", "LOGITS", "PROBABILITIES", "STATE_KEYS", "head_gemm"]
 
 import logging
 import os
@@ -27,7 +30,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, Top
 
 from graphfix._version import __version__
 from graphfix.errors import GraphfixError
-from graphfix.model import Model, set_metadata
+from graphfix.model import META_PREFIX, Model, set_metadata
 from graphfix.irutil import const_array, fresh_name, graph_names
 from graphfix.surgery.head import Located, locate_head
 from graphfix.surgery.labels import read_init_map, resolve_labels
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 NEW_HEAD = "graphfix_head"
 LOGITS = "logits"
 PROBABILITIES = "probabilities"
+#: graphfix metadata that describes a trained or calibrated head; a new head drops it.
+STATE_KEYS = ("training", "calibration", "thresholds")
 
 
 def head_gemm(model: Model) -> ir.Node:
@@ -203,11 +208,15 @@ def swap_head(
     ShapeInferencePass(strict_mode=False)(work.ir)
     _keep_source_annotations(work.ir.graph, annotated)
 
+    # metadata_props, not `model.metadata`: that would wait for metadata still being computed (the source hash)
+    dropped = [k for k in STATE_KEYS if META_PREFIX + k in model.ir.metadata_props]
+    if dropped:
+        logger.info("the old head's %s metadata dropped: the new head is untrained", ", ".join(dropped))
     set_metadata(
         work.ir,
         labels=names,
-        thresholds=None,
         version=__version__,
+        **{k: None for k in STATE_KEYS},
         head={
             "features": head.features,
             "num_features": head.num_features,
@@ -218,6 +227,7 @@ def swap_head(
             "old_kind": head.kind,
             "old_classes": head.num_classes,
             "dropped_inputs": dropped_inputs,
+            "dropped_state": dropped,
         },
     )
     logger.info(

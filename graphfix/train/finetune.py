@@ -14,9 +14,10 @@
    weights (Gemm/MatMul/Conv weights and biases, BatchNormalization scale and bias; running
    statistics stay frozen, Dropout is inference-mode) and the head are trained jointly with
    Adam on mini-batches: the loss of the head plus L2 towards the starting weights (L2-SP) at
-   the chosen strength. The epoch with the best validation mAP is kept (`--val`, else a seeded
+   the chosen strength (chosen on the validation set when `--val` is given, else by CV on the
+   training rows). The epoch with the best validation mAP is kept (`--val`, else a seeded
    10% of the training rows; epoch 0, the head-only solution, included: fine-tuning never ends
-   worse on validation than head-only training).
+   worse on validation than head-only training). The history holds the mAP of every epoch.
 4. The trained weights go back into the same ONNX initializers (same names, shapes, float32);
    every node and initializer before TENSOR stays bit-identical.
 Seeded, one torch thread: the same inputs give the same bytes.
@@ -24,7 +25,7 @@ Seeded, one torch thread: the same inputs give the same bytes.
 
 from __future__ import annotations
 
-__all__ = ["OPS", "finetune", "segment_nodes"]
+__all__ = ["OPS", "finetune", "segment_nodes", "train_from_candidates"]
 
 import logging
 import math
@@ -104,6 +105,46 @@ def segment_nodes(model: Model, tensor: str) -> list[ir.Node]:
     if problems:
         raise GraphfixError("; ".join(dict.fromkeys(problems)), kind="usage", path=model.path)
     return nodes
+
+
+def train_from_candidates(model: Model, limit: int = 5) -> list[dict[str, Any]]:
+    """Tensors `--train-from` accepts, nearest the head first, each with what it would train.
+
+    Walks back over the nodes the head's features depend on (graph order reversed) and tries each
+    tensor they compute with `segment_nodes`; a segment with no trained initializer is skipped.
+    The walk stops after a node outside `OPS` (every tensor before it would include it) or at
+    `limit` candidates, so it costs a few segment walks, not a training run.
+
+    Returns:
+        [{"tensor", "nodes" (segment size), "trains" (initializer names)}].
+    """
+    features = find_head_gemm(model).inputs[0]
+    needed: set[int] = set()
+    stack = [features]
+    while stack:
+        node = stack.pop().producer()
+        if node is not None and id(node) not in needed:
+            needed.add(id(node))
+            stack.extend(v for v in node.inputs if v is not None and v.const_value is None)
+    found: list[dict[str, Any]] = []
+    for node in reversed(list(model.ir.graph)):
+        if id(node) not in needed or node.op_type == "Constant":
+            continue
+        for value in node.outputs:
+            if value is features or not value.name or value.const_value is not None:
+                continue
+            try:
+                segment = segment_nodes(model, value.name)
+            except GraphfixError:
+                continue
+            trains = sorted({v.name for n in segment for i, v in enumerate(n.inputs)
+                             if v is not None and v.const_value is not None and i in _TRAINED_INPUTS.get(n.op_type, ())
+                             and v.const_value.dtype == ir.DataType.FLOAT})
+            if trains:
+                found.append({"tensor": value.name, "nodes": len(segment), "trains": trains})
+        if len(found) >= limit or node.op_type not in OPS or node.domain not in ("", "ai.onnx"):
+            break
+    return found[:limit]
 
 
 class _Segment:
@@ -292,12 +333,15 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
     if val is not None:
         a_val, y_val = _activations(model, val, tensor, features_kw), val.y
         rows = np.arange(len(train))
+        fit = fit_head(ours, train.y, cfg, _forward(torch, seg, a_val), y_val, progress=progress)
+        val_source = "validation set"
     else:
         order = np.random.default_rng(cfg.seed).permutation(len(train))
         n_val = max(1, len(train) // 10)
         rows, held = np.sort(order[n_val:]), np.sort(order[:n_val])
         a_val, y_val = a_train[held], train.y[held]
-    fit = fit_head(ours[rows], train.y[rows], cfg, progress=progress)
+        fit = fit_head(ours[rows], train.y[rows], cfg, progress=progress)
+        val_source = f"held-out tenth of the training rows ({n_val}, seeded)"
     lam = float(fit.history["weight_decay"])
     feats_sd = np.asarray(ours[rows], np.float64).std(axis=0)
     feats_sd = np.where(feats_sd > 1e-6, feats_sd, 1.0).astype(np.float32)
@@ -354,7 +398,8 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
         "trained_initializers": sorted(seg_state),
         "epochs": epochs,
         "best_epoch": best_epoch,
-        "val_mAP_curve": curve,
+        "epoch_val_mAP": curve,
+        "val_source": val_source,
         "val_mAP": curve[best_epoch],
         "head_only_val_mAP": curve[0],
         "selected_by": fit.history["selected_by"],

@@ -21,7 +21,7 @@ and seeded folds: the same inputs give the same bits.
 
 from __future__ import annotations
 
-__all__ = ["LAMBDA_GRID", "CV_GTOL", "TrainConfig", "HeadFit", "fit_head"]
+__all__ = ["LAMBDA_GRID", "CV_GTOL", "TrainConfig", "HeadFit", "fit_head", "planned_solves"]
 
 import logging
 import math
@@ -92,6 +92,17 @@ class HeadFit:
     weight: np.ndarray
     bias: np.ndarray
     history: dict[str, Any] = field(default_factory=dict)
+
+
+def planned_solves(cfg: TrainConfig, n_rows: int, validation: bool) -> int:
+    """The most solves `fit_head` makes (a progress bar's total; the path may stop earlier)."""
+    if not isinstance(cfg.weight_decay, str):
+        return 1
+    if validation:
+        return len(LAMBDA_GRID) + 1
+    if n_rows < 2 * cfg.cv_folds:
+        return 1
+    return len(LAMBDA_GRID) * cfg.cv_folds + 1
 
 
 def _loss_for(cfg: TrainConfig, y: np.ndarray) -> Loss:

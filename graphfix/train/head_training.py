@@ -10,7 +10,7 @@ trained beside it; `decision="count"` keeps the top round(count) labels per imag
 
 from __future__ import annotations
 
-__all__ = ["DECISIONS", "train_head"]
+__all__ = ["DECISIONS", "MIN_POSITIVES", "train_head"]
 
 import os
 from typing import Any
@@ -21,12 +21,14 @@ from graphfix.data.datasets import Dataset, skipped_summary
 from graphfix.data.images import Preprocess, stored_preprocess
 from graphfix.data.features import extract_features
 from graphfix.data.scores import as_dataset
-from graphfix.train.head_fit import TrainConfig, fit_head
+from graphfix.train.head_fit import TrainConfig, fit_head, planned_solves
 from graphfix.errors import GraphfixError
 from graphfix.model import Model, set_metadata
 
 #: Decision rules `train_head` can store for `predict` and the `labels` output.
 DECISIONS = ("thresholds", "topk", "count")
+#: Labels with fewer training positives than this are listed in the history (`few_positives`).
+MIN_POSITIVES = 3
 
 
 def train_head(
@@ -79,10 +81,13 @@ def train_head(
 
     Returns:
         (new model, history): the history holds the solver report (iterations, gradient norm,
-        objective), the chosen weight decay and the whole CV curve; a compact copy is stored as
+        objective), the chosen weight decay, C = 1 / (lambda N) (sklearn's C on standardised
+        features), the mAP that chose it (`selection_mAP`: mean CV mAP, or validation mAP), the
+        whole CV curve, the labels with fewer than MIN_POSITIVES training positives
+        (`few_positives`: label -> count) and, with `train_from`, the validation mAP per epoch
+        (epoch 0 = head only) and the kept epoch; a compact copy is stored as
         `graphfix.training`. The preprocessing the images were read with (the training set's,
-        else `preprocess`) is stored as `graphfix.preprocess`. Stale thresholds (and the
-        `labels` output) are removed.
+        else `preprocess`) is stored as `graphfix.preprocess`. Stale thresholds (and the `labels` output) are removed.
     """
     from tqdm import tqdm
 
@@ -105,7 +110,12 @@ def train_head(
     train = as_dataset(model, train_set, preprocess)
     val = as_dataset(model, val_set, preprocess) if val_set is not None else None
     kw = dict(batch_size=features_batch_size, cache=cache, progress=progress)
-    bar = tqdm(desc="head", unit="solve", disable=not wanted(progress), leave=False)
+    # fine-tuning without validation data holds out a tenth of the rows (graphfix.train.finetune)
+    fit_rows = len(train) if train_from is None or val is not None else len(train) - max(1, len(train) // 10)
+    total = planned_solves(cfg, fit_rows, val is not None) + (int(epochs) if train_from is not None else 0)
+    unit = "solves" if train_from is None else "solves+epochs"
+    bar = tqdm(total=total, desc="head", unit=unit, bar_format="{desc}: {n_fmt}/{total_fmt} " + unit + " [{elapsed}]",
+               disable=not wanted(progress), leave=False)
     try:
         if train_from is not None:
             from graphfix.train.finetune import finetune
@@ -132,6 +142,9 @@ def train_head(
     if decision in ("topk", "count"):
         add_rank_labels_output(new, top_k=top_k if decision == "topk" else None)
     settings = {k: v for k, v in cfg.to_dict().items() if loss == "asl" or not k.startswith("asl_")}
+    positives = np.asarray(train.y).sum(axis=0)
+    few = {name: int(n) for name, n in zip(train.labels, positives) if n < MIN_POSITIVES}
+    chosen = [c["mAP"] for c in hist.get("cv") or [] if c["weight_decay"] == hist["weight_decay"]]
     summary = {
         **settings,
         "weight_decay": hist["weight_decay"],
@@ -147,7 +160,12 @@ def train_head(
         "objective": hist["objective"],
         "converged": hist["converged"],
         "val_mAP": hist.get("val_mAP"),
+        "selection_mAP": chosen[0] if chosen else None,
+        "lambda_values": len(hist.get("cv") or []),
+        "few_positives": few,
     }
+    if train_from is not None:
+        summary.update({k: hist[k] for k in ("epochs", "best_epoch", "val_source", "epoch_val_mAP")})
     skipped = skipped_summary(train, val)
     if skipped:
         summary["skipped"] = skipped  # rows load_dataset(skip_bad=True) left out

@@ -136,7 +136,7 @@ def test_calibrate_report_without_matplotlib(tmp_path, tiny_model):
     env = dict(os.environ, GRAPHFIX_CACHE=str(tmp_path / "cache"),
                PYTHONPATH=os.pathsep.join([str(blocker.parent), str(ROOT)]))
     proc = subprocess.run(
-        [sys.executable, "-m", "graphfix.cli", "calibrate", str(tmp_path / "model.onnx"), "--heldout",
+        [sys.executable, "-m", "graphfix.cli", "calibrate", str(tmp_path / "model.onnx"), "--untrained", "--heldout",
          str(tmp_path / "heldout.npz"), "--report", str(tmp_path / "rep"), "-o", str(tmp_path / "cal.onnx")],
         capture_output=True, text=True, env=env, timeout=300,
     )

@@ -126,11 +126,13 @@ def test_export_parity_failure_writes_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "out.onnx").exists()
 
 
-@pytest.mark.parametrize("name", ["training_dropout", "second_dynamic_dim", "string_tensor"])
-def test_export_refuses_undeployable_models(name):
+@pytest.mark.parametrize(("name", "kind"), [("training_dropout", "not_ready"), ("second_dynamic_dim", "usage"),
+                                          ("string_tensor", "not_ready")])
+def test_export_refuses_undeployable_models(name, kind):
+    """A model that cannot be deployed is not_ready (exit 1); a missing --input-shape is usage (exit 2)."""
     with pytest.raises(GraphfixError) as info:
         export(Model.from_proto(M.BAD_MODELS[name][0]()), None)
-    assert info.value.kind == "not_ready"
+    assert info.value.kind == kind
 
 
 def test_export_bad_models_that_export_report_findings():

@@ -227,7 +227,7 @@ def test_batch_dim_dynamic_noop_and_name():
 def test_batch_dim_second_dynamic_dimension_is_an_error():
     with pytest.raises(GraphfixError) as info:
         _run(P.BatchDimPass("dynamic"), M.bad_two_dynamic())
-    assert info.value.kind == "not_ready"
+    assert info.value.kind == "usage" and info.value.exit_code == 2  # fixed by --input-shape: a usage error
 
 
 # ----- Int64RangePass ----------------------------------------------------------------------

@@ -247,15 +247,15 @@ def _image_input(model: Model, prep: Any) -> ir.Value:
     inputs = [v for v in graph.inputs if not v.is_initializer()]
     if len(inputs) != 1:
         raise GraphfixError(f"preprocessing can be baked only into a model with one input (it has {len(inputs)})",
-                            kind="not_ready", path=model.path)
+                            kind="usage", path=model.path)
     value = inputs[0]
     shape = list(value.shape) if value.shape is not None else []
     if value.dtype != ir.DataType.FLOAT or len(shape) != 4:
-        raise GraphfixError(f"input {value.name} is not a float [N,C,H,W] image tensor", kind="not_ready",
+        raise GraphfixError(f"input {value.name} is not a float [N,C,H,W] image tensor", kind="usage",
                             path=model.path)
     c, h, w = shape[1:]
     if not all(isinstance(d, int) for d in (c, h, w)):
-        raise GraphfixError(f"input {value.name} has a symbolic C, H or W {shape}", kind="not_ready", path=model.path,
+        raise GraphfixError(f"input {value.name} has a symbolic C, H or W {shape}", kind="usage", path=model.path,
                             hint="fix it when loading: --input-shape NAME:1,3,224,224")
     if c != prep.channels or (h, w) != tuple(prep.size):
         raise GraphfixError(

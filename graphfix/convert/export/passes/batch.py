@@ -19,7 +19,7 @@ class BatchDimPass(ir.passes.InPlacePass):
     Cases:
         1. `batch="dynamic"`: dim 0 of each input becomes the same symbol (the name the model
            already uses, else `batch`); `batch=N` fixes it to N.
-        2. Any other symbolic input dimension is an error (GraphfixError not_ready): TensorRT
+        2. Any other symbolic input dimension is an error (GraphfixError usage, exit 2): TensorRT
            needs a profile range for each; fix it when loading (`--input-shape`).
         3. Intermediate and output shapes are cleared and re-inferred with ONNX shape
            inference (data propagation on); output dim 0 that inference leaves unknown is set
@@ -49,7 +49,7 @@ class BatchDimPass(ir.passes.InPlacePass):
                 if not isinstance(dim, int):
                     raise GraphfixError(
                         f"input {value.name} has a dynamic dimension {axis} ({dim}); only the batch may be dynamic",
-                        kind="not_ready", hint=f"fix it when loading: --input-shape {value.name}:1,3,224,224",
+                        kind="usage", hint=f"fix it when loading: --input-shape {value.name}:1,3,224,224",
                     )
             value.shape = ir.Shape([dim0, *dims[1:]])
         saved = {}
