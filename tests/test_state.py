@@ -233,7 +233,7 @@ def test_inspect_shows_a_graphfix_models_state(pipe):
             f"mAP {s['selection_mAP']:.4f}, {s['iterations']} iterations, validation mAP {s['val_mAP']:.4f}, "
             "2 labels with < 3 positives") in lines
     assert "  thresholds (f1): " + ", ".join(f"c{j} {t:.4g}" for j, t in enumerate(th)) in lines
-    assert any(ln.startswith("  --features candidates, best first: features ['N', 8], gap ['N', 8, 1, 1]") for ln in lines)
+    assert any(ln.startswith("  --features candidates, best first: features [N,8], gap [N,8,1,1]") for ln in lines)
     doc = json.loads(_ok(run_cli("inspect", d / "calibrated.onnx", "--json")).stdout)
     assert doc["head_state"] == "calibrated" and doc["feature_candidates"][0] == {"name": "features", "shape": ["N", 8]}
 

@@ -63,21 +63,21 @@ def run(args: argparse.Namespace) -> int:
     text = [
         f"{os.path.basename(args.model)}: {doc['format']}, opset {doc['opset']}, IR {doc['ir_version']}, "
         f"{doc['nodes']} nodes, {doc['weight_bytes'] / 1e6:.2f} MB of weights",
-        *[f"  input  {v['name']}: {v['dtype']} {v['shape']}" for v in io["inputs"]],
-        *[f"  output {v['name']}: {v['dtype']} {v['shape']}" for v in io["outputs"]],
+        *[f"  input  {v['name']}: {v['dtype']} {_dims(v['shape'])}" for v in io["inputs"]],
+        *[f"  output {v['name']}: {v['dtype']} {_dims(v['shape'])}" for v in io["outputs"]],
         "  ops: " + ", ".join(f"{k} x{v}" for k, v in doc["ops"].items()),
     ]
     if head:
         text.append(
-            f"  head: {head['kind']} classifier {head['classifier']} -> softmax {head['softmax']}; "
-            f"features {head['features']} {head['features_shape']} (F={head['num_features']}, "
+            f"  head: {head['kind']} classifier {', '.join(head['classifier'])} -> softmax {head['softmax']}; "
+            f"features {head['features']} {_dims(head['features_shape'])} (F={head['num_features']}, "
             f"old classes {head['num_classes']})"
         )
     else:
         text.append(f"  head: none ({head_error})")
     if doc["feature_candidates"]:
         text.append("  --features candidates, best first: "
-                    + ", ".join(f"{c['name']} {c['shape']}" for c in doc["feature_candidates"]))
+                    + ", ".join(f"{c['name']} {_dims(c['shape'])}" for c in doc["feature_candidates"]))
     text += _state_lines(doc["metadata"], doc["head_state"])
     if args.train_from:
         found = doc["train_from_candidates"]
@@ -123,7 +123,10 @@ def _state_lines(meta: dict, state: str | None) -> list[str]:
         lines.append(f"  labels ({len(labels)}): {', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}")
     prep = meta.get("preprocess")
     if isinstance(prep, dict):
-        lines.append("  preprocessing: " + ", ".join(f"{k} {v}" for k, v in sorted(prep.items()) if v is not None))
+        from graphfix.data.images import describe_preprocess
+
+        baked = " (baked into the graph: the input takes uint8 pixels)" if prep.get("baked") else ""
+        lines.append("  preprocessing: " + describe_preprocess(prep) + baked)
     elif state is not None:
         lines.append("  preprocessing: none stored")
     training = meta.get("training")
@@ -136,3 +139,8 @@ def _state_lines(meta: dict, state: str | None) -> list[str]:
         shown = ", ".join(f"{n} {t:.4g}" for n, t in list(zip(names, thresholds))[:10])
         lines.append(f"  thresholds ({calib.get('objective', 'stored')}): {shown}{' ...' if len(thresholds) > 10 else ''}")
     return lines
+
+
+def _dims(shape) -> str:
+    """[batch,3,224,224] (None for an unknown rank: "?")."""
+    return "?" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"

@@ -389,7 +389,7 @@ def _read_manifest(path: str, labels: Sequence[str] | None, need_labels: bool) -
 
 
 def _some(names: Sequence[str]) -> str:
-    return f"{list(names[:10])}{' ...' if len(names) > 10 else ''}"
+    return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
 
 
 def _load_csv(path: str, labels: Sequence[str] | None, preprocess: Preprocess | None, need_labels: bool,

@@ -69,7 +69,7 @@ def test_extra_column_is_an_error(folder, prep):
 
 def test_unknown_label_names_line_and_model_labels(folder, prep):
     line = _error(folder, "path,labels\nim0.png,cat\nim1.png,cat;zebra\n", prep)
-    assert line.endswith(": 1 bad row: line 3: unknown label 'zebra' (the model's labels are ['cat', 'dog', 'bird'])")
+    assert line.endswith(": 1 bad row: line 3: unknown label 'zebra' (the model's labels are cat, dog, bird)")
 
 
 @pytest.mark.parametrize("second,same", [("im0.png,dog", "other labels"), ("./sub/../im0.png,cat", "the same labels")])
@@ -122,7 +122,7 @@ def test_header_label_columns_checked_once(folder, prep):
                          "line 1 column 4: duplicate label 'cat' (first at line 1 column 2)")
     line = _error(folder, "path,cat,dog\nim0.png,1,0\n", prep)
     assert line.endswith(": 1 header problem: line 1: no column for the model's labels ['bird'] "
-                         "(the model's labels are ['cat', 'dog', 'bird'])")
+                         "(the model's labels are cat, dog, bird)")
 
 
 def test_label_name_problems():

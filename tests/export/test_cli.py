@@ -96,3 +96,10 @@ def test_export_options(save, tmp_path, flag):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert (doc["parity"] is None) == (flag == "--no-verify")
+
+
+def test_export_for_cpu_says_cpu(save):
+    src = save(M.view_head(), "net.onnx")
+    proc = _cli("export", src, "--target", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "READY for cpu" in proc.stdout and "for cuda" not in proc.stdout

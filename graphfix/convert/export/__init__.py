@@ -252,6 +252,7 @@ def export(
             result.path or work, target=check_target, sample_inputs=sample_inputs,
             max_batch=max_batch, generic_only=(target == "cpu"),
         )
+        result.report.target = target  # cpu: the generic checks only, run as for cuda; say cpu
     result.seconds = time.perf_counter() - start
     return result
 
