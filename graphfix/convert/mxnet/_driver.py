@@ -11,6 +11,10 @@
 3. Each emitted node's output types are inferred with ONNX's per-node shape inference, so
    converters that need a rank or a shape (Reshape codes, PReLU, L2Normalization) can ask for it.
    The first dim of every data input is the symbolic dim "batch".
+4. MXNet 1.x has no 0-d arrays: a result that would be 0-d (a full reduction, a squeeze of an
+   all-1 array) has shape (1,). One rule after every converter keeps that (`keep_mxnet_rank`):
+   a rank-0 output is reshaped to (1,), and an output whose rank depends on runtime dims (a
+   squeeze with no axis over a symbolic batch) gets a runtime "at least 1-d" reshape.
 """
 
 from __future__ import annotations
@@ -514,7 +518,7 @@ def build_model(
         if isinstance(outs, ir.Value):
             outs = [outs]
         for k, value in enumerate(outs):
-            ctx._values[(node.index, k)] = value
+            ctx._values[(node.index, k)] = keep_mxnet_rank(ctx, value)
     ctx.node = None
     _check_input_shapes(ctx, path)
     outputs = _graph_outputs(ctx, symbol, names)
@@ -527,6 +531,29 @@ def build_model(
         name=_graph_name(path),
     )
     return ir.Model(graph, ir_version=ir_version_for(opset), producer_name="graphfix")
+
+
+def keep_mxnet_rank(ctx: Context, value: ir.Value) -> ir.Value:
+    """`value`, or `value` reshaped to (1,) where it would be 0-d (MXNet 1.x returns (1,) there).
+
+    A static rank 0 becomes a Reshape to [1]. An unknown rank (only where it depends on runtime
+    dims, e.g. a squeeze with no axis over a symbolic batch that may be 1) becomes a runtime
+    reshape to the shape itself, or [1] when that shape is empty.
+    """
+    rank = ctx.rank(value)
+    if rank is None and (value.producer() is None or value.const_value is not None):
+        return value
+    if rank is None:
+        shape = ctx.op("Shape", [value], suffix="shape")
+        one = ctx.ints([1], "one")
+        padded = ctx.op("Concat", [one, shape], {"axis": 0}, suffix="padded")
+        start = ctx.op("Min", [ctx.op("Shape", [shape], suffix="rank"), one], suffix="start")
+        ends = ctx.ints([np.iinfo(np.int64).max], "end")
+        dims = ctx.op("Slice", [padded, start, ends], suffix="dims")
+        return ctx.op("Reshape", [value, dims], suffix="at_least_1d")
+    if rank == 0:
+        return ctx.op("Reshape", [value, ctx.ints([1], "shape_1d")], suffix="at_least_1d")
+    return value
 
 
 def _check_input_shapes(ctx: Context, path: str | None) -> None:
