@@ -103,8 +103,8 @@ def convert_batch_norm(node, ctx):
         rank = ctx.rank(x)
         if rank is None or axis % rank != 1:
             raise ctx.fail(f"axis={axis} is not supported", kind="unsupported_op", hint="only the channel axis 1")
-    beta = ctx.param(2, what="beta")
-    c = beta.shape[0]
+    beta = ctx.weight(2, (None,), what="beta")
+    c = ctx.shape(beta)[0]
     if ctx.attr_bool("fix_gamma", True):
         # MXNet ignores the stored gamma here (some checkpoints keep random values in it).
         gamma = ctx.const(np.ones(c, np.float32), "gamma_fixed")
@@ -163,19 +163,22 @@ def convert_leaky_relu(node, ctx):
         xh = ctx.op("Mul", [x, ctx.const(0.5, "half")], suffix="half")
         return [ctx.op("Mul", [xh, one])]
     if act == "prelu":
-        gamma = ctx.param(1, what="gamma")
+        gamma = ctx.weight(1, what="gamma")
         rank = ctx.need_rank(x, "broadcasting PReLU slopes on the channel axis")
-        if gamma.ndim != 1:
-            raise ctx.fail(f"PReLU gamma has shape {gamma.shape}; expected (C,)")
+        gshape = ctx.shape(gamma)
+        if gshape is None or len(gshape) != 1:
+            raise ctx.fail(f"PReLU gamma has shape {gshape}; expected (C,)")
         shape = ctx.shape(x)
         c = shape[1] if rank > 1 else None
-        if isinstance(c, int) and gamma.shape[0] not in (1, c):
-            raise ctx.fail(f"PReLU gamma has {gamma.shape[0]} slopes for {c} channels")
-        if rank <= 2:
-            slope_value = ctx.weight(1, what="gamma")
-        else:
-            slope_value = ctx.const(gamma.reshape((-1,) + (1,) * (rank - 2)), "slope")
-        return [ctx.op("PRelu", [x, slope_value])]
+        if isinstance(c, int) and gshape[0] not in (1, c):
+            raise ctx.fail(f"PReLU gamma has {gshape[0]} slopes for {c} channels")
+        if rank > 2:
+            target = (-1,) + (1,) * (rank - 2)
+            if gamma.const_value is not None:
+                gamma = ctx.const(gamma.const_value.numpy().reshape(target), "slope")
+            else:
+                gamma = ctx.op("Reshape", [gamma, ctx.ints(target, "slope_shape")], suffix="slope")
+        return [ctx.op("PRelu", [x, gamma])]
     raise ctx.fail(f"act_type={act} is not supported", kind="unsupported_op")
 
 
@@ -291,7 +294,11 @@ def convert_fully_connected(node, ctx):
         if rank != 2:
             x = ctx.op("Flatten", [x], {"axis": 1}, suffix="flatten")
         return [ctx.op("Gemm", [x, w] + ([bias] if bias is not None else []), {"transB": 1})]
-    wt = ctx.const(np.ascontiguousarray(ctx.param(1, (num_hidden, k)).T), "weight_t")
+    w = ctx.weight(1, (num_hidden, k))
+    if w.const_value is not None:
+        wt = ctx.const(np.ascontiguousarray(w.const_value.numpy().T), "weight_t")
+    else:
+        wt = ctx.op("Transpose", [w], {"perm": [1, 0]}, suffix="weight_t")
     if bias is None:
         return [ctx.op("MatMul", [x, wt])]
     mm = ctx.op("MatMul", [x, wt], suffix="matmul")
