@@ -342,6 +342,10 @@ class Context:
         self.initializers.append(value)
         return value
 
+    def np_dtype(self, value: ir.Value) -> np.dtype:
+        """`value`'s element type as a NumPy dtype (float32 where unknown)."""
+        return np.dtype(np.float32) if value.dtype is None else np.dtype(value.dtype.numpy())
+
     def ints(self, values: Sequence[int], suffix: str) -> ir.Value:
         """An int64 1-D initializer (axes, shapes, starts...)."""
         return self.const(np.asarray(list(values), dtype=np.int64).reshape(-1), suffix, dtype=np.int64)
@@ -553,6 +557,7 @@ def build_model(
         ctx.node = node
         ctx.name = names[node.index]
         conv = CONVERTERS[node.op]
+        check_values(ctx, conv.values)
         try:
             outs = conv.fn(node, ctx)
         except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, OverflowError) as exc:
@@ -599,6 +604,23 @@ def keep_mxnet_rank(ctx: Context, value: ir.Value) -> ir.Value:
     if rank == 0:
         return ctx.op("Reshape", [value, ctx.ints([1], "shape_1d")], suffix="at_least_1d")
     return value
+
+
+def check_values(ctx: Context, values: dict[str, tuple[Any, ...]]) -> None:
+    """Refuse, by name, an attribute value outside the converter's declared `values`."""
+    for key, allowed in values.items():
+        if key not in ctx.node.attrs:
+            continue
+        kind = next((type(v) for v in allowed if v is not None), str)
+        if kind is bool:
+            value: Any = ctx.attr_bool(key)
+        elif kind is int:
+            value = ctx.attr_int(key)
+        else:
+            value = ctx.attr_str(key)
+        if value not in allowed:
+            shown = ", ".join("unset" if v is None else repr(v) for v in allowed)
+            raise ctx.fail(f"{key}={value!r} is not supported", kind="unsupported_op", hint=f"supported: {shown}")
 
 
 def is_label_name(name: str) -> bool:
