@@ -13,7 +13,6 @@ __all__: list[str] = []
 import math
 
 import numpy as np
-import onnx_ir as ir
 
 from graphfix.convert.mxnet._table import converter
 
@@ -149,10 +148,11 @@ def convert_leaky_relu(node, ctx):
     x = ctx.input(0)
     if act == "leaky":
         return [ctx.op("LeakyRelu", [x], {"alpha": slope})]
-    if act == "rrelu":
+    if act == "rrelu":  # outputs (out, mask); the mask is zeros at inference
         lower = ctx.attr_float("lower_bound", 0.125)
         upper = ctx.attr_float("upper_bound", 0.334)
-        return [ctx.op("LeakyRelu", [x], {"alpha": (lower + upper) / 2})]
+        mask = ctx.op("ConstantOfShape", [ctx.op("Shape", [x], suffix="shape")], suffix="mask")
+        return [ctx.op("LeakyRelu", [x], {"alpha": (lower + upper) / 2}), mask]
     if act == "elu":
         return [ctx.op("Elu", [x], {"alpha": slope})]
     if act == "selu":
@@ -186,7 +186,8 @@ def convert_leaky_relu(node, ctx):
 @converter("Pooling", "Pooling_v1",
            onnx="MaxPool, AveragePool, GlobalMaxPool, GlobalAveragePool, ReduceSum, Pad (lp: Mul, Sqrt)",
            notes="pooling_convention 'full' with MXNet's border divisor; count_include_pad; lp: p_value 1 "
-           "(a sum) or 2 (the root of a sum of squares); sum and lp with 'full' need the input shape",
+           "(a sum) or 2 (the root of a sum of squares); sum and lp with 'full' need the input shape; "
+           "Pooling_v1 pools the zero-padded input (max sees the zeros, avg divides by the kernel area)",
            values={"pool_type": ("max", "avg", "sum", "lp"), "pooling_convention": ("valid", "full"),
                    "layout": _LAYOUTS})
 def convert_pooling(node, ctx):
@@ -200,7 +201,33 @@ def convert_pooling(node, ctx):
             raise ctx.fail(f"p_value={p!r} is not supported", kind="unsupported_op", hint="supported: 1, 2")
         squares = ctx.op("Mul", [x, x], suffix="square")
         return [ctx.op("Sqrt", [_pool(ctx, squares, "sum", "sum")])]
+    if node.op == "Pooling_v1" and not ctx.attr_bool("global_pool", False):
+        return [_pool_v1(ctx, x, pool_type)]
     return [_pool(ctx, x, pool_type, None)]
+
+
+def _pool_v1(ctx, x, pool_type: str):
+    """Pooling_v1 pools the zero-padded input: max sees the padding zeros, avg divides by the
+    kernel area everywhere (the sum is the same as Pooling's)."""
+    kernel = list(ctx.attr_tuple("kernel") or ())
+    if pool_type == "avg":
+        total = _pool(ctx, x, "sum", "sum")
+        return ctx.op("Mul", [total, ctx.const(1.0 / float(np.prod(kernel)), "inv_area")])
+    pad = _spatial(ctx, "pad", len(kernel), 0)
+    if pool_type == "max" and any(pad):
+        # Windows that reach into the padding also see its zeros. (A zero Pad before MaxPool
+        # would say the same, but onnxruntime fuses it into MaxPool's own -inf padding.)
+        shape = ctx.need_shape(x, "Pooling_v1 max pooling with pad")
+        stride = _spatial(ctx, "stride", len(kernel), 1)
+        full = ctx.attr_str("pooling_convention", "valid") == "full"
+        touches = np.zeros((), bool)
+        for size, k, st, p in zip(shape[2:], kernel, stride, pad):
+            starts = np.arange(_pool_out(size, k, st, p, full)) * st - p
+            touches = np.logical_or.outer(touches, (starts < 0) | (starts + k > size))
+        pooled = _pool(ctx, x, "max", "max")
+        floor = ctx.op("Max", [pooled, ctx.const(0.0, "zero")], suffix="with_zeros")
+        return ctx.op("Where", [ctx.const(touches, "touches_pad", dtype=bool), floor, pooled])
+    return _pool(ctx, x, pool_type, None)
 
 
 def _pool(ctx, x, pool_type: str, suffix: str | None):
@@ -459,15 +486,10 @@ def convert_upsampling(node, ctx):
 
 
 @converter("Embedding", onnx="Gather (indices: Cast, Clip)",
-           notes="indices clipped to [0, input_dim - 1] as MXNet does; output in `dtype`",
-           values={"dtype": ("float32", "float16", "float64", "uint8", "int8", "int32", "int64")})
+           notes="indices clipped to [0, input_dim - 1] as MXNet does; the output has the weight's type (float32)")
 def convert_embedding(node, ctx):
     dim, rows = ctx.attr_int("output_dim"), ctx.attr_int("input_dim")
     w = ctx.weight(1, (rows, dim))
     idx = ctx.op("Cast", [ctx.input(0)], {"to": 7}, suffix="indices")
     idx = ctx.op("Clip", [idx, ctx.const(0, "first", np.int64), ctx.const(rows - 1, "last", np.int64)], suffix="clip")
-    dtype = ctx.attr_str("dtype", "float32")
-    if dtype == "float32":
-        return [ctx.op("Gather", [w, idx], {"axis": 0})]
-    out = ctx.op("Gather", [w, idx], {"axis": 0}, suffix="gather")
-    return [ctx.op("Cast", [out], {"to": int(ir.DataType.from_numpy(np.dtype(dtype)))})]
+    return [ctx.op("Gather", [w, idx], {"axis": 0})]
