@@ -95,8 +95,9 @@ def load_mxnet(
     Args:
         symbol_path: `x-symbol.json`.
         params: The `.params` file (default: `find_params(symbol_path)`).
-        input_shape: Data input name -> shape (key "" for the only data input). The first dim
-            is always replaced by the symbolic dim "batch".
+        input_shape: Input name -> shape (key "" for the only data input). A data input's first
+            dim is always the symbolic dim "batch". A weight missing from params becomes a graph
+            input of exactly the shape given for its name; label names (`*_label`) are dropped.
         opset: ONNX opset to write (default 17).
 
     Returns:
@@ -120,13 +121,7 @@ def load_mxnet(
             pfile = None
         else:
             pfile = read_params(params_path)
-        try:
-            ir_model = build_model(symbol, pfile, path=symbol_path, input_shapes=input_shape, opset=opset)
-        except GraphfixError as exc:
-            if pfile is None and "missing from params" in exc.message:
-                exc.hint = "no params file was found beside the symbol file; pass --params"
-                exc.args = (exc.one_line(),)
-            raise
+        ir_model = build_model(symbol, pfile, path=symbol_path, input_shapes=input_shape, opset=opset)
         model = Model(ir_model, path=symbol_path)
         model.defer_metadata(source=hasher)
     logger.info(

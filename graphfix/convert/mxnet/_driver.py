@@ -11,6 +11,10 @@
 3. Each emitted node's output types are inferred with ONNX's per-node shape inference, so
    converters that need a rank or a shape (Reshape codes, PReLU, L2Normalization) can ask for it.
    The first dim of every data input is the symbolic dim "batch".
+4. MXNet 1.x has no 0-d arrays: a result that would be 0-d (a full reduction, a squeeze of an
+   all-1 array) has shape (1,). One rule after every converter keeps that (`keep_mxnet_rank`):
+   a rank-0 output is reshaped to (1,), and an output whose rank depends on runtime dims (a
+   squeeze with no axis over a symbolic batch) gets a runtime "at least 1-d" reshape.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class Context:
         self.nodes: list[ir.Node] = []
         self.initializers: list[ir.Value] = []
         self.graph_inputs: list[ir.Value] = []
+        #: Names of weights that became graph inputs (missing from params, shape given).
+        self.weight_inputs: list[str] = []
         self._vars: dict[str, ir.Value] = {}
         self._values: dict[tuple[int, int], ir.Value] = {}
         self._used: set[str] = {n.name for n in symbol.nodes if n.is_variable}
@@ -171,30 +177,66 @@ class Context:
         except KeyError:
             raise self.fail(f"uses output {idx} of node {src.name!r} ({src.op}), which has no such output") from None
 
-    def param(self, i: int, shape: Sequence[int | None] | None = None, what: str = "weight") -> np.ndarray:
-        """The params array of variable input `i`, as float32, checked against `shape`."""
+    def param(self, i: int, shape: Sequence[int | None] | None = None, what: str = "weight") -> np.ndarray | None:
+        """The params array of variable input `i`, as float32, checked against `shape`.
+
+        None where the weight is a graph input (not in params, its shape given by --input-shape)
+        or computed by another node: `weight(i)` is its value then.
+        """
+        value = self.weight(i, shape, what)
+        if value.const_value is None:
+            return None
+        return value.const_value.numpy()
+
+    def weight(self, i: int, shape: Sequence[int | None] | None = None, what: str = "weight") -> ir.Value:
+        """The value of weight input `i`, checked against `shape` (None: any size).
+
+        A variable in params is an initializer named after it (shared by every user). A variable
+        missing from params becomes a graph input when `--input-shape NAME:dims` gives its shape
+        (or the JSON stores a complete `__shape__`); without a shape it is an error naming it.
+        A weight computed by another node is that node's output.
+        """
         if i >= len(self.node.inputs):
             raise self.fail(f"has no {what} input (input {i})")
         src = self.input_node(i)
         if not src.is_variable:
-            raise self.fail(f"{what} {src.name!r} is computed by a {src.op} node; graphfix needs it in params")
-        arr = self.params.lookup(src.name) if self.params is not None else None
-        if arr is None:
+            value = self.input(i)
+            self._check_weight_shape(src.name, self.shape(value), shape, what)
+            return value
+        value = self._vars.get(src.name)
+        if value is None:
+            arr = self.params.lookup(src.name) if self.params is not None else None
+            if arr is None:
+                value = self._weight_input(src, what)
+            else:
+                self._check_weight_shape(src.name, arr.shape, shape, what)
+                value = self._variable(src)
+        self._check_weight_shape(src.name, self.shape(value), shape, what)
+        return value
+
+    def _check_weight_shape(self, name: str, actual: Sequence | None, shape: Sequence | None, what: str) -> None:
+        if shape is None or actual is None:
+            return
+        ok = len(actual) == len(shape) and all(
+            s is None or not isinstance(d, int) or s == d for s, d in zip(shape, actual))
+        if not ok:
+            want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+            raise self.fail(f"{what} {name!r} has shape {tuple(actual)} but the graph needs {want}")
+
+    def _weight_input(self, src: SymbolNode, what: str) -> ir.Value:
+        """A weight missing from params as a graph input of exactly the given shape."""
+        dims = self.input_shapes.get(src.name) or _stored_shape(src)
+        if not dims or not all(d > 0 for d in dims):
+            hint = "pass --params" if self.params is None else f"the params file holds no arg:{src.name} or aux:{src.name}"
             raise self.fail(
                 f"{what} {src.name!r} is missing from params",
-                hint=f"the params file holds no arg:{src.name} or aux:{src.name}",
+                hint=f"{hint}, or pass --input-shape {src.name}:dims to make it a graph input",
             )
-        if shape is not None:
-            ok = len(arr.shape) == len(shape) and all(s is None or s == d for s, d in zip(shape, arr.shape))
-            if not ok:
-                want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
-                raise self.fail(f"{what} {src.name!r} has shape {tuple(arr.shape)} but the graph needs {want}")
-        return _as_float32(arr)
-
-    def weight(self, i: int, shape: Sequence[int | None] | None = None, what: str = "weight") -> ir.Value:
-        """`param(i)` checked, as the initializer named after the variable (shared by every user)."""
-        self.param(i, shape, what)
-        return self._variable(self.input_node(i))
+        value = ir.Value(name=src.name, type=ir.TensorType(_data_dtype(src)), shape=ir.Shape([int(d) for d in dims]))
+        self.graph_inputs.append(value)
+        self.weight_inputs.append(src.name)
+        self._vars[src.name] = value
+        return value
 
     def _variable(self, src: SymbolNode) -> ir.Value:
         value = self._vars.get(src.name)
@@ -214,12 +256,8 @@ class Context:
         dims: tuple | None = self.input_shapes.get(src.name)
         if dims is None and "" in self.input_shapes:
             dims = self.input_shapes[""]
-        if dims is None and "__shape__" in src.hidden:
-            try:
-                parsed = ast.literal_eval(src.hidden["__shape__"])
-                dims = tuple(int(d) for d in parsed) if parsed else None
-            except (ValueError, SyntaxError, TypeError):
-                dims = None
+        if dims is None:
+            dims = _stored_shape(src)
         if dims is None:
             dims = self.shape_hint(src)
             if dims is None:
@@ -303,6 +341,10 @@ class Context:
         value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(arr.shape), const_value=tensor)
         self.initializers.append(value)
         return value
+
+    def np_dtype(self, value: ir.Value) -> np.dtype:
+        """`value`'s element type as a NumPy dtype (float32 where unknown)."""
+        return np.dtype(np.float32) if value.dtype is None else np.dtype(value.dtype.numpy())
 
     def ints(self, values: Sequence[int], suffix: str) -> ir.Value:
         """An int64 1-D initializer (axes, shapes, starts...)."""
@@ -432,6 +474,15 @@ def _attr(name: str, value: Any) -> ir.Attr:
     return ir.AttrFloat32s(name, [float(v) for v in values])
 
 
+def _stored_shape(src: SymbolNode) -> tuple[int, ...] | None:
+    """The `__shape__` a JSON stores for a variable (unknown dims are 0), or None."""
+    try:
+        parsed = ast.literal_eval(src.hidden.get("__shape__", "None"))
+        return tuple(int(d) for d in parsed) if parsed else None
+    except (ValueError, SyntaxError, TypeError):
+        return None
+
+
 def _as_float32(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.float32 and arr.dtype.isnative:
         return arr
@@ -506,6 +557,7 @@ def build_model(
         ctx.node = node
         ctx.name = names[node.index]
         conv = CONVERTERS[node.op]
+        check_values(ctx, conv.values)
         try:
             outs = conv.fn(node, ctx)
         except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, OverflowError) as exc:
@@ -514,8 +566,10 @@ def build_model(
         if isinstance(outs, ir.Value):
             outs = [outs]
         for k, value in enumerate(outs):
-            ctx._values[(node.index, k)] = value
+            ctx._values[(node.index, k)] = keep_mxnet_rank(ctx, value)
     ctx.node = None
+    order = {n.name: n.index for n in symbol.nodes if n.is_variable}
+    ctx.graph_inputs.sort(key=lambda v: order.get(v.name, 0))  # MXNet's list_arguments() order
     _check_input_shapes(ctx, path)
     outputs = _graph_outputs(ctx, symbol, names)
     graph = ir.Graph(
@@ -529,19 +583,76 @@ def build_model(
     return ir.Model(graph, ir_version=ir_version_for(opset), producer_name="graphfix")
 
 
+def keep_mxnet_rank(ctx: Context, value: ir.Value) -> ir.Value:
+    """`value`, or `value` reshaped to (1,) where it would be 0-d (MXNet 1.x returns (1,) there).
+
+    A static rank 0 becomes a Reshape to [1]. An unknown rank (only where it depends on runtime
+    dims, e.g. a squeeze with no axis over a symbolic batch that may be 1) becomes a runtime
+    reshape to the shape itself, or [1] when that shape is empty.
+    """
+    rank = ctx.rank(value)
+    if rank is None and (value.producer() is None or value.const_value is not None):
+        return value
+    if rank is None:
+        shape = ctx.op("Shape", [value], suffix="shape")
+        one = ctx.ints([1], "one")
+        padded = ctx.op("Concat", [one, shape], {"axis": 0}, suffix="padded")
+        start = ctx.op("Min", [ctx.op("Shape", [shape], suffix="rank"), one], suffix="start")
+        ends = ctx.ints([np.iinfo(np.int64).max], "end")
+        dims = ctx.op("Slice", [padded, start, ends], suffix="dims")
+        return ctx.op("Reshape", [value, dims], suffix="at_least_1d")
+    if rank == 0:
+        return ctx.op("Reshape", [value, ctx.ints([1], "shape_1d")], suffix="at_least_1d")
+    return value
+
+
+def check_values(ctx: Context, values: dict[str, tuple[Any, ...]]) -> None:
+    """Refuse, by name, an attribute value outside the converter's declared `values`."""
+    for key, allowed in values.items():
+        if key not in ctx.node.attrs:
+            continue
+        kind = next((type(v) for v in allowed if v is not None), str)
+        if kind is bool:
+            value: Any = ctx.attr_bool(key)
+        elif kind is int:
+            value = ctx.attr_int(key)
+        else:
+            value = ctx.attr_str(key)
+        if value not in allowed:
+            shown = ", ".join("unset" if v is None else repr(v) for v in allowed)
+            raise ctx.fail(f"{key}={value!r} is not supported", kind="unsupported_op", hint=f"supported: {shown}")
+
+
+def is_label_name(name: str) -> bool:
+    """A training label input's name (`softmax_label`, `*_label`, `label`)."""
+    return name == "label" or name.endswith("_label")
+
+
 def _check_input_shapes(ctx: Context, path: str | None) -> None:
-    """`input_shape` must name real data inputs ("" only where there is exactly one)."""
+    """`input_shape` must name real inputs: data inputs, weights that became graph inputs, or
+    label inputs (accepted and dropped); "" only where there is exactly one data input."""
     names = [v.name for v in ctx.graph_inputs]
-    unknown = [k for k in ctx.input_shapes if k and k not in names]
+    data = [n for n in names if n not in ctx.weight_inputs]
+    unknown = [k for k in ctx.input_shapes if k and k not in names and not is_label_name(k)]
     if unknown:
         raise GraphfixError(
-            f"--input-shape names {', '.join(unknown)}, which is not a data input", kind="usage", path=path,
-            hint=f"data inputs: {', '.join(names) or 'none'}",
+            f"--input-shape names {', '.join(unknown)}, which is not an input of the graph", kind="usage", path=path,
+            hint=f"data inputs: {', '.join(data) or 'none'}",
         )
-    if "" in ctx.input_shapes and len(names) > 1:
+    if "" in ctx.input_shapes and len(data) > 1:
         raise GraphfixError(
             "--input-shape without a name, but the model has several data inputs", kind="usage", path=path,
-            hint=f"name each one, e.g. {names[0]}:1,3,224,224",
+            hint=f"name each one, e.g. {data[0]}:1,3,224,224",
+        )
+    dropped = [k for k in ctx.input_shapes if k and k not in names]
+    if dropped:
+        logger.info("--input-shape %s: label input%s, dropped", ", ".join(dropped), "s" if len(dropped) > 1 else "")
+    if ctx.weight_inputs:
+        shown = ", ".join(f"{v.name} {list(ctx.shape(v))}" for v in ctx.graph_inputs if v.name in ctx.weight_inputs)
+        logger.warning(
+            "%s: %d weight%s not in params, now graph input%s: %s",
+            path or "mxnet", len(ctx.weight_inputs), "s" if len(ctx.weight_inputs) > 1 else "",
+            "s" if len(ctx.weight_inputs) > 1 else "", shown,
         )
 
 

@@ -55,11 +55,13 @@ _SCALAR = {
 def _register_scalar(names: tuple[str, ...], onnx_op: str, left: bool) -> None:
     def convert_scalar(node, ctx):
         x = ctx.input(0)
-        s = ctx.const(ctx.attr_float("scalar", 0.0), "scalar")
+        # MXNet casts the scalar to the data's type (DType(scalar)): int data keeps int results.
+        s = ctx.const(ctx.attr_float("scalar", 1.0), "scalar", dtype=ctx.np_dtype(x))
         return [ctx.op(onnx_op, [s, x] if left else [x, s])]
 
     convert_scalar.__name__ = f"convert{names[0]}"
-    converter(*names, onnx=onnx_op, notes="scalar first" if left else "scalar second")(convert_scalar)
+    converter(*names, onnx=onnx_op, notes=("scalar first" if left else "scalar second") + ", in the data's type")(
+        convert_scalar)
 
 
 for (_op, _left), _names in _SCALAR.items():
@@ -101,19 +103,20 @@ def convert_square(node, ctx):
     return [ctx.op("Mul", [x, x])]
 
 
-@converter("clip", onnx="Clip", notes="a_min, a_max")
+@converter("clip", onnx="Clip", notes="a_min, a_max (in the data's type)")
 def convert_clip(node, ctx):
-    lo = ctx.const(ctx.attr_float("a_min"), "min")
-    hi = ctx.const(ctx.attr_float("a_max"), "max")
-    return [ctx.op("Clip", [ctx.input(0), lo, hi])]
+    x = ctx.input(0)
+    lo = ctx.const(ctx.attr_float("a_min"), "min", dtype=ctx.np_dtype(x))
+    hi = ctx.const(ctx.attr_float("a_max"), "max", dtype=ctx.np_dtype(x))
+    return [ctx.op("Clip", [x, lo, hi])]
 
 
 def _reduce_axes(ctx, x) -> list[int] | None:
+    """The axes reduced (None: all). MXNet 1.x reduces every axis when `axis` is unset or empty,
+    `exclude` or not; `exclude` reduces the axes not listed."""
     axis = ctx.attr_tuple("axis")
     exclude = ctx.attr_bool("exclude", False)
     if axis is None or len(axis) == 0:
-        if exclude:
-            return []
         return None
     if exclude:
         rank = ctx.need_rank(x, "exclude=True")

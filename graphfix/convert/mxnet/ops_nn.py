@@ -25,15 +25,13 @@ def _spatial(ctx, key: str, n: int, default: int) -> list[int]:
     return values
 
 
-def _check_layout(ctx) -> None:
-    layout = ctx.attr_str("layout")
-    if layout not in (None, "NCW", "NCHW", "NCDHW"):
-        raise ctx.fail(f"layout {layout} is not supported", kind="unsupported_op", hint="only channel-first layouts")
+#: Channel-first layouts (MXNet's NHWC family is refused by name).
+_LAYOUTS = (None, "NCW", "NCHW", "NCDHW")
 
 
-@converter("Convolution", "Convolution_v1", onnx="Conv", notes="group, dilation, no_bias; NC* layouts only")
+@converter("Convolution", "Convolution_v1", onnx="Conv", notes="group, dilation, no_bias",
+           values={"layout": _LAYOUTS})
 def convert_convolution(node, ctx):
-    _check_layout(ctx)
     kernel = list(ctx.attr_tuple("kernel") or ())
     if not kernel:
         raise ctx.fail("has no kernel attribute")
@@ -63,9 +61,9 @@ def convert_convolution(node, ctx):
     ]
 
 
-@converter("Deconvolution", onnx="ConvTranspose", notes="adj, group, dilation, no_bias; no target_shape")
+@converter("Deconvolution", onnx="ConvTranspose", notes="adj, group, dilation, no_bias; no target_shape",
+           values={"layout": _LAYOUTS})
 def convert_deconvolution(node, ctx):
-    _check_layout(ctx)
     kernel = list(ctx.attr_tuple("kernel") or ())
     n = len(kernel)
     if ctx.attr_tuple("target_shape"):
@@ -95,7 +93,8 @@ def convert_deconvolution(node, ctx):
 
 
 @converter("BatchNorm", "CuDNNBatchNorm", "BatchNorm_v1", onnx="BatchNormalization",
-           notes="fix_gamma (default True: scale = ones), eps (default 1e-3), axis 1 only; inference statistics")
+           notes="fix_gamma (default True: scale = ones), eps (default 1e-3), axis 1 only; inference statistics",
+           values={"output_mean_var": (False,)})
 def convert_batch_norm(node, ctx):
     axis = ctx.attr_int("axis", 1)
     x = ctx.input(0)
@@ -103,8 +102,8 @@ def convert_batch_norm(node, ctx):
         rank = ctx.rank(x)
         if rank is None or axis % rank != 1:
             raise ctx.fail(f"axis={axis} is not supported", kind="unsupported_op", hint="only the channel axis 1")
-    beta = ctx.param(2, what="beta")
-    c = beta.shape[0]
+    beta = ctx.weight(2, (None,), what="beta")
+    c = ctx.shape(beta)[0]
     if ctx.attr_bool("fix_gamma", True):
         # MXNet ignores the stored gamma here (some checkpoints keep random values in it).
         gamma = ctx.const(np.ones(c, np.float32), "gamma_fixed")
@@ -135,23 +134,25 @@ def _activation(ctx, act: str, x):
 
 
 @converter("Activation", onnx="Relu, Sigmoid, Tanh, Softplus, Softsign",
-           notes="act_type relu, sigmoid, tanh, softrelu, softsign")
+           values={"act_type": ("relu", "sigmoid", "tanh", "softrelu", "softsign")})
 def convert_activation(node, ctx):
     return [_activation(ctx, ctx.attr_str("act_type", "relu"), ctx.input(0))]
 
 
 @converter("LeakyReLU", onnx="LeakyRelu, PRelu, Elu, Selu, Erf (gelu)",
-           notes="act_type leaky, prelu (slope on the channel axis), elu, selu, gelu, rrelu (inference)")
+           notes="prelu slopes on the channel axis; rrelu at inference: slope (lower_bound + upper_bound) / 2",
+           values={"act_type": ("leaky", "prelu", "elu", "selu", "gelu", "rrelu")})
 def convert_leaky_relu(node, ctx):
     act = ctx.attr_str("act_type", "leaky")
     slope = ctx.attr_float("slope", 0.25)
     x = ctx.input(0)
     if act == "leaky":
         return [ctx.op("LeakyRelu", [x], {"alpha": slope})]
-    if act == "rrelu":
+    if act == "rrelu":  # outputs (out, mask); the mask is zeros at inference
         lower = ctx.attr_float("lower_bound", 0.125)
         upper = ctx.attr_float("upper_bound", 0.334)
-        return [ctx.op("LeakyRelu", [x], {"alpha": (lower + upper) / 2})]
+        mask = ctx.op("ConstantOfShape", [ctx.op("Shape", [x], suffix="shape")], suffix="mask")
+        return [ctx.op("LeakyRelu", [x], {"alpha": (lower + upper) / 2}), mask]
     if act == "elu":
         return [ctx.op("Elu", [x], {"alpha": slope})]
     if act == "selu":
@@ -163,79 +164,120 @@ def convert_leaky_relu(node, ctx):
         xh = ctx.op("Mul", [x, ctx.const(0.5, "half")], suffix="half")
         return [ctx.op("Mul", [xh, one])]
     if act == "prelu":
-        gamma = ctx.param(1, what="gamma")
+        gamma = ctx.weight(1, what="gamma")
         rank = ctx.need_rank(x, "broadcasting PReLU slopes on the channel axis")
-        if gamma.ndim != 1:
-            raise ctx.fail(f"PReLU gamma has shape {gamma.shape}; expected (C,)")
+        gshape = ctx.shape(gamma)
+        if gshape is None or len(gshape) != 1:
+            raise ctx.fail(f"PReLU gamma has shape {gshape}; expected (C,)")
         shape = ctx.shape(x)
         c = shape[1] if rank > 1 else None
-        if isinstance(c, int) and gamma.shape[0] not in (1, c):
-            raise ctx.fail(f"PReLU gamma has {gamma.shape[0]} slopes for {c} channels")
-        if rank <= 2:
-            slope_value = ctx.weight(1, what="gamma")
-        else:
-            slope_value = ctx.const(gamma.reshape((-1,) + (1,) * (rank - 2)), "slope")
-        return [ctx.op("PRelu", [x, slope_value])]
+        if isinstance(c, int) and gshape[0] not in (1, c):
+            raise ctx.fail(f"PReLU gamma has {gshape[0]} slopes for {c} channels")
+        if rank > 2:
+            target = (-1,) + (1,) * (rank - 2)
+            if gamma.const_value is not None:
+                gamma = ctx.const(gamma.const_value.numpy().reshape(target), "slope")
+            else:
+                gamma = ctx.op("Reshape", [gamma, ctx.ints(target, "slope_shape")], suffix="slope")
+        return [ctx.op("PRelu", [x, gamma])]
     raise ctx.fail(f"act_type={act} is not supported", kind="unsupported_op")
 
 
-@converter("Pooling", "Pooling_v1", onnx="MaxPool, AveragePool, GlobalMaxPool, GlobalAveragePool, ReduceSum, Pad",
-           notes="pool_type max/avg/sum, global_pool, pooling_convention valid/full (MXNet border divisor), "
-           "count_include_pad, pad; sum with 'full' needs the input shape")
+@converter("Pooling", "Pooling_v1",
+           onnx="MaxPool, AveragePool, GlobalMaxPool, GlobalAveragePool, ReduceSum, Pad (lp: Mul, Sqrt)",
+           notes="pooling_convention 'full' with MXNet's border divisor; count_include_pad; lp: p_value 1 "
+           "(a sum) or 2 (the root of a sum of squares); sum and lp with 'full' need the input shape; "
+           "Pooling_v1 pools the zero-padded input (max sees the zeros, avg divides by the kernel area)",
+           values={"pool_type": ("max", "avg", "sum", "lp"), "pooling_convention": ("valid", "full"),
+                   "layout": _LAYOUTS})
 def convert_pooling(node, ctx):
-    _check_layout(ctx)
     pool_type = ctx.attr_str("pool_type", "max")
     x = ctx.input(0)
-    if pool_type not in ("max", "avg", "sum"):
-        raise ctx.fail(f"pool_type={pool_type} is not supported", kind="unsupported_op")
+    if pool_type == "lp":
+        p = ctx.attr_int("p_value")
+        if p == 1:  # MXNet's L1 pooling is the plain sum (no absolute value)
+            return [_pool(ctx, x, "sum", None)]
+        if p != 2:
+            raise ctx.fail(f"p_value={p!r} is not supported", kind="unsupported_op", hint="supported: 1, 2")
+        squares = ctx.op("Mul", [x, x], suffix="square")
+        return [ctx.op("Sqrt", [_pool(ctx, squares, "sum", "sum")])]
+    if node.op == "Pooling_v1" and not ctx.attr_bool("global_pool", False):
+        return [_pool_v1(ctx, x, pool_type)]
+    return [_pool(ctx, x, pool_type, None)]
+
+
+def _pool_v1(ctx, x, pool_type: str):
+    """Pooling_v1 pools the zero-padded input: max sees the padding zeros, avg divides by the
+    kernel area everywhere (the sum is the same as Pooling's)."""
+    kernel = list(ctx.attr_tuple("kernel") or ())
+    if pool_type == "avg":
+        total = _pool(ctx, x, "sum", "sum")
+        return ctx.op("Mul", [total, ctx.const(1.0 / float(np.prod(kernel)), "inv_area")])
+    pad = _spatial(ctx, "pad", len(kernel), 0)
+    if pool_type == "max" and any(pad):
+        # Windows that reach into the padding also see its zeros. (A zero Pad before MaxPool
+        # would say the same, but onnxruntime fuses it into MaxPool's own -inf padding.)
+        shape = ctx.need_shape(x, "Pooling_v1 max pooling with pad")
+        stride = _spatial(ctx, "stride", len(kernel), 1)
+        full = ctx.attr_str("pooling_convention", "valid") == "full"
+        touches = np.zeros((), bool)
+        for size, k, st, p in zip(shape[2:], kernel, stride, pad):
+            starts = np.arange(_pool_out(size, k, st, p, full)) * st - p
+            touches = np.logical_or.outer(touches, (starts < 0) | (starts + k > size))
+        pooled = _pool(ctx, x, "max", "max")
+        floor = ctx.op("Max", [pooled, ctx.const(0.0, "zero")], suffix="with_zeros")
+        return ctx.op("Where", [ctx.const(touches, "touches_pad", dtype=bool), floor, pooled])
+    return _pool(ctx, x, pool_type, None)
+
+
+def _pool(ctx, x, pool_type: str, suffix: str | None):
+    """MXNet pooling of `x` (max, avg or sum), named `<node>` or `<node>_<suffix>`."""
     if ctx.attr_bool("global_pool", False):
         if pool_type == "max":
-            return [ctx.op("GlobalMaxPool", [x])]
+            return ctx.op("GlobalMaxPool", [x], suffix=suffix)
         if pool_type == "avg":
-            return [ctx.op("GlobalAveragePool", [x])]
+            return ctx.op("GlobalAveragePool", [x], suffix=suffix)
         rank = ctx.need_rank(x, "global sum pooling")
-        return [ctx.op("ReduceSum", [x, ctx.ints(range(2, rank), "axes")], {"keepdims": 1})]
+        return ctx.op("ReduceSum", [x, ctx.ints(range(2, rank), "axes")], {"keepdims": 1}, suffix=suffix)
     kernel = list(ctx.attr_tuple("kernel") or ())
     if not kernel:
         raise ctx.fail("has no kernel attribute")
     n = len(kernel)
     stride = _spatial(ctx, "stride", n, 1)
     pad = _spatial(ctx, "pad", n, 0)
-    convention = ctx.attr_str("pooling_convention", "valid")
-    if convention not in ("valid", "full"):
-        raise ctx.fail(f"pooling_convention={convention} is not supported", kind="unsupported_op")
-    full = convention == "full"
+    full = ctx.attr_str("pooling_convention", "valid") == "full"
     include_pad = ctx.attr_bool("count_include_pad", True)
     shape = ctx.shape(x)
     if pool_type in ("max", "avg") and not any(pad) and shape is not None and list(shape[2:]) == kernel:
         # One window over the whole (static) map, e.g. SqueezeNet's AvgPool2D(13) on 13x13:
         # the same numbers as a global pool, which the head finder recognises.
-        return [ctx.op("GlobalMaxPool" if pool_type == "max" else "GlobalAveragePool", [x])]
+        return ctx.op("GlobalMaxPool" if pool_type == "max" else "GlobalAveragePool", [x], suffix=suffix)
     base = {"kernel_shape": kernel, "strides": stride, "pads": pad + pad, "ceil_mode": int(full)}
     extra = _extra_full_windows(ctx, x, kernel, stride, pad) if full else [0] * n
-    if pool_type == "max" or not include_pad:
+    if pool_type == "max" or (pool_type == "avg" and not include_pad):
         if any(extra):
             raise ctx.fail("a 'full' pooling window lies wholly in the padding; MXNet gives -inf/NaN there",
                            kind="unsupported_op")
         if pool_type == "max":
-            return [ctx.op("MaxPool", [x], base)]
-        return [ctx.op("AveragePool", [x], {**base, "count_include_pad": 0})]
-    # ONNX count_include_pad=1 divides by the window clipped to [-pad, size + pad), as MXNet does.
+            return ctx.op("MaxPool", [x], base, suffix=suffix)
+        return ctx.op("AveragePool", [x], {**base, "count_include_pad": 0}, suffix=suffix)
+    # ONNX count_include_pad=1 divides by the window clipped to [-pad, size + pad), as MXNet does
+    # (a sum multiplies that back; count_include_pad does not change a sum).
     last = pool_type == "avg" and not any(extra)
-    out = ctx.op("AveragePool", [x], {**base, "count_include_pad": 1}, suffix=None if last else "avg")
+    out = ctx.op("AveragePool", [x], {**base, "count_include_pad": 1}, suffix=suffix if last else "avg")
     if pool_type == "sum":
         if full:
             sizes = _window_sizes(ctx.need_shape(x, "'full' sum pooling"), kernel, stride, pad, extra)
             factor = ctx.const(sizes, "window_sizes")
         else:
             factor = ctx.const(float(np.prod(kernel)), "area")
-        out = ctx.op("Mul", [out, factor], suffix=None if not any(extra) else "sum")
+        out = ctx.op("Mul", [out, factor], suffix=suffix if not any(extra) else "sum_avg")
     if any(extra):
         # MXNet's ceil rule keeps trailing windows that lie wholly in the right padding (value 0);
         # ONNX drops a window that starts in the padding.
         pads = ctx.ints([0] * (n + 2) + [0, 0] + list(extra), "extra_windows")
-        out = ctx.op("Pad", [out, pads], {"mode": "constant"})
-    return [out]
+        out = ctx.op("Pad", [out, pads], {"mode": "constant"}, suffix=suffix)
+    return out
 
 
 def _extra_full_windows(ctx, x, kernel, stride, pad) -> list[int]:
@@ -291,14 +333,19 @@ def convert_fully_connected(node, ctx):
         if rank != 2:
             x = ctx.op("Flatten", [x], {"axis": 1}, suffix="flatten")
         return [ctx.op("Gemm", [x, w] + ([bias] if bias is not None else []), {"transB": 1})]
-    wt = ctx.const(np.ascontiguousarray(ctx.param(1, (num_hidden, k)).T), "weight_t")
+    w = ctx.weight(1, (num_hidden, k))
+    if w.const_value is not None:
+        wt = ctx.const(np.ascontiguousarray(w.const_value.numpy().T), "weight_t")
+    else:
+        wt = ctx.op("Transpose", [w], {"perm": [1, 0]}, suffix="weight_t")
     if bias is None:
         return [ctx.op("MatMul", [x, wt])]
     mm = ctx.op("MatMul", [x, wt], suffix="matmul")
     return [ctx.op("Add", [mm, bias])]
 
 
-@converter("Dropout", onnx="(none)", notes="identity at inference")
+@converter("Dropout", onnx="(none)", notes="identity at inference (mode 'always' drops at inference too)",
+           values={"mode": ("training",)})
 def convert_dropout(node, ctx):
     return [ctx.input(0)]
 
@@ -330,7 +377,8 @@ def convert_softmax_output(node, ctx):
     return [_softmax_flat(ctx, x)]
 
 
-@converter("SoftmaxActivation", onnx="Softmax", notes="mode instance (last axis, as MXNet computes it) and channel (axis 1)")
+@converter("SoftmaxActivation", onnx="Softmax", notes="mode instance (last axis, as MXNet computes it) and channel (axis 1)",
+           values={"mode": ("instance", "channel")})
 def convert_softmax_activation(node, ctx):
     x = ctx.input(0)
     if ctx.attr_str("mode", "instance") == "channel":
@@ -338,22 +386,53 @@ def convert_softmax_activation(node, ctx):
     return [_softmax_last(ctx, x)]
 
 
+#: ONNX dtype codes of softmax's `dtype` attribute.
+_FLOAT_CODES = {"float16": 10, "float32": 1, "float64": 11}
+
+
 def _softmax(ctx, op_type: str):
     x = ctx.input(0)
-    if ctx.num_inputs > 1 or ctx.attr_bool("use_length", False):
-        raise ctx.fail("use_length is not supported", kind="unsupported_op")
     temperature = ctx.attr_float("temperature")
     if temperature is not None and temperature != 1.0:
-        x = ctx.op("Div", [x, ctx.const(temperature, "temperature")], suffix="temperature")
-    return [ctx.op(op_type, [x], {"axis": ctx.attr_int("axis", -1)})]
+        x = ctx.op("Div", [x, ctx.const(temperature, "temperature", dtype=ctx.np_dtype(x))], suffix="temperature")
+    axis = ctx.attr_int("axis", -1)
+    dtype = ctx.attr_str("dtype")
+    last = dtype is None or _FLOAT_CODES[dtype] == ctx.input(0).dtype
+    if not ctx.attr_bool("use_length", False):
+        out = ctx.op(op_type, [x], {"axis": axis}, suffix=None if last else "softmax")
+    else:
+        out = _softmax_with_length(ctx, x, axis, None if last else "softmax")
+    return [out if last else ctx.op("Cast", [out], {"to": _FLOAT_CODES[dtype]})]
 
 
-@converter("softmax", onnx="Softmax", notes="axis, temperature")
+def _softmax_with_length(ctx, x, axis: int, suffix: str | None):
+    """MXNet's softmax(data, length, use_length=True): softmax over the first `length` entries
+    along `axis` (length has data's shape without that axis); the rest are 0."""
+    rank = ctx.need_rank(x, "softmax with use_length")
+    axis %= rank
+    length = ctx.op("Cast", [ctx.input(1)], {"to": 7}, suffix="length")
+    length = ctx.op("Unsqueeze", [length, ctx.ints([axis], "length_axis")], suffix="length_axis")
+    size = ctx.op("Shape", [x], {"start": axis, "end": axis + 1}, suffix="size")
+    zero, one = ctx.ints([0], "zero"), ctx.ints([1], "one")
+    positions = ctx.op("Range", [ctx.op("Squeeze", [zero], suffix="start"), ctx.op("Squeeze", [size], suffix="limit"),
+                                 ctx.op("Squeeze", [one], suffix="delta")], suffix="positions")
+    positions = ctx.op("Reshape", [positions, ctx.ints([-1] + [1] * (rank - axis - 1), "positions_shape")],
+                       suffix="positions_axis")
+    mask = ctx.op("Less", [positions, length], suffix="mask")
+    lowest = ctx.const(np.finfo(ctx.np_dtype(x)).min, "lowest", dtype=ctx.np_dtype(x))
+    out = ctx.op("Softmax", [ctx.op("Where", [mask, x, lowest], suffix="masked")], {"axis": axis}, suffix="masked_softmax")
+    return ctx.op("Where", [mask, out, ctx.const(0.0, "zero_out", dtype=ctx.np_dtype(x))], suffix=suffix)
+
+
+@converter("softmax", onnx="Softmax (use_length: Range, Less, Where)",
+           notes="axis, temperature; use_length with the length input (entries past it are 0)",
+           values={"use_length": (False, True), "dtype": (None, "float16", "float32", "float64")})
 def convert_softmax(node, ctx):
     return _softmax(ctx, "Softmax")
 
 
-@converter("log_softmax", onnx="LogSoftmax", notes="axis, temperature")
+@converter("log_softmax", onnx="LogSoftmax", notes="axis, temperature (MXNet 1.9.1 itself rejects use_length=True here)",
+           values={"use_length": (False,), "dtype": (None, "float16", "float32", "float64")})
 def convert_log_softmax(node, ctx):
     return _softmax(ctx, "LogSoftmax")
 
@@ -369,7 +448,8 @@ def convert_linear_regression_output(node, ctx):
     return [ctx.input(0)]
 
 
-@converter("L2Normalization", onnx="ReduceSumSquare, Add, Sqrt, Div", notes="mode instance, channel, spatial; eps")
+@converter("L2Normalization", onnx="ReduceSumSquare, Add, Sqrt, Div", notes="eps",
+           values={"mode": ("instance", "channel", "spatial")})
 def convert_l2_normalization(node, ctx):
     x = ctx.input(0)
     mode = ctx.attr_str("mode", "instance")
@@ -394,12 +474,9 @@ def convert_lrn(node, ctx):
     return [ctx.op("LRN", [ctx.input(0)], attrs)]
 
 
-@converter("UpSampling", onnx="Resize (nearest)", notes="sample_type nearest, one input")
+@converter("UpSampling", onnx="Resize (nearest)", notes="one input",
+           values={"sample_type": ("nearest",), "num_args": (1,)})
 def convert_upsampling(node, ctx):
-    if ctx.attr_str("sample_type", "nearest") != "nearest":
-        raise ctx.fail("only sample_type=nearest is supported", kind="unsupported_op")
-    if ctx.attr_int("num_args", 1) != 1:
-        raise ctx.fail("num_args > 1 is not supported", kind="unsupported_op")
     scale = float(ctx.attr_int("scale"))
     x = ctx.input(0)
     rank = ctx.rank(x) or 4
@@ -408,9 +485,11 @@ def convert_upsampling(node, ctx):
     return [ctx.op("Resize", [x, None, scales], attrs)]
 
 
-@converter("Embedding", onnx="Gather", notes="static weight; indices cast to int64")
+@converter("Embedding", onnx="Gather (indices: Cast, Clip)",
+           notes="indices clipped to [0, input_dim - 1] as MXNet does; the output has the weight's type (float32)")
 def convert_embedding(node, ctx):
-    dim = ctx.attr_int("output_dim")
-    w = ctx.weight(1, (ctx.attr_int("input_dim"), dim))
+    dim, rows = ctx.attr_int("output_dim"), ctx.attr_int("input_dim")
+    w = ctx.weight(1, (rows, dim))
     idx = ctx.op("Cast", [ctx.input(0)], {"to": 7}, suffix="indices")
+    idx = ctx.op("Clip", [idx, ctx.const(0, "first", np.int64), ctx.const(rows - 1, "last", np.int64)], suffix="clip")
     return [ctx.op("Gather", [w, idx], {"axis": 0})]

@@ -230,9 +230,7 @@ _CAST = {
 }
 
 
-@converter("Cast", "cast", onnx="Cast", notes="dtype " + ", ".join(_CAST))
+@converter("Cast", "cast", onnx="Cast", values={"dtype": tuple(_CAST)})
 def convert_cast(node, ctx):
     dtype = ctx.attr_str("dtype", "float32")
-    if dtype not in _CAST:
-        raise ctx.fail(f"dtype={dtype} is not supported", kind="unsupported_op")
     return [ctx.op("Cast", [ctx.input(0)], {"to": _CAST[dtype]})]

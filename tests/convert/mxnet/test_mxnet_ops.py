@@ -180,3 +180,25 @@ def test_same_value_output_twice_and_dropout_output_get_identity(tmp_path):
     assert len(outs) == 2
     for v in outs.values():
         np.testing.assert_array_equal(v, x)
+
+
+# MXNet 1.x (legacy shapes) never returns a 0-d array: what would be 0-d has shape (1,).
+@pytest.mark.parametrize("op,attrs,shape,want", [
+    ("sum", {}, (2, 3), {1: (1,), 3: (1,)}),
+    ("mean", {"axis": (0, 1, 2)}, (2, 3), {1: (1,), 3: (1,)}),
+    ("max", {"axis": (0, 1, 2), "keepdims": True}, (2, 3), {1: (1, 1, 1), 3: (1, 1, 1)}),
+    ("squeeze", {}, (1, 1), {1: (1,), 3: (3,)}),
+    ("squeeze", {}, (1, 4), {1: (4,), 3: (3, 4)}),
+    ("squeeze", {"axis": (0, 1)}, (1,), {1: (1,)}),
+])
+def test_no_zero_d_results(tmp_path, op, attrs, shape, want):
+    b = SymbolBuilder()
+    b.var("data")
+    b.op(op, "o", ["data"], **attrs)
+    model = _convert(tmp_path, b, ["o"], (1,) + shape)
+    for batch, out_shape in want.items():
+        x = RNG.normal(size=(batch,) + shape).astype(np.float32)
+        got = model.run(x)["o_output"]
+        assert got.shape == out_shape
+        ref = getattr(np, op)(x, axis=attrs.get("axis"), **({"keepdims": True} if attrs.get("keepdims") else {}))
+        np.testing.assert_allclose(got, np.reshape(ref, out_shape), rtol=1e-5)
