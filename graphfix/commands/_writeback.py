@@ -3,7 +3,7 @@ source's own format (see `graphfix.convert.writeback`)."""
 
 from __future__ import annotations
 
-__all__ = ["add_to_argument", "write_output"]
+__all__ = ["add_to_argument", "check_output", "write_output"]
 
 import argparse
 import os
@@ -24,6 +24,31 @@ def add_to_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_output(args: argparse.Namespace, model) -> None:
+    """What `write_output` will need, checked before the command's expensive work: --to with
+    --target/--fp16, and --to's source files (present, unchanged: sha256 against graphfix.source)."""
+    to = getattr(args, "to", "onnx")
+    if to == "onnx":
+        return
+    _check_target(args, to)
+    from graphfix.convert.writeback import find_sources
+
+    find_sources(model, to, _sources(args, model))
+
+
+def _check_target(args: argparse.Namespace, to: str) -> None:
+    if getattr(args, "target", None) or getattr(args, "fp16", False):
+        raise GraphfixError(f"--target/--fp16 write ONNX; they do not combine with --to {to}", kind="usage")
+
+
+def _sources(args: argparse.Namespace, model) -> list[str] | None:
+    """--source, else --params/--weights and the folder of the model's own file."""
+    if args.source:
+        return args.source
+    given = [p for p in (getattr(args, "params", None), getattr(args, "weights", None)) if p]
+    return given + ([os.path.dirname(os.path.abspath(model.path))] if model.path else []) or None
+
+
 def write_output(args: argparse.Namespace, model, out: str, *, also=None, **export: Any) -> dict[str, Any] | None:
     """Write `model` to `out` as ONNX (`write_model`: --target etc.), or as PREFIX files for --to.
 
@@ -36,17 +61,12 @@ def write_output(args: argparse.Namespace, model, out: str, *, also=None, **expo
     to = getattr(args, "to", "onnx")
     if to == "onnx":
         return write_model(args, model, out, also=also, **export)
-    if getattr(args, "target", None) or getattr(args, "fp16", False):
-        raise GraphfixError(f"--target/--fp16 write ONNX; they do not combine with --to {to}", kind="usage")
+    _check_target(args, to)  # the sources are found (again: they may have changed) by write_back
     from graphfix.commands._options import store_preprocess
     from graphfix.convert.writeback import write_back
 
     model = store_preprocess(args, model, prefix_of(out))  # the sidecar holds what is stored
-    sources = args.source
-    if not sources:
-        given = [p for p in (getattr(args, "params", None), getattr(args, "weights", None)) if p]
-        sources = given + ([os.path.dirname(os.path.abspath(model.path))] if model.path else [])
-    written = write_back(model, prefix_of(out), to, sources=sources or None)
+    written = write_back(model, prefix_of(out), to, sources=_sources(args, model))
     if also is not None:
         from graphfix.output import OutputSet
 

@@ -25,7 +25,7 @@ from graphfix.commands._options import (
     add_output_args, add_target_args, default_output, emit, export_lines, load_model, model_files, output_path,
     positive_int,
 )
-from graphfix.commands._writeback import add_to_argument, write_output
+from graphfix.commands._writeback import add_to_argument, check_output, write_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
         raise GraphfixError("--report: is not a folder", kind="usage", path=args.report)
     model = load_model(args)
+    check_output(args, model)  # --to's sources, before any backbone runs
     _check_trained(model, args)
     prep = preprocess_for(model, args, [args.heldout, args.train, args.test])
     data = load_data(args, model, prep, [args.heldout, args.train, args.test], out)

@@ -21,7 +21,7 @@ import argparse
 from graphfix.commands._options import (
     add_data_args, add_output_args, default_output, emit, load_model, model_files, output_path, positive_int,
 )
-from graphfix.commands._writeback import add_to_argument, write_output
+from graphfix.commands._writeback import add_to_argument, check_output, write_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise GraphfixError(f"--weight-decay {wd!r}: a number or 'auto'", kind="usage") from exc
     model = load_model(args)
+    check_output(args, model)  # --to's sources, before any backbone runs
     prep = preprocess_for(model, args, [args.train, args.val], head="fit")
     train, val = load_data(args, model, prep, [args.train, args.val], out)
     new, history = train_head(
