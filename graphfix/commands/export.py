@@ -18,7 +18,7 @@ preprocessing on random images (fp32 within 1e-5) before the export. What is bak
 model's stored graphfix.preprocess (--size/--mean/--std/--scale/--bgr store other values first,
 and are refused once the head is trained on the stored ones). --triton REPO writes a
 Triton model repository REPO/NAME/{config.pbtxt, labels.txt, 1/model.onnx} (--name, default
-the output's stem), adding the bool `labels` output when thresholds are stored.
+the output's stem; REPO is created when missing, in an existing folder), adding the bool `labels` output when thresholds are stored.
 
 Exit status: 0 exported and ready; 1 parity over tolerance (nothing written) or a readiness
 FAIL remains (the file is written); 2 bad input or usage.
@@ -182,14 +182,10 @@ def _check_serving_args(args: argparse.Namespace, default_out: str) -> dict:
         raise GraphfixError("--name needs --triton", kind="usage")
     name = None
     if args.triton:
-        from graphfix.convert.triton import check_name
+        from graphfix.convert.triton import check_repository
 
-        name = check_name(args.name or Path(args.output or default_out).name.removesuffix(".onnx"))
-        if not Path(args.triton).is_dir():
-            raise GraphfixError("Triton repository folder does not exist", kind="usage", path=args.triton)
-        if (Path(args.triton) / name).exists():
-            raise GraphfixError("already exists", kind="usage", path=Path(args.triton) / name,
-                                hint="remove it or pick another --name")
+        name = args.name or Path(args.output or default_out).name.removesuffix(".onnx")
+        check_repository(args.triton, name)  # REPO is created if missing (its parent must exist)
     return {"triton": bool(args.triton), "name": name}
 
 

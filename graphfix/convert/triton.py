@@ -1,7 +1,7 @@
 """A Triton Inference Server model repository for an exported model.
 
-`write_repository(model, "repo", "resnet")` writes, atomically (built in a temporary folder
-beside it and renamed):
+`write_repository(model, "repo", "resnet")` writes, all files or none (`graphfix.output.OutputSet`;
+`repo` is created when missing, its parent must exist, as for -o):
 
     repo/resnet/config.pbtxt     platform onnxruntime_onnx, inputs/outputs with dtypes and dims
     repo/resnet/labels.txt       one label per line, `label_filename` of `probabilities`
@@ -24,12 +24,11 @@ a model that stores thresholds but was calibrated with --no-labels-output.
 
 from __future__ import annotations
 
-__all__ = ["triton_config", "write_repository", "ensure_labels_output", "check_name", "DEFAULT_MAX_BATCH"]
+__all__ = ["triton_config", "write_repository", "ensure_labels_output", "check_name", "check_repository",
+           "DEFAULT_MAX_BATCH"]
 
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
@@ -123,53 +122,66 @@ def ensure_labels_output(model: Model) -> Model:
     return work
 
 
+def check_repository(repo: str | os.PathLike, name: str) -> Path:
+    """`repo/name` when it can be written: `repo` a folder, or absent in an existing folder (it is
+    then created), `repo/name` absent, the folder writable. Returns `repo/name`.
+
+    Raises:
+        GraphfixError: kind "usage", one line naming the path at fault.
+    """
+    from graphfix.output import check_output
+
+    repo = Path(repo)
+    final = repo / check_name(name)
+    if os.path.lexists(repo) and not repo.is_dir():
+        raise GraphfixError("is not a folder; --triton needs a model repository folder", kind="usage", path=repo)
+    if not repo.is_dir():
+        parent = os.path.dirname(os.path.abspath(repo))
+        if not os.path.isdir(parent):
+            raise GraphfixError("cannot create the Triton repository: the folder it goes in does not exist",
+                                kind="usage", path=repo, hint="create the parent folders first")
+        check_output(repo)  # the parent can be written (a probe folder is made and removed)
+    elif os.path.lexists(final):
+        raise GraphfixError("already exists", kind="usage", path=final, hint="remove it or pick another --name")
+    else:
+        check_output(final)  # the repository can be written
+    return final
+
+
 def write_repository(
     model: Model, repo: str | os.PathLike, name: str, *, target: str = "tensorrt", fp16: bool = False,
     max_batch: int | None = None,
 ) -> list[str]:
     """Write `repo/name/{config.pbtxt, labels.txt, 1/model.onnx}`; returns the files written.
 
+    `repo` is created when it does not exist (its parent must). Every file is staged and renamed
+    into place together (`graphfix.output.OutputSet`); on any failure the folders made here are
+    removed again, so no partial repository is left.
+
     Raises:
-        GraphfixError: kind "usage" when `repo` is not a folder or `repo/name` exists.
+        GraphfixError: kind "usage" when `repo` is not a folder, its parent is missing, or
+            `repo/name` exists; kind "not_ready" when an input/output cannot be served.
     """
-    repo = Path(repo)
-    final = repo / check_name(name)
+    from graphfix.output import OutputSet
+
+    final = check_repository(repo, name)
     config = triton_config(model, name, target=target, fp16=fp16, max_batch=max_batch)
     labels = model.labels
     if labels and any("\n" in s or "\r" in s for s in labels):
         raise GraphfixError("a label name contains a line break; Triton's labels file is one per line",
                             kind="usage", path=model.path)
-    if not repo.is_dir():
-        raise GraphfixError("Triton repository folder does not exist", kind="usage", path=repo)
-    if final.exists():
-        raise GraphfixError("already exists", kind="usage", path=final, hint="remove it or pick another --name")
-    return _write_folder(final, model, config, labels)
-
-
-def _write_folder(final: Path, model: Model, config: str, labels: list[str] | None) -> list[str]:
-    """Build the model folder under a temporary name beside `final`, then rename it.
-
-    The one place this module writes files (to move onto graphfix's common output path).
-    """
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    except OSError as exc:
-        raise GraphfixError(f"cannot write the repository ({exc.strerror})", path=final.parent) from exc
-    try:
-        (tmp / "1").mkdir()
-        model.save(tmp / "1" / "model.onnx")
-        (tmp / "config.pbtxt").write_text(config)
-        names = ["config.pbtxt", "1/model.onnx"]
+    names = ["config.pbtxt", *([LABELS_FILE] if labels else []), "1/model.onnx"]
+    with OutputSet() as files:
+        if not final.parent.is_dir():
+            files.folder(final.parent)  # created, and removed again on failure
+        files.folder(final)
+        files.folder(final / "1")
+        model.save(files.path(final / "1" / "model.onnx"))
+        with files.open(final / "config.pbtxt") as fh:
+            fh.write(config.encode())
         if labels:
-            (tmp / LABELS_FILE).write_text("".join(f"{s}\n" for s in labels))
-            names.insert(1, LABELS_FILE)
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, final)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise GraphfixError(f"cannot write the repository ({exc.strerror})", path=final) from exc
-        raise
+            with files.open(final / LABELS_FILE) as fh:
+                fh.write("".join(f"{s}\n" for s in labels).encode())
     written = [str(final / n) for n in names]
     if (final / "1" / "model.onnx.data").exists():
         written.append(str(final / "1" / "model.onnx.data"))

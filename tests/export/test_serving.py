@@ -283,7 +283,8 @@ def test_triton_config_fixed_batch_and_cpu(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--layout", "nchw"], "need --bake-preprocess"),
     (["--name", "x"], "--name needs --triton"),
-    (["--triton", "missing-folder"], "does not exist"),
+    (["--triton", "missing/models"], "missing/models: cannot create the Triton repository: the folder it goes in"),
+    (["--triton", "m.onnx"], "m.onnx: is not a folder"),
     (["--triton", ".", "--name", "a/b"], "bad Triton model name"),
     (["--bake-preprocess", "--image-size", "3"], "bad --image-size"),
 ])
@@ -293,4 +294,61 @@ def test_serving_usage_errors(tmp_path, args, message):
     proc = run_cli("export", src, *args, "-o", tmp_path / "out.onnx", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("graphfix: error: ")
     assert not (tmp_path / "out.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # nothing made
+
+
+def test_triton_creates_missing_repository(tmp_path):
+    """A repository that does not exist yet is created (its parent exists); the model it serves
+    computes the source's outputs."""
+    model = _calibrated()
+    src = tmp_path / "calibrated.onnx"
+    model.save(src)
+    repo = tmp_path / "models"
+    proc = run_cli("export", src, "--target", "cpu", "--triton", repo, "--name", "tagger", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["triton"]["files"] == [str(repo / "tagger" / n) for n in ("config.pbtxt", "labels.txt", "1/model.onnx")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.onnx", "models"]
+    assert [p.name for p in repo.iterdir()] == ["tagger"]  # no staging folder left
+    assert sorted(p.name for p in (repo / "tagger").iterdir()) == ["1", "config.pbtxt", "labels.txt"]
+    assert [p.name for p in (repo / "tagger" / "1").iterdir()] == ["model.onnx"]
+    config, _ = _parse_config((repo / "tagger" / "config.pbtxt").read_text())
+    assert config.name == "tagger" and config.max_batch_size == 8
+    x = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    served = gf.load(repo / "tagger" / "1" / "model.onnx").run(x)
+    np.testing.assert_allclose(served["probabilities"], model.run(x)["probabilities"], atol=1e-5)
+    # a second model goes into the repository now that it exists
+    second = run_cli("export", src, "--target", "cpu", "--triton", repo, "--name", "other", "-q")
+    assert second.returncode == 0, second.stderr
+    assert sorted(p.name for p in repo.iterdir()) == ["other", "tagger"]
+
+
+def test_triton_write_failure_leaves_no_repository(tmp_path, monkeypatch):
+    """A write that fails half way (a full disk while saving the model) leaves neither the
+    model folder nor the repository folder it created: one GraphfixError naming the file."""
+    import errno
+
+    from graphfix.model import Model
+
+    model = export(_calibrated(), None, target="cpu").model
+
+    def full_disk(self, path):
+        with open(path, "wb") as fh:
+            fh.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as fh.write raises it
+
+    monkeypatch.setattr(Model, "save", full_disk)
+    repo = tmp_path / "models"
+    with pytest.raises(GraphfixError) as info:
+        write_repository(model, repo, "tagger", target="cpu")
+    assert info.value.one_line() == f"{repo / 'tagger' / '1' / 'model.onnx'}: cannot write (No space left on device)"
+    assert list(tmp_path.iterdir()) == []  # the repository it was creating is gone too
+    repo.mkdir()
+    with pytest.raises(GraphfixError, match="No space left"):
+        write_repository(model, repo, "tagger", target="cpu")
+    assert list(repo.iterdir()) == []  # an existing repository is kept, empty as it was
+    with pytest.raises(GraphfixError, match="folder it goes in does not exist"):
+        write_repository(model, tmp_path / "no" / "models", "tagger", target="cpu")
+    assert [p.name for p in tmp_path.iterdir()] == ["models"]

@@ -5,6 +5,14 @@ The prototxt is edited as text: every layer block is kept byte for byte except t
 old classifier's block is replaced (at the same place, so in-place blob names still mean the
 same version) by `InnerProduct(num_output=L)` (after a global AVE `Pooling` when the head pools
 a spatial map) + `Sigmoid` (deploy) or + a label `Input` and `SigmoidCrossEntropyLoss` (train).
+
+In the training prototxt the label input and the loss come last, after a `Silence` layer that
+takes every other blob the TRAIN-phase net would leave as an output (MTCNN's box regression
+`conv5-2`): Caffe accepts such outputs in a train net, but reports each of their values as a
+"Train net output" at every display; silenced, the net's only output is the loss. They get no
+gradient either way: nothing below a Silence layer contributes to the loss, so Caffe skips their
+backward. (A `loss_weight: 0` on a layer that is not a loss is Caffe's default and changes
+nothing.) The deploy prototxt keeps them as outputs.
 The caffemodel is edited at the wire level: every other layer record is copied as stored, the
 head's records are dropped and the new InnerProduct record (its exact weights) takes the old
 classifier's place. V1 nets (`layers`) get V1 records and V1 type names, V2 nets V2 ones.
@@ -36,7 +44,10 @@ _V2 = {"layer": 100, "name": 1, "type": 2, "bottom": 3, "top": 4, "blobs": 7, "i
 _V1 = {"layer": 2, "name": 4, "type": 5, "bottom": 2, "top": 3, "blobs": 6, "ip": 17}
 #: V1 type enum values of the layers written.
 _V1_ENUM = {"InnerProduct": ("INNER_PRODUCT", 14), "Sigmoid": ("SIGMOID", 19), "Pooling": ("POOLING", 17),
-            "SigmoidCrossEntropyLoss": ("SIGMOID_CROSS_ENTROPY_LOSS", 27), "DummyData": ("DUMMY_DATA", 32)}
+            "SigmoidCrossEntropyLoss": ("SIGMOID_CROSS_ENTROPY_LOSS", 27), "DummyData": ("DUMMY_DATA", 32),
+            "Silence": ("SILENCE", 36)}
+#: Caffe's Phase enum value of a training net.
+_TRAIN_PHASE = 0
 
 
 def _layer_spans(text: str, keyword: str) -> list[tuple[int, int]]:
@@ -224,9 +235,12 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
     else:
         label = _block(False, n["label"], "Input", [], [n["label"]],
                        f"input_param {{\n  shape {{\n    dim: {batch}\n    dim: {num_labels}\n  }}\n}}")
-    train_new = new + label + _block(v1, n["loss"], "SigmoidCrossEntropyLoss", [n["fc"], n["label"]], [n["loss"]])
+    # what the TRAIN net would leave as outputs besides the head: silenced (see the module docstring)
+    extra = _train_outputs(net, msgs, head, at, [feature] if not spec.pooled else [feature, n["pool"]], n["fc"])
+    silence = _block(v1, fresh_name(taken, f"{HEAD_NAME}_silence"), "Silence", extra, []) if extra else ""
+    train_tail = silence + label + _block(v1, n["loss"], "SigmoidCrossEntropyLoss", [n["fc"], n["label"]], [n["loss"]])
 
-    def edited(insert: str) -> str:
+    def edited(insert: str, tail: str = "") -> str:
         out, pos = [], 0
         for i, (s, e) in enumerate(spans):
             if i == at and cls is None:
@@ -242,9 +256,11 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
         out.append(text[pos:])
         if cls is None and at >= len(spans):
             out.append(("" if text.endswith("\n") else "\n") + insert)
+        if tail:
+            out.append(("" if "".join(out).endswith("\n") else "\n") + tail)
         return "".join(out)
 
-    deploy_text, train_text = edited(deploy_new), edited(train_new)
+    deploy_text, train_text = edited(deploy_new), edited(new, train_tail)
     head_names = {msgs[i].name for i in head}
     cls_name = msgs[cls].name if cls is not None else None
 
@@ -277,8 +293,40 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
                 out.write(ip)
 
     io = {"data": list(net.get("input", [])) or [m.top[0] for m, t in zip(msgs, types) if t == "Input" and m.top],
-          "label": n["label"], "probabilities": n["prob"], "train_output": n["loss"], "head": n["fc"]}
+          "label": n["label"], "probabilities": n["prob"], "train_output": n["loss"], "head": n["fc"],
+          "silenced": extra}
     return WritePlan(write_text(deploy_text), write_weights, write_text(train_text), io)
+
+
+def _in_train_phase(msg) -> bool:
+    """Whether Caffe keeps the layer in a TRAIN-phase net (its include/exclude phase rules)."""
+    includes = msg.get("include", [])
+    if includes and not any(r.get("phase", _TRAIN_PHASE) == _TRAIN_PHASE for r in includes):
+        return False
+    return not any(r.get("phase") == _TRAIN_PHASE for r in msg.get("exclude", []))
+
+
+def _train_outputs(net, msgs, head: set[int], at: int, new_bottoms: list[str], fc: str) -> list[str]:
+    """The blobs the training net leaves unconsumed (Caffe's net outputs) besides the head's
+    `fc`, in the order they are made: the net's inputs and the tops of its TRAIN-phase layers,
+    the head layers replaced by the new head (reading `new_bottoms`, writing `fc`) at `at`."""
+    left = dict.fromkeys(net.get("input", []))
+
+    def run(bottoms, tops) -> None:
+        for b in bottoms:
+            left.pop(b, None)
+        for t in tops:
+            left.pop(t, None)
+            left[t] = None
+
+    for i, m in enumerate(msgs):
+        if i == at:
+            run(new_bottoms, [fc])
+        if i not in head and _in_train_phase(m):
+            run(m.bottom, m.top)
+    if at >= len(msgs):
+        run(new_bottoms, [fc])
+    return [b for b in left if b != fc]
 
 
 def _batch(net, msgs, types) -> int:

@@ -5,7 +5,18 @@ The source symbol's nodes are copied as stored (names, attributes, layout); only
 classifier and everything after it on the replaced outputs go. The new head is
 `FullyConnected(num_hidden=L)` (after a global average `Pooling` when the head pools a spatial
 map) + `sigmoid` in the deploy symbol, and + `LogisticRegressionOutput` with a label input in
-the training symbol. Params keep every stored array (bytes as they were, V2 records, `arg:` /
+the training symbol.
+
+Other outputs of the source (MTCNN's bounding-box `FullyConnected` beside its `SoftmaxOutput`)
+stay outputs, at their places. In the training symbol each one that is not itself a loss is
+wrapped in `BlockGrad`: MXNet's executor asks a head gradient for every output whose operator
+is not a loss ("the last operator is not Loss function, head_gradient is required"), and
+BlockGrad needs none. BlockGrad rather than `MakeLoss(grad_scale=0)`: its forward is the
+identity and its gradient exactly zero, and it adds no objective (a MakeLoss output counts as
+a loss in MXNet's tools; with grad_scale 0 it is one that does nothing). Parameters that only
+those outputs use get no gradient; `io["fixed_params"]` lists them for
+`Module(fixed_param_names=...)`, so that weight decay leaves them as they are too. An output
+that is a loss itself (a second SoftmaxOutput) stays as it is, with its own label input. Params keep every stored array (bytes as they were, V2 records, `arg:` /
 `aux:` names) except those of removed variables, and add the head's weight and bias.
 """
 
@@ -28,6 +39,9 @@ from graphfix.errors import GraphfixError
 
 #: Source ops that can be the old classifier.
 _CLASSIFIER_OPS = ("FullyConnected", "Convolution")
+#: Ops whose backward needs no gradient from above: MXNet's losses, and BlockGrad itself.
+_NO_HEAD_GRAD = ("SoftmaxOutput", "Softmax", "LinearRegressionOutput", "LogisticRegressionOutput",
+                 "MAERegressionOutput", "SVMOutput", "MakeLoss", "make_loss", "BlockGrad", "stop_gradient")
 
 
 def _read_doc(path: str) -> dict:
@@ -95,18 +109,28 @@ def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec) -> WritePlan
     def entry(i: int, out: int = 0) -> list[int]:
         return [i, out, 0][:entry_len]
 
-    def build(train: bool) -> dict:
-        kept_heads = [h for h in heads if h not in replaced]
-        # the source nodes still needed, in their stored (topological) order
-        needed: set[int] = set()
-        stack = [h[0] for h in kept_heads] + [feat[0]]
+    def needed_by(starts: list[int]) -> set[int]:
+        """The source nodes `starts` are computed from (themselves included)."""
+        seen: set[int] = set()
+        stack = list(starts)
         while stack:
             i = stack.pop()
-            if i in needed:
-                continue
-            needed.add(i)
-            stack.extend(int(e[0]) for e in nodes[i].get("inputs", []))
-        order = sorted(needed)
+            if i not in seen:
+                seen.add(i)
+                stack.extend(int(e[0]) for e in nodes[i].get("inputs", []))
+        return seen
+
+    kept_heads = [h for h in heads if h not in replaced]
+    # kept outputs that need a head gradient in training: BlockGrad-ed in the train symbol
+    blocked = {h: fresh_name(taken, f"{nodes[h[0]].get('name', 'output')}{f'_{h[1]}' if h[1] else ''}_blockgrad")
+               for h in kept_heads if nodes[h[0]]["op"] not in _NO_HEAD_GRAD}
+    trained = needed_by([feat[0]] + [h[0] for h in kept_heads if h not in blocked])
+    fixed_params = sorted(nodes[i]["name"] for i in needed_by([h[0] for h in blocked]) - trained
+                          if nodes[i]["op"] == "null")
+
+    def build(train: bool) -> dict:
+        # the source nodes still needed, in their stored (topological) order
+        order = sorted(needed_by([h[0] for h in kept_heads] + [feat[0]]))
         index = {old: new for new, old in enumerate(order)}
         out_nodes = []
         for old in order:
@@ -131,7 +155,12 @@ def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec) -> WritePlan
             top = add({"op": "LogisticRegressionOutput", "name": names["loss"], "inputs": [entry(fc), entry(label)]})
         else:
             top = add({"op": "sigmoid", "name": names["sigmoid"], "inputs": [entry(fc)]})
-        new_heads = [entry(index[h[0]], h[1]) for h in kept_heads]
+        new_heads = []
+        for h in kept_heads:
+            out_entry = entry(index[h[0]], h[1])
+            if train and h in blocked:
+                out_entry = entry(add({"op": "BlockGrad", "name": blocked[h], "inputs": [out_entry]}))
+            new_heads.append(out_entry)
         position = heads.index(replaced[0])
         position = sum(1 for h in heads[:position] if h not in replaced)
         new_heads.insert(position, entry(top))
@@ -170,5 +199,6 @@ def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec) -> WritePlan
             and f"arg:{n.get('name')}" not in params.arrays and f"aux:{n.get('name')}" not in params.arrays
             and n.get("name") not in params.arrays and n.get("name") not in (names["weight"], names["bias"])]
     io = {"data": data, "label": names["label"], "probabilities": f"{names['sigmoid']}_output",
-          "train_output": f"{names['loss']}_output", "head": names["fc"]}
+          "train_output": f"{names['loss']}_output", "head": names["fc"],
+          "blocked_outputs": [f"{n}_output" for n in blocked.values()], "fixed_params": fixed_params}
     return WritePlan(write_symbol(deploy), write_weights, write_symbol(train), io)

@@ -37,3 +37,44 @@ def mxnet_python() -> str | None:
             if ok:
                 return cand
     return None
+
+
+WB = REPO / "fixtures" / "writeback"
+#: The MTCNN det2 style fixture (fixtures/writeback/make_mtcnn.py): symbol + params, prototxt + caffemodel.
+MTCNN = WB / "mtcnn_det2"
+MTCNN_SHAPE = "data:1,3,24,24"
+
+
+def caffe_train_net(path: str | Path, io: dict) -> dict:
+    """Check a written Caffe training prototxt the way Caffe's Net::Init builds a TRAIN net, and
+    return what it found: {"outputs": net outputs, "no_backward": layers Caffe runs no backward
+    for}. Asserts: every bottom exists when its layer runs; the only net output is the loss; the
+    one loss is SigmoidCrossEntropyLoss(head, label); the label Input is [batch, L]."""
+    from graphfix.convert.caffe._prototxt import parse_prototxt
+    from graphfix.convert.caffe._upgrade import net_layers
+
+    net = parse_prototxt(Path(path).read_text())
+    layers = [la for la in net_layers(net, phase_filter=False)
+              if not any(r.get("phase", 0) == 1 for r in la.msg.get("include", []))]
+    available = dict.fromkeys(net.get("input", []))
+    made_by: dict[str, list[str]] = {}
+    for la in layers:
+        for b in la.bottoms:
+            assert b in available or b in made_by, f"{la.name}: bottom {b} does not exist yet"
+            available.pop(b, None)
+        for t in la.tops:
+            available.pop(t, None)
+            available[t] = None
+            made_by.setdefault(t, []).append(la.name)
+    losses = [la for la in layers if la.type.endswith("Loss")]
+    assert [(la.type, la.bottoms) for la in losses] == [("SigmoidCrossEntropyLoss", [io["head"], io["label"]])]
+    assert list(available) == [losses[0].tops[0]], f"net outputs {list(available)}: only the loss may be one"
+    # Caffe's backward analysis: a layer runs backward only when one of its tops is under the loss
+    under = set(losses[0].bottoms)
+    no_backward = []
+    for la in reversed([la for la in layers if la is not losses[0]]):
+        if set(la.tops) & under and la.type != "Silence":
+            under |= set(la.bottoms)
+        else:
+            no_backward.append(la.name)
+    return {"outputs": list(available), "no_backward": no_backward[::-1], "layers": layers}

@@ -13,7 +13,7 @@ from graphfix.convert.caffe._caffemodel import read_caffemodel
 from graphfix.convert.caffe._prototxt import parse_prototxt
 from graphfix.convert.caffe._upgrade import net_layers
 from graphfix.convert.writeback import write_back
-from tests.convert.writeback.helpers import CAFFE_MODELS, caffe_paths
+from tests.convert.writeback.helpers import CAFFE_MODELS, caffe_paths, caffe_train_net
 
 
 def _swapped(name: str) -> gf.Model:
@@ -77,7 +77,9 @@ def test_weights_bit_identical_and_layers_kept(written):
 
 def test_train_prototxt(written):
     for name, (model, summary, prefix) in written.items():
-        layers = net_layers(parse_prototxt(open(f"{prefix}-train.prototxt").read()), phase_filter=False)
+        found = caffe_train_net(f"{prefix}-train.prototxt", summary["io"])  # Caffe's own TRAIN-net rules
+        assert summary["io"]["silenced"] == [] and found["no_backward"] == [], name  # one output: nothing else
+        layers = found["layers"]
         loss = layers[-1]
         assert loss.type == "SigmoidCrossEntropyLoss" and loss.bottoms == [summary["io"]["head"], summary["io"]["label"]], name
         assert not any(la.type in ("Sigmoid", "Softmax", "SoftmaxWithLoss") and la.name.startswith("graphfix") for la in layers)
