@@ -13,9 +13,7 @@ from tests.conftest import FIXTURES
 
 def _models() -> list[tuple[str, Path, dict]]:
     out = [(p.stem, p, {}) for p in sorted((FIXTURES / "onnx").glob("*.onnx"))]
-    # op_attrs/ holds one-op attribute cases (tests/convert/mxnet/test_mxnet_op_attrs.py), not whole models
-    out += [(p.parent.name, p, {}) for p in sorted((FIXTURES / "mxnet").glob("*/*-symbol.json"))
-            if p.parent.name != "op_attrs"]
+    out += [(p.parent.name, p, {}) for p in sorted((FIXTURES / "mxnet").glob("*/*-symbol.json"))]
     for proto in sorted((FIXTURES / "caffe").glob("**/*.prototxt")):
         weights = proto.with_suffix(".caffemodel")
         if weights.exists():

@@ -33,7 +33,7 @@ def ref():
 
 def _load(name):
     shapes = {n: tuple(v["shape"]) for n, v in CASES[name]["inputs"].items()}
-    return load_mxnet(FOLDER / f"{name}-symbol.json", FOLDER / f"{name}-0000.params", shapes)
+    return load_mxnet(FOLDER / "cases" / f"{name}-symbol.json", FOLDER / "cases" / f"{name}-0000.params", shapes)
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
