@@ -274,10 +274,11 @@ class OutputSet:
                 self.abort()
                 raise
             return
+        staging = list(self._staging.values())  # abort() forgets them
         self.abort()
         if isinstance(exc, OSError) and not isinstance(exc, GraphfixError):
             staged = exc.filename if isinstance(exc.filename, str) else None
-            if staged is None or any(staged.startswith(s + os.sep) for s in self._staging.values()):
+            if staged is None or any(staged.startswith(s + os.sep) for s in staging):
                 raise write_error(exc, _shown(staged) if staged else self._last or "output") from exc
 
     def _pending(self) -> list[tuple[str, str, str]]:

@@ -436,6 +436,21 @@ def test_output_set_is_all_or_none(tmp_path, monkeypatch):
     assert not _leftovers(tmp_path)
 
 
+def test_an_os_error_naming_a_staged_file_is_one_line(tmp_path):
+    """An OSError raised inside the set that names one of its staged files becomes the one-line
+    write error naming the destination (it was re-raised as is: a traceback)."""
+    from graphfix.errors import GraphfixError
+    from graphfix.output import OutputSet
+
+    out = tmp_path / "m.onnx"
+    with pytest.raises(GraphfixError) as info:
+        with OutputSet([out]) as files:
+            staged = files.path(out)
+            raise OSError(errno.EDQUOT, "Disk quota exceeded", staged)
+    assert str(out) in str(info.value) and "Disk quota exceeded" in str(info.value)
+    assert not out.exists() and not _leftovers(tmp_path)
+
+
 def test_body_failure_leaves_nothing_and_unmade_folder(tmp_path):
     from graphfix.output import OutputSet
 
