@@ -165,3 +165,17 @@ def test_other_flags_after_training_are_refused(pipeline, tmp_path):
                           "104,117,123 the head was trained on (leave the flag out to use the stored values, or train "
                           "a head on the new ones from the swapped model)\n")
     assert not out.exists()
+
+
+def test_predict_feeds_a_baked_model_its_raw_pixels(pipeline):
+    """`graphfix predict` on the served (baked, uint8 NHWC) model: the same labels and probabilities
+    as on the calibrated model; preprocessing flags are refused there (the graph holds them)."""
+    d, test, predicted = pipeline["dir"], pipeline["test"], pipeline["predict"]
+    served = d / "repo/tagger/1/model.onnx"
+    res = run_cli("predict", served, *[d / p for p, _ in test], "--json")
+    assert res.returncode == 0, res.stderr
+    for item, ref in zip(json.loads(res.stdout)["predictions"], predicted):
+        assert item["labels"] == ref["labels"]
+        assert max(abs(item["scores"][k] - ref["scores"][k]) for k in LABELS) <= 1e-5
+    res = run_cli("predict", served, d / test[0][0], "--size", "16,16")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "baked into its graph" in res.stderr

@@ -63,6 +63,8 @@ def preprocess_for(
     needs = images or bool(recorded)
     given = _given(args)
     meta = dict(getattr(model, "preprocess", None) or {})
+    if meta.get("baked") and given:  # no flag applies to a graph that holds its preprocessing
+        Preprocess.for_model(model, **given)
     changed = [(key, meta[key], value) for key, value in given.items()
                if meta.get(key) is not None and not _same(meta[key], value)]
     training = model.metadata.get("training") if hasattr(model, "metadata") else None

@@ -227,7 +227,7 @@ def _run_batches(
     try:
         for batch in data.batches(batch_size, workers=workers):
             try:
-                (out,) = sess.run([out_name], {name: np.ascontiguousarray(batch, dtype=np.float32)})
+                (out,) = sess.run([out_name], {name: np.ascontiguousarray(batch)})
             except Exception as exc:  # shape mismatch and the like
                 raise GraphfixError(
                     f"the backbone rejects inputs of shape {list(batch.shape)}: {str(exc).splitlines()[0]}",

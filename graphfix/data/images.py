@@ -63,6 +63,9 @@ class Preprocess:
     scale: float = 1.0 / 255.0
     pixel_range: float = 255.0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: "NHWC" or "NCHW" when the model's preprocessing is baked into its graph (`export
+    #: --bake-preprocess`): `apply` then gives the raw uint8 pixels that input takes.
+    baked_layout: str | None = None
 
     @classmethod
     def for_model(cls, model: Any, **overrides: Any) -> Preprocess:
@@ -72,6 +75,8 @@ class Preprocess:
             GraphfixError: when no input size is known.
         """
         meta = dict(getattr(model, "preprocess", None) or {})
+        if meta.get("baked"):
+            return cls._baked(model, meta["baked"], overrides)
         shape = _input_shape(model)
         channels = shape[1] if shape and isinstance(shape[1], int) else 3
         defaults = {"channel_order": "RGB", "mean": [0.0], "std": [1.0], "scale": 1.0 / 255.0, "pixel_range": 255.0}
@@ -124,6 +129,8 @@ class Preprocess:
         d = asdict(self)
         d["size"] = list(self.size)
         d.pop("max_pixels")
+        if d["baked_layout"] is None:
+            d.pop("baked_layout")
         return d
 
     def stored(self) -> dict[str, Any]:
@@ -131,14 +138,36 @@ class Preprocess:
         d = self.to_dict()
         return {key: d[key] for key in PREPROCESS_KEYS}
 
+    @classmethod
+    def _baked(cls, model: Any, baked: dict[str, Any], overrides: dict[str, Any]) -> Preprocess:
+        """The raw pixels a baked model takes (no flags apply: its preprocessing is in the graph)."""
+        given = sorted(k for k, v in overrides.items() if v is not None and k != "max_pixels")
+        if given:
+            raise GraphfixError(
+                f"the model's preprocessing is baked into its graph; {', '.join('--' + k for k in given)} "
+                "cannot change it", kind="usage", path=getattr(model, "path", None),
+                hint="leave the preprocessing flags out (the baked input takes raw uint8 pixels)",
+            )
+        layout = str(baked.get("layout", "NHWC")).upper()
+        if str(baked.get("dtype", "uint8")) != "uint8" or layout not in ("NHWC", "NCHW"):
+            raise GraphfixError(f"baked input {baked.get('dtype')} {layout} is not one graphfix can feed", kind="usage",
+                                path=getattr(model, "path", None))
+        channels = 1 if baked.get("channel_order") == "L" else 3
+        size = baked["size"]
+        return cls((int(size[0]), int(size[1])), channels, "RGB", [0.0], [1.0], 1.0, 255.0,
+                   int(overrides.get("max_pixels") or DEFAULT_MAX_PIXELS), layout)
+
     def apply(self, image: Any) -> np.ndarray:
-        """A PIL image -> float32 [C, H, W]."""
+        """A PIL image -> float32 [C, H, W] (a baked model: uint8 pixels in its layout)."""
         from PIL import Image
 
         img = image.convert("L" if self.channels == 1 else "RGB")
         h, w = self.size
         if img.size != (w, h):
             img = img.resize((w, h), Image.BILINEAR)
+        if self.baked_layout is not None:
+            pixels = np.asarray(img, dtype=np.uint8).reshape(h, w, self.channels)
+            return np.ascontiguousarray(pixels if self.baked_layout == "NHWC" else pixels.transpose(2, 0, 1))
         arr = np.asarray(img, dtype=np.float32)
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         if self.channels == 3 and self.channel_order == "BGR":
@@ -286,7 +315,9 @@ def load_images(
         float32 [N, C, H, W].
     """
     if not paths:
-        return np.zeros((0, prep.channels, *prep.size), np.float32)
+        return np.zeros((0, prep.channels, *prep.size), np.float32) if prep.baked_layout is None else \
+            np.zeros((0, *prep.size, prep.channels) if prep.baked_layout == "NHWC" else (0, prep.channels, *prep.size),
+                     np.uint8)
     places = list(where) if where is not None else [None] * len(paths)
     workers = workers or min(8, os.cpu_count() or 1)
     with _quiet_bombs():

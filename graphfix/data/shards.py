@@ -162,7 +162,7 @@ def run_shard(session: Any, data: Dataset, start: int, stop: int, plan: ShardPla
     parts: dict[str, list[np.ndarray]] = {plan.outputs[n]: [] for n in names}
     for batch in data.batches(plan.batch_size, workers=plan.workers, start=start, stop=stop):
         try:
-            outs = session.run(names, {feed: np.ascontiguousarray(batch, dtype=np.float32)})
+            outs = session.run(names, {feed: np.ascontiguousarray(batch)})
         except Exception as exc:  # shape mismatch and the like
             raise GraphfixError(
                 f"the model rejects inputs of shape {list(batch.shape)}: {str(exc).splitlines()[0]}", path=data.source,
