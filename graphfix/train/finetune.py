@@ -44,6 +44,9 @@ from graphfix.model import Model
 
 logger = logging.getLogger(__name__)
 
+#: Early stopping: epochs without a better validation mAP before fine-tuning stops.
+PATIENCE = 5
+
 
 def _import_torch():
     try:
@@ -392,6 +395,8 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
             progress.update(1)
         if value > best[0]:
             best = (value, epoch, _snapshot(w, b, seg))
+        elif epoch - best[1] >= PATIENCE:
+            break
     _, best_epoch, (wb, bb, seg_state) = best
     if not (np.isfinite(wb).all() and all(np.isfinite(v).all() for v in seg_state.values())):
         raise GraphfixError("fine-tuning diverged (non-finite weights)", kind="failed", hint="lower --lr")
@@ -406,6 +411,7 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
         "segment": [f"{n.name} ({n.op_type})" for n in nodes],
         "trained_initializers": sorted(seg_state),
         "epochs": epochs,
+        "epochs_run": len(curve) - 1,
         "best_epoch": best_epoch,
         "epoch_val_mAP": curve,
         "val_source": val_source,
