@@ -1,10 +1,10 @@
 """`train-head --train-from TENSOR`: fine-tune the layers between TENSOR and the head (torch).
 
-1. The *segment* is every node between TENSOR and the head's features. Each of its inputs must be
-   TENSOR, another segment node's output or an initializer: a branch that reads the backbone
-   elsewhere (a skip connection across the cut) is refused, and so is an op outside `OPS`
-   (every such node named in one error). Initializers the segment shares with nodes outside
-   it are refused too (training them would change the backbone before TENSOR).
+1. The *segment* is every node between TENSOR and the head's features. TENSOR must be a cut: every
+   data path from the input to the head passes through it (a skip connection across it is refused;
+   Shape/Size of earlier tensors are folded at the batch's shape). An op outside
+   `graphfix.train.torch_ops.OPS` is refused, every such node named in one error. `-N` names the
+   cut before the last N blocks (`train_from_candidates`).
 2. Activations at TENSOR are extracted once with onnxruntime (cached like the head features).
    The segment is rebuilt in torch from the ONNX nodes and checked against onnxruntime on the
    training rows (max abs diff <= 1e-4 x max(1, |features|), else refused: never a silently
@@ -18,8 +18,10 @@
    training rows). The epoch with the best validation mAP is kept (`--val`, else a seeded
    10% of the training rows; epoch 0, the head-only solution, included: fine-tuning never ends
    worse on validation than head-only training). The history holds the mAP of every epoch.
-4. The trained weights go back into the same ONNX initializers (same names, shapes, float32);
-   every node and initializer before TENSOR stays bit-identical.
+4. The trained weights go back into the same ONNX initializers (same names, shapes, float32; one
+   also read before TENSOR is untied as `<name>.finetuned`); everything before TENSOR stays
+   bit-identical. Adam steps are relative to each layer's weight RMS; training stops after
+   `PATIENCE` epochs without a better validation mAP.
 Seeded, one torch thread: the same inputs give the same bytes.
 """
 
@@ -365,7 +367,14 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
     params = [w, b, *seg.params.values()]
     start = {k: torch.from_numpy(v) for k, v in seg.initial.items()}
     sd_t = torch.from_numpy(feats_sd)
-    opt = torch.optim.Adam(params, lr=lr)
+    # Adam moves every weight by about lr per step whatever its scale: each layer's step is relative to
+    # its own size (lr x RMS of its starting weights), so small conv weights are not overwritten.
+    def rel(arr: np.ndarray) -> float:
+        return lr * max(float(np.sqrt(np.mean(np.square(arr, dtype=np.float64)))), 1e-3)
+
+    groups = [{"params": [w, b], "lr": lr}] + [
+        {"params": [p], "lr": rel(seg.initial[k])} for k, p in seg.params.items()]
+    opt = torch.optim.Adam(groups, lr=lr)
     xt = torch.from_numpy(np.ascontiguousarray(a_train[rows], dtype=np.float32))
     yt = torch.from_numpy(train.y[rows].astype(np.float32))
 

@@ -103,7 +103,7 @@ def gf_tensor(arr: np.ndarray, name: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rel", ["fixtures/caffe/resnet_block.prototxt", "tests/zoo/vit_tiny.dyn18.onnx"])
+@pytest.mark.parametrize("rel", ["tests/zoo/vit_tiny.dyn18.onnx"])
 def test_teacher_task_last_block_beats_head_only_and_keeps_the_backbone(rel):
     model, shape = _load(rel)
     tensor = resolve_train_from(model, "-1")
