@@ -249,7 +249,9 @@ def test_inspect_lists_train_from_candidates_that_train_head_accepts(tmp_path):
     start = lines.index("  --train-from candidates, nearest the head first:")
     listed = [ln.split(":")[0].strip() for ln in lines[start + 1:]]
     assert listed == ["conv2", "pool1", "relu1", "bn1", "conv1"]
-    assert lines[start + 1] == "    conv2: 5 nodes, 2 trained initializers (bn2.bias, bn2.scale)"
+    assert lines[start + 1] == ("    conv2: 5 nodes, 2 trained initializers (bn2.bias, bn2.scale), 32 parameters, "
+                                "activation 4.0 KB per image")
+    assert lines[start + 2].endswith("2,352 parameters, activation 4.0 KB per image; = --train-from -1")
     model = load_onnx(swapped)
     for tensor in listed:
         assert segment_nodes(model, tensor)

@@ -82,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.train_from:
         found = doc["train_from_candidates"]
         text.append("  --train-from candidates, nearest the head first:" + ("" if found else " none"))
-        text += [f"    {c['tensor']}: {c['nodes']} nodes, {len(c['trains'])} trained initializers "
-                 f"({', '.join(c['trains'][:3])}{', ...' if len(c['trains']) > 3 else ''})" for c in found]
+        text += [_candidate_line(c) for c in found]
     emit(args, doc, text)
     return 0
 
@@ -97,6 +96,24 @@ def _feature_candidates(model) -> list[dict]:
     work = model.copy()
     ShapeInferencePass(strict_mode=False)(work.ir)
     return [{"name": name, "shape": shape} for name, shape in feature_candidates(work.ir.graph)]
+
+
+def _candidate_line(c: dict) -> str:
+    """One `--train-from` candidate: what it trains, its parameters and activation size per image."""
+    size = "?" if c["activation_bytes"] is None else _bytes(c["activation_bytes"])
+    block = f"; = --train-from -{c['block']}" if c["block"] else ""
+    return (f"    {c['tensor']}: {c['nodes']} nodes, {len(c['trains'])} trained initializers "
+            f"({', '.join(c['trains'][:3])}{', ...' if len(c['trains']) > 3 else ''}), {c['parameters']:,} parameters, "
+            f"activation {size} per image{block}")
+
+
+def _bytes(n: int) -> str:
+    """1536 -> '1.5 KB' (powers of 1024)."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024 or unit == "MB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} MB"
 
 
 def _train_from_candidates(model, path: str) -> list[dict]:

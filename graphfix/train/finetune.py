@@ -1,10 +1,10 @@
 """`train-head --train-from TENSOR`: fine-tune the layers between TENSOR and the head (torch).
 
-1. The *segment* is every node between TENSOR and the head's features. Each of its inputs must be
-   TENSOR, another segment node's output or an initializer: a branch that reads the backbone
-   elsewhere (a skip connection across the cut) is refused, and so is an op outside `OPS`
-   (every such node named in one error). Initializers the segment shares with nodes outside
-   it are refused too (training them would change the backbone before TENSOR).
+1. The *segment* is every node between TENSOR and the head's features. TENSOR must be a cut: every
+   data path from the input to the head passes through it (a skip connection across it is refused;
+   Shape/Size of earlier tensors are folded at the batch's shape). An op outside
+   `graphfix.train.torch_ops.OPS` is refused, every such node named in one error. `-N` names the
+   cut before the last N blocks (`train_from_candidates`).
 2. Activations at TENSOR are extracted once with onnxruntime (cached like the head features).
    The segment is rebuilt in torch from the ONNX nodes and checked against onnxruntime on the
    training rows (max abs diff <= 1e-4 x max(1, |features|), else refused: never a silently
@@ -18,14 +18,16 @@
    training rows). The epoch with the best validation mAP is kept (`--val`, else a seeded
    10% of the training rows; epoch 0, the head-only solution, included: fine-tuning never ends
    worse on validation than head-only training). The history holds the mAP of every epoch.
-4. The trained weights go back into the same ONNX initializers (same names, shapes, float32);
-   every node and initializer before TENSOR stays bit-identical.
+4. The trained weights go back into the same ONNX initializers (same names, shapes, float32; one
+   also read before TENSOR is untied as `<name>.finetuned`); everything before TENSOR stays
+   bit-identical. Adam steps are relative to each layer's weight RMS; training stops after
+   `PATIENCE` epochs without a better validation mAP.
 Seeded, one torch thread: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
-__all__ = ["OPS", "finetune", "segment_nodes", "train_from_candidates"]
+__all__ = ["OPS", "finetune", "resolve_train_from", "segment_nodes", "train_from_candidates"]
 
 import logging
 import math
@@ -38,20 +40,14 @@ from graphfix.data.datasets import Dataset
 from graphfix.data.features import extract_features, feature_model, find_head_gemm, find_value
 from graphfix.metrics import mean_average_precision
 from graphfix.train.head_fit import TrainConfig, fit_head
+from graphfix.train.torch_ops import OPS, TRAINED_INPUTS, WEIGHT_OPS, apply
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 
 logger = logging.getLogger(__name__)
 
-#: Ops the segment may hold.
-OPS = (
-    "Gemm", "MatMul", "Add", "Sub", "Mul", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Flatten", "Reshape",
-    "Dropout", "Identity", "Conv", "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "GlobalMaxPool",
-)
-#: Which inputs of an op are trained when they are initializers.
-_TRAINED_INPUTS = {"Gemm": (1, 2), "MatMul": (0, 1), "Conv": (1, 2), "BatchNormalization": (1, 2), "Add": (0, 1),
-                   "Sub": (0, 1), "Mul": (0, 1)}
+#: Early stopping: epochs without a better validation mAP before fine-tuning stops.
+PATIENCE = 5
 
 
 def _import_torch():
@@ -63,6 +59,19 @@ def _import_torch():
     return torch
 
 
+def _data_inputs(node: ir.Node) -> list[ir.Value]:
+    """The inputs a node's values depend on: none for Shape/Size (only the shape is read)."""
+    if node.op_type in ("Shape", "Size"):
+        return []
+    return [v for v in node.inputs if v is not None and v.const_value is None]
+
+
+def _trained(node: ir.Node) -> list[ir.Value]:
+    """The float32 initializers of `node` that fine-tuning trains."""
+    return [v for i, v in enumerate(node.inputs) if v is not None and v.const_value is not None
+            and i in TRAINED_INPUTS.get(node.op_type, ()) and v.const_value.dtype == ir.DataType.FLOAT]
+
+
 def segment_nodes(model: Model, tensor: str) -> list[ir.Node]:
     """The nodes between `tensor` and the head's features, in graph order (see module docstring)."""
     start = find_value(model, tensor)
@@ -70,54 +79,49 @@ def segment_nodes(model: Model, tensor: str) -> list[ir.Node]:
     if features is start:
         raise GraphfixError(f"{tensor!r} is the head's input: there is nothing to fine-tune before the head",
                             kind="usage", path=model.path, hint="leave out --train-from to train the head only")
+    if start.producer() is None:
+        raise GraphfixError(f"{tensor!r} is a graph input: give a tensor the backbone computes", kind="usage",
+                            path=model.path, hint="`graphfix inspect MODEL --train-from` lists them")
     members: set[int] = set()
     stack = [features]
-    problems: list[str] = []
-    seen_values: set[int] = set()
+    bypass: list[str] = []
     while stack:
         value = stack.pop()
-        if value is start or id(value) in seen_values or value.const_value is not None:
+        if value is start:
             continue
-        seen_values.add(id(value))
         node = value.producer()
         if node is None:
-            problems.append(f"{value.name!r} is a graph input, not computed from {tensor!r}")
+            bypass.append(value.name)
             continue
         if id(node) in members:
             continue
-        if node.op_type == "Constant":
-            continue
         members.add(id(node))
-        stack.extend(v for v in node.inputs if v is not None)
+        stack.extend(_data_inputs(node))  # Shape/Size read only a shape: folded, not a path through the data
     nodes = [n for n in model.ir.graph if id(n) in members]
-    if not any(start in n.inputs for n in nodes):
+    problems: list[str] = []
+    if bypass:
+        problems.append(f"{tensor!r} is not a cut: the head also reads the backbone through a path that bypasses it "
+                        f"(from {', '.join(repr(b) for b in dict.fromkeys(bypass))})")
+    elif not any(start in n.inputs for n in nodes):
         problems.append(f"the head's features do not depend on {tensor!r}")
     bad_ops = sorted({f"{n.name} ({n.op_type})" for n in nodes if n.op_type not in OPS or n.domain not in ("", "ai.onnx")})
     if bad_ops:
         problems.append(f"unsupported op{'s' if len(bad_ops) > 1 else ''} between {tensor!r} and the head: "
-                        + ", ".join(bad_ops) + f" (supported: {', '.join(OPS)})")
+                        + ", ".join(bad_ops))
     for n in nodes:
-        if n.op_type in ("Dropout", "MaxPool") and len(n.outputs) > 1 and any(o.uses() for o in n.outputs[1:]):
+        if n.op_type in ("Dropout", "MaxPool", "BatchNormalization", "LayerNormalization") and \
+                any(o.uses() for o in n.outputs[1:]):
             problems.append(f"{n.name} ({n.op_type}): its second output is used")
-        for v in n.inputs:
-            if v is not None and v.const_value is not None and any(id(u.node) not in members for u in v.uses()):
-                problems.append(f"initializer {v.name!r} is also read before {tensor!r}")
     if problems:
-        raise GraphfixError("; ".join(dict.fromkeys(problems)), kind="usage", path=model.path)
+        raise GraphfixError("; ".join(dict.fromkeys(problems)), kind="usage", path=model.path,
+                            hint="`graphfix inspect MODEL --train-from` lists the tensors it accepts")
     return nodes
 
 
-def train_from_candidates(model: Model, limit: int = 5) -> list[dict[str, Any]]:
-    """Tensors `--train-from` accepts, nearest the head first, each with what it would train.
-
-    Walks back over the nodes the head's features depend on (graph order reversed) and tries each
-    tensor they compute with `segment_nodes`; a segment with no trained initializer is skipped.
-    The walk stops after a node outside `OPS` (every tensor before it would include it) or at
-    `limit` candidates, so it costs a few segment walks, not a training run.
-
-    Returns:
-        [{"tensor", "nodes" (segment size), "trains" (initializer names)}].
-    """
+def _cuts(model: Model) -> list[tuple[ir.Value, list[ir.Node]]]:
+    """Every cut tensor (one every data path from the input to the head passes through), nearest the
+    head first, with the nodes after it: one sweep over the graph order, where a tensor is a cut
+    when it is the only computed value still to be read."""
     features = find_head_gemm(model).inputs[0]
     needed: set[int] = set()
     stack = [features]
@@ -125,52 +129,119 @@ def train_from_candidates(model: Model, limit: int = 5) -> list[dict[str, Any]]:
         node = stack.pop().producer()
         if node is not None and id(node) not in needed:
             needed.add(id(node))
-            stack.extend(v for v in node.inputs if v is not None and v.const_value is None)
+            stack.extend(_data_inputs(node) + [v for v in node.inputs if v is not None and v.const_value is None
+                                               and node.op_type in ("Shape", "Size")])
+    order = [n for n in model.ir.graph if id(n) in needed]
+    live: set[int] = {id(v) for v in model.ir.graph.inputs}
+    last: dict[int, int] = {}
+    for i, node in enumerate(order):
+        if any(id(v) in live for v in _data_inputs(node)):
+            live.update(id(o) for o in node.outputs)
+        for v in _data_inputs(node):
+            last[id(v)] = i
+    last[id(features)] = len(order)
+    open_ = {id(v) for v in model.ir.graph.inputs if id(v) in last}
+    found = []
+    for i, node in enumerate(order):
+        open_.update(id(o) for o in node.outputs if id(o) in live and id(o) in last)
+        open_ -= {k for k in open_ if last[k] == i}
+        if len(open_) == 1 and node.outputs[0] is not features:
+            (key,) = open_
+            value = next((o for o in node.outputs if id(o) == key), None)
+            if value is not None and value.name:
+                found.append((value, order[i + 1:]))
+    return found[::-1]
+
+
+def train_from_candidates(model: Model, limit: int | None = 10) -> list[dict[str, Any]]:
+    """Tensors `--train-from` accepts, nearest the head first, each with what it would train.
+
+    A candidate is a cut tensor with a trained initializer after it. Each one says how many
+    parameters it trains and the activation size per image at it (float32, from shape inference);
+    `block` is N for the cut `--train-from -N` names (the nearest-head cut for each new set of
+    layer weights: the last N blocks), else None.
+
+    Returns:
+        [{"tensor", "nodes", "trains", "parameters", "activation_values", "activation_bytes", "block"}].
+    """
+    from onnx_ir.passes.common import ShapeInferencePass
+
+    shapes: dict[str, Any] = {}
+    work = model.copy()
+    try:
+        ShapeInferencePass(strict_mode=False)(work.ir)
+        shapes = {v.name: v.shape for n in work.ir.graph for v in n.outputs}
+    except Exception:  # noqa: BLE001 - sizes are informative; a model ONNX cannot infer still lists its cuts
+        pass
     found: list[dict[str, Any]] = []
-    for node in reversed(list(model.ir.graph)):
-        if id(node) not in needed or node.op_type == "Constant":
+    seen_weights: list[frozenset[str]] = []
+    for value, after in _cuts(model):
+        trained = {v.name: v for n in after for v in _trained(n)}
+        if not trained:
             continue
-        for value in node.outputs:
-            if value is features or not value.name or value.const_value is not None:
-                continue
-            try:
-                segment = segment_nodes(model, value.name)
-            except GraphfixError:
-                continue
-            trains = sorted({v.name for n in segment for i, v in enumerate(n.inputs)
-                             if v is not None and v.const_value is not None and i in _TRAINED_INPUTS.get(n.op_type, ())
-                             and v.const_value.dtype == ir.DataType.FLOAT})
-            if trains:
-                found.append({"tensor": value.name, "nodes": len(segment), "trains": trains})
-        if len(found) >= limit or node.op_type not in OPS or node.domain not in ("", "ai.onnx"):
-            break
-    return found[:limit]
+        weights = frozenset(v.name for n in after if n.op_type in WEIGHT_OPS for v in _trained(n))
+        block = None
+        if weights and weights not in seen_weights:
+            seen_weights.append(weights)
+            block = len(seen_weights)
+        shape = shapes.get(value.name)
+        per_image = None
+        if shape is not None and all(isinstance(d, int) for d in list(shape)[1:]):
+            per_image = int(np.prod(list(shape)[1:]))
+        found.append({"tensor": value.name, "nodes": len(after), "trains": sorted(trained),
+                      "parameters": int(sum(v.const_value.size for v in trained.values())),
+                      "activation_values": per_image, "activation_bytes": None if per_image is None else 4 * per_image,
+                      "block": block})
+    return found if limit is None else found[:limit]
+
+
+def resolve_train_from(model: Model, spec: str) -> str:
+    """`--train-from` as a tensor name: `-N` is the cut before the last N blocks (see train_from_candidates)."""
+    try:
+        n = int(spec)
+    except ValueError:
+        return spec
+    if n >= 0:
+        raise GraphfixError(f"--train-from {spec}: a tensor name or -N (the last N blocks)", kind="usage", path=model.path)
+    blocks = [c for c in train_from_candidates(model, limit=None) if c["block"] is not None]
+    if -n > len(blocks):
+        raise GraphfixError(f"--train-from {spec}: the model has {len(blocks)} block{'s' if len(blocks) != 1 else ''} "
+                            "with trainable weights before the head", kind="usage", path=model.path,
+                            hint="`graphfix inspect MODEL --train-from` lists them")
+    return blocks[-n - 1]["tensor"]
 
 
 class _Segment:
-    """The segment as a torch function of the activations at TENSOR, with its trained parameters."""
+    """The segment as a torch function of the activations at TENSOR, with its trained parameters.
 
-    def __init__(self, torch: Any, model: Model, nodes: list[ir.Node], start: ir.Value, features: ir.Value) -> None:
+    `shapes` folds Shape/Size of tensors before the cut: name -> (value at batch 1, at batch 2), so
+    a batch of B gives value1 + (value2 - value1) * (B - 1).
+    """
+
+    def __init__(self, torch: Any, model: Model, nodes: list[ir.Node], start: ir.Value, features: ir.Value,
+                 shapes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.torch = torch
         self.nodes, self.start, self.features = nodes, start, features
         self.opset = model.opset
+        self.shapes = shapes or {}
         self.params: dict[str, Any] = {}
         self.initial: dict[str, np.ndarray] = {}
         self.consts: dict[str, Any] = {}
         for node in nodes:
-            trained = _TRAINED_INPUTS.get(node.op_type, ())
-            for i, v in enumerate(node.inputs):
+            trained = {id(v) for v in _trained(node)}
+            for v in node.inputs:
                 if v is None or v.const_value is None:
                     continue
                 arr = v.const_value.numpy()
-                if i in trained and arr.dtype == np.float32 and v.name not in self.params:
+                if id(v) in trained and v.name not in self.params:
                     self.initial[v.name] = arr.copy()
                     self.params[v.name] = torch.nn.Parameter(torch.from_numpy(arr.copy()))
-                elif v.name not in self.consts:
+                elif v.name not in self.consts and v.name not in self.params:
                     self.consts[v.name] = torch.from_numpy(np.array(arr))
 
     def __call__(self, x: Any) -> Any:
         env: dict[int, Any] = {id(self.start): x}
+        batch = x.shape[0]
 
         def get(v: ir.Value | None) -> Any:
             if v is None:
@@ -180,94 +251,36 @@ class _Segment:
             return self.params.get(v.name, self.consts.get(v.name))
 
         for node in self.nodes:
-            env[id(node.outputs[0])] = _apply(self.torch, node, [get(v) for v in node.inputs], self.opset)
+            folded = self.shapes.get(node.outputs[0].name)
+            if folded is not None:
+                env[id(node.outputs[0])] = self.torch.from_numpy(folded[0] + (folded[1] - folded[0]) * (batch - 1))
+                continue
+            for out, value in zip(node.outputs, apply(self.torch, node, [get(v) for v in node.inputs], self.opset)):
+                env[id(out)] = value
         return env[id(self.features)]
 
 
-def _attr(node: ir.Node, name: str, default: Any) -> Any:
-    a = node.attributes.get(name)
-    return default if a is None else a.value
+def _folded_shapes(model: Model, nodes: list[ir.Node], start: ir.Value, sample: np.ndarray) -> dict:
+    """Shape/Size nodes of the segment that read a tensor before the cut: their values at batch 1 and
+    2 (onnxruntime on `sample`), keyed by output name."""
+    produced = {id(o) for n in nodes for o in n.outputs} | {id(start)}
+    folds = [n for n in nodes if n.op_type in ("Shape", "Size") and id(n.inputs[0]) not in produced]
+    if not folds:
+        return {}
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-
-def _pad_pairs(pads: list[int], dims: int) -> list[int]:
-    """ONNX pads [b1, b2, ..., e1, e2, ...] as torch F.pad pairs (last dim first)."""
-    out: list[int] = []
-    for d in reversed(range(dims)):
-        out += [int(pads[d]), int(pads[d + dims])]
-    return out
-
-
-def _apply(torch: Any, node: ir.Node, ins: list[Any], opset: int) -> Any:
-    F = torch.nn.functional
-    op = node.op_type
-    if op in ("Identity", "Dropout"):
-        return ins[0]
-    if op == "Relu":
-        return F.relu(ins[0])
-    if op == "LeakyRelu":
-        return F.leaky_relu(ins[0], float(_attr(node, "alpha", 0.01)))
-    if op == "Sigmoid":
-        return torch.sigmoid(ins[0])
-    if op == "Tanh":
-        return torch.tanh(ins[0])
-    if op == "Clip":
-        lo = ins[1] if len(ins) > 1 and ins[1] is not None else _attr(node, "min", None)
-        hi = ins[2] if len(ins) > 2 and ins[2] is not None else _attr(node, "max", None)
-        lo = float(lo) if lo is not None else None
-        hi = float(hi) if hi is not None else None
-        return torch.clamp(ins[0], lo, hi)
-    if op in ("Add", "Sub", "Mul"):
-        return {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul}[op](ins[0], ins[1])
-    if op == "MatMul":
-        return torch.matmul(ins[0], ins[1])
-    if op == "Gemm":
-        a = ins[0].T if _attr(node, "transA", 0) else ins[0]
-        b = ins[1].T if _attr(node, "transB", 0) else ins[1]
-        y = float(_attr(node, "alpha", 1.0)) * (a @ b)
-        if len(ins) > 2 and ins[2] is not None:
-            y = y + float(_attr(node, "beta", 1.0)) * ins[2]
-        return y
-    if op == "Flatten":
-        axis = int(_attr(node, "axis", 1))
-        axis = axis % ins[0].dim() if axis < 0 else axis
-        return ins[0].reshape(int(np.prod(ins[0].shape[:axis])) if axis else 1, -1)
-    if op == "Reshape":
-        shape = [int(s) for s in ins[1].tolist()]
-        if not _attr(node, "allowzero", 0):
-            shape = [ins[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
-        return ins[0].reshape(shape)
-    if op == "GlobalAveragePool":
-        return ins[0].mean(dim=tuple(range(2, ins[0].dim())), keepdim=True)
-    if op == "GlobalMaxPool":
-        return ins[0].amax(dim=tuple(range(2, ins[0].dim())), keepdim=True)
-    if op == "BatchNormalization":
-        x, scale, bias, mean, var = ins[:5]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        eps = float(_attr(node, "epsilon", 1e-5))
-        return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps) * scale.reshape(shape) + bias.reshape(shape)
-    dims = ins[0].dim() - 2
-    if _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
-        raise GraphfixError(f"{node.name} ({op}): auto_pad is not supported by --train-from", kind="usage")
-    pads = list(_attr(node, "pads", [0] * (2 * dims)))
-    strides = list(_attr(node, "strides", [1] * dims))
-    if op == "Conv":
-        x = F.pad(ins[0], _pad_pairs(pads, dims)) if any(pads) else ins[0]
-        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
-        return conv(x, ins[1], ins[2] if len(ins) > 2 else None, stride=strides,
-                    dilation=list(_attr(node, "dilations", [1] * dims)), groups=int(_attr(node, "group", 1)))
-    kernel = list(_attr(node, "kernel_shape", []))
-    ceil = bool(_attr(node, "ceil_mode", 0))
-    if op == "MaxPool":
-        x = F.pad(ins[0], _pad_pairs(pads, dims), value=-math.inf) if any(pads) else ins[0]
-        pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
-        return pool(x, kernel, strides, 0, list(_attr(node, "dilations", [1] * dims)), ceil_mode=ceil)
-    if op == "AveragePool":
-        if pads[:dims] != pads[dims:]:
-            raise GraphfixError(f"{node.name} (AveragePool): asymmetric pads are not supported by --train-from", kind="usage")
-        pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[dims]
-        return pool(ins[0], kernel, strides, pads[:dims], ceil_mode=ceil,
-                    count_include_pad=bool(_attr(node, "count_include_pad", 0)))
-    raise AssertionError(op)  # segment_nodes refuses every other op
+    probe = model.copy()
+    graph = probe.ir.graph
+    names = [n.outputs[0].name for n in folds]
+    values = {v.name: v for n in graph for v in n.outputs}
+    graph.outputs.clear()
+    for name in names:
+        graph.outputs.append(values[name])
+    RemoveUnusedNodesPass()(probe.ir)
+    probe.ir.metadata_props.clear()
+    one = sample[:1]
+    runs = [probe.run(np.concatenate([one] * b)) for b in (1, 2)]
+    return {name: (np.asarray(runs[0][name]), np.asarray(runs[1][name])) for name in names}
 
 
 def _torch_loss(torch: Any, cfg: TrainConfig, y: np.ndarray):
@@ -299,6 +312,7 @@ def finetune(model: Model, train: Dataset, val: Dataset | None, cfg: TrainConfig
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise GraphfixError("--epochs >= 0, --train-batch-size >= 1 and --lr > 0 are needed", kind="usage")
     torch = _import_torch()
+    tensor = resolve_train_from(model, tensor)
     nodes = segment_nodes(model, tensor)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -320,7 +334,9 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
               tensor: str, epochs: int, lr: float, batch_size: int, features_kw: dict[str, Any], progress: Any):
     from graphfix.train.head_graph import remove_count_head, remove_labels_output, set_head
 
-    seg = _Segment(torch, model, nodes, find_value(model, tensor), find_head_gemm(model).inputs[0])
+    start = find_value(model, tensor)
+    shapes = _folded_shapes(model, nodes, start, np.asarray(next(iter(train.batches(1)))))
+    seg = _Segment(torch, model, nodes, start, find_head_gemm(model).inputs[0], shapes)
     a_train = _activations(model, train, tensor, features_kw)
     head_feats = extract_features(model, train, **features_kw)
     with torch.no_grad():
@@ -351,7 +367,14 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
     params = [w, b, *seg.params.values()]
     start = {k: torch.from_numpy(v) for k, v in seg.initial.items()}
     sd_t = torch.from_numpy(feats_sd)
-    opt = torch.optim.Adam(params, lr=lr)
+    # Adam moves every weight by about lr per step whatever its scale: each layer's step is relative to
+    # its own size (lr x RMS of its starting weights), so small conv weights are not overwritten.
+    def rel(arr: np.ndarray) -> float:
+        return lr * max(float(np.sqrt(np.mean(np.square(arr, dtype=np.float64)))), 1e-3)
+
+    groups = [{"params": [w, b], "lr": lr}] + [
+        {"params": [p], "lr": rel(seg.initial[k])} for k, p in seg.params.items()]
+    opt = torch.optim.Adam(groups, lr=lr)
     xt = torch.from_numpy(np.ascontiguousarray(a_train[rows], dtype=np.float32))
     yt = torch.from_numpy(train.y[rows].astype(np.float32))
 
@@ -381,15 +404,15 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
             progress.update(1)
         if value > best[0]:
             best = (value, epoch, _snapshot(w, b, seg))
+        elif epoch - best[1] >= PATIENCE:
+            break
     _, best_epoch, (wb, bb, seg_state) = best
     if not (np.isfinite(wb).all() and all(np.isfinite(v).all() for v in seg_state.values())):
         raise GraphfixError("fine-tuning diverged (non-finite weights)", kind="failed", hint="lower --lr")
     new = model.copy()
     remove_labels_output(new)
     remove_count_head(new)
-    inits = new.ir.graph.initializers
-    for name, arr in seg_state.items():
-        inits[name].const_value = ir.tensor(arr.astype(np.float32), name=name)
+    _write_back(model, new, nodes, seg_state)
     set_head(new, wb, bb)
     history = {
         **fit.history,
@@ -397,6 +420,7 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
         "segment": [f"{n.name} ({n.op_type})" for n in nodes],
         "trained_initializers": sorted(seg_state),
         "epochs": epochs,
+        "epochs_run": len(curve) - 1,
         "best_epoch": best_epoch,
         "epoch_val_mAP": curve,
         "val_source": val_source,
@@ -405,6 +429,32 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
         "selected_by": fit.history["selected_by"],
     }
     return new, history
+
+
+def _write_back(model: Model, new: Model, nodes: list[ir.Node], state: dict[str, np.ndarray]) -> None:
+    """Trained weights into `new` (a copy of `model`): the same initializers, or, for one the layers
+    before the cut also read (an exporter's deduplicated constant), a new `<name>.finetuned` that
+    only the segment reads, so everything before the cut stays bit-identical."""
+    inits = new.ir.graph.initializers
+    index = {id(n): i for i, n in enumerate(model.ir.graph)}
+    new_nodes = list(new.ir.graph)
+    members = {id(new_nodes[index[id(n)]]) for n in nodes}
+    for name, arr in state.items():
+        value = inits[name]
+        tensor = ir.tensor(np.ascontiguousarray(arr, dtype=np.float32), name=name)
+        outside = [u for u in value.uses() if id(u.node) not in members]
+        if not outside:
+            value.const_value = tensor
+            continue
+        fresh = f"{name}.finetuned"
+        while fresh in inits:
+            fresh += "_"
+        tensor.name = fresh
+        copy = ir.Value(name=fresh, shape=value.shape, type=value.type, const_value=tensor)
+        new.ir.graph.register_initializer(copy)
+        for use in list(value.uses()):
+            if id(use.node) in members:
+                use.node.replace_input_with(use.idx, copy)
 
 
 def _forward(torch: Any, seg: _Segment, a: np.ndarray, chunk: int = 1024) -> np.ndarray:
