@@ -87,3 +87,28 @@ def test_engine_builds(name, tmp_path):
     result = gf.export(swapped, tmp_path / "trt.onnx", target="tensorrt", max_batch=4)
     report = gf.check(result.path, target="tensorrt", build=True)
     assert report.ok and report.build["status"] == "ok", report.text()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fp16_export_plain_or_auto(name, tmp_path):
+    """Every CI zoo model exports with `--fp16`, or, refused on parity, with `--fp16 auto` as the
+    refusal's hint says; never a crash (each export is a child process: the dynamo ViT's fp16
+    graph used to kill onnxruntime's session with SIGSEGV). The written graph type-checks."""
+    from tests.conftest import run_cli
+
+    swapped, exported = tmp_path / "ml.onnx", tmp_path / "fp16.onnx"
+    assert main(["swap-head", str(ZOO / name), "--labels", "5", "-o", str(swapped), "-q"]) == 0
+    args = ["export", str(swapped), "--target", "tensorrt", "-o", str(exported), "--json"]
+    proc = run_cli(*args, "--fp16")
+    assert proc.returncode >= 0, f"killed by signal {-proc.returncode}: {proc.stderr[-300:]}"
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and "parity failed" in lines[0], proc.stderr
+        assert "--fp16 auto" in lines[0] and not exported.exists()
+        proc = run_cli(*args, "--fp16", "auto")
+        assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["parity"]["ok"] and doc["notes"]["fp16_converted_nodes"] > 0, doc
+    proto = onnx.load(str(exported))
+    assert TensorProto.FLOAT16 in {i.data_type for i in proto.graph.initializer}
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)

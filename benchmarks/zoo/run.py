@@ -3,7 +3,9 @@
 Each step is the `graphfix` command, run as a user would (a subprocess), so a traceback from
 any of them is caught. A model refused by swap-head must say why in one line and suggest
 `--features NAME`; the run then retries with that suggestion, which must work. Prints a
-Markdown table and writes `results.json` beside the models.
+Markdown table and writes `results.json` beside the models. With `--fp16`, an export refused on
+parity is retried with `--fp16 auto` (as the refusal's hint says) and the figures are printed:
+plain pass / refused, auto pass, crashes (a command killed by a signal; must be 0).
 
     python benchmarks/zoo/run.py .cache/zoo [--fp16] [--no-build] [--only NAME,...]
 """
@@ -63,6 +65,17 @@ def run_model(path: Path, *, fp16: bool, build: bool) -> dict:
     args = ["export", str(swapped), "--target", "tensorrt", "-o", str(exported)] + (["--fp16"] if fp16 else [])
     rc, doc, err = _run(args)
     rec["traceback"] |= "Traceback" in err
+    rec["crash"] = rc < 0  # killed by a signal (SIGSEGV in a session): never acceptable
+    if fp16:
+        rec["fp16"] = "crash" if rc < 0 else "ok" if rc == 0 else "refused" if "parity failed" in err else "FAIL"
+    if fp16 and rc == 1 and "parity failed" in err and "--fp16 auto" in err:
+        rc, doc, err = _run([*args[:-1], "--fp16", "auto"])  # what the refusal's hint says to do
+        rec["traceback"] |= "Traceback" in err
+        rec["crash"] |= rc < 0
+        rec["fp16_auto"] = "crash" if rc < 0 else "ok" if rc == 0 else "FAIL"
+        if rc == 0 and doc:
+            auto = (doc.get("notes") or {}).get("fp16_auto") or {}
+            rec["fp16_auto_kept_fp32"] = f"{auto.get('kept_fp32_count')}/{auto.get('candidates')}"
     if rc != 0 and not exported.exists():
         rec["export"] = f"FAIL: {_error_line(err)}"
         rec["result"] = "FAIL"
@@ -72,6 +85,7 @@ def run_model(path: Path, *, fp16: bool, build: bool) -> dict:
     rec["export"] = "ok" if rc == 0 else f"written, exit {rc}"
     rc, doc, err = _run(["check", str(exported), "--target", "tensorrt"] + (["--build"] if build else []))
     rec["traceback"] |= "Traceback" in err
+    rec["crash"] |= rc < 0
     report = doc or {}
     fails = [f"{f['id']}:{f.get('rule')}" for f in report.get("findings", []) if f.get("severity") == "FAIL"]
     rec["check"] = "ok" if rc == 0 else "FAIL " + ",".join(fails)
@@ -99,14 +113,22 @@ def main(argv=None) -> int:
         rec = run_model(path, fp16=args.fp16, build=not args.no_build)
         results.append(rec)
         swap = rec["swap"] if rec["swap"] == "ok" else f"--features {rec.get('features')}"
+        if "fp16_auto" in rec:
+            rec["export"] = f"{rec.get('export', '-')} (fp16 refused; auto {rec['fp16_auto']}, " \
+                            f"fp32 {rec.get('fp16_auto_kept_fp32', '-')})"
         parity = ", ".join(f"{k} {v:.1e}" for k, v in (rec.get("parity") or {}).items() if v is not None)
         print(f"| {rec['model']} | {rec['exporter']} | {swap} | {rec.get('export', '-')} | {rec.get('check', '-')} "
-              f"| {rec.get('oracle', '-')} | {parity} | {rec['result']}{' TRACEBACK' if rec['traceback'] else ''} |",
+              f"| {rec.get('oracle', '-')} | {parity} | {rec['result']}{' TRACEBACK' if rec['traceback'] else ''}{' CRASH' if rec.get('crash') else ''} |",
               flush=True)
     suffix = "-fp16" if args.fp16 else ""
     (args.folder / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
-    bad = [r for r in results if r["result"] == "FAIL" or r["traceback"]]
+    bad = [r for r in results if r["result"] == "FAIL" or r["traceback"] or r.get("crash")]
     print(f"\n{len(results) - len(bad)} of {len(results)} ok", flush=True)
+    if args.fp16:
+        count = lambda key, value: sum(r.get(key) == value for r in results)  # noqa: E731
+        print(f"fp16: plain {count('fp16', 'ok')} pass, {count('fp16', 'refused')} refused on parity; "
+              f"--fp16 auto {count('fp16_auto', 'ok')} of {count('fp16', 'refused')} pass; "
+              f"crashes {sum(bool(r.get('crash')) for r in results)}", flush=True)
     return 1 if bad else 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Float16Pass", "FP16_OPS", "BLOCK_OPS", "HEAD_NODE", "FP16_MAX"]
+__all__ = ["Float16Pass", "FP16_OPS", "BLOCK_OPS", "HEAD_NODE", "FP16_MAX", "type_check"]
 
 import logging
 
@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphfix.convert.export.passes._util import fresh_name, main_graph_names, set_dtype
+from graphfix.errors import GraphfixError
 from graphfix.irutil import downstream_nodes
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,12 @@ BLOCK_OPS = frozenset({
     "Softmax", "LogSoftmax",
 })
 
+#: Ops that read only their input's shape: an fp16 value reaches them without a Cast.
+ANY_TYPE_OPS = frozenset({"Shape", "Size"})
+#: Initializers up to this many elements travel with the type check (shape constants for
+#: data propagation); bigger ones are declared by type and shape only.
+_CHECK_DATA_LIMIT = 1024
+
 _FLOAT = ir.DataType.FLOAT
 _HALF = ir.DataType.FLOAT16
 
@@ -53,7 +60,15 @@ class Float16Pass(ir.passes.InPlacePass):
            a value above 65504 stays fp32 and is listed in `overflow`; weights that flush to
            zero are counted in `underflow`.
         3. Casts are inserted where fp32 values enter fp16 nodes and where fp16 values reach
-           fp32 nodes or graph outputs; graph inputs and outputs keep float32 and their names.
+           fp32 nodes or graph outputs (not Shape/Size, which read only the shape); graph
+           inputs and outputs keep float32 and their names.
+        4. A node with an input of unknown dtype stays fp32 (it could not be given fp16), and a
+           rank-3 Transpose whose perm starts with axis 1 stays fp32: onnxruntime 1.31's CPU
+           NchwcTransformer crashes (SIGSEGV) creating a session on such an fp16 Transpose
+           feeding a MatMul (torchvision's MultiheadAttention, seq-first).
+        5. The result must pass onnx's strict type inference (`type_check`); a graph that does
+           not is a bug of this pass and raises GraphfixError naming the node, before any
+           session is created on it.
 
     `modified` is True when any node was converted. Run shape inference first so dtypes are
     known; values with unknown dtype are treated as non-float.
@@ -110,7 +125,8 @@ class Float16Pass(ir.passes.InPlacePass):
         to_float: dict[ir.Value, ir.Value] = {}
         for value in list(converted_values):
             for use in list(value.uses()):
-                if use.node in half_set or (use.node.op_type == "Cast" and (use.node.name or "").endswith("_to_fp32")):
+                back = use.node.op_type == "Cast" and (use.node.name or "").endswith("_to_fp32")
+                if use.node in half_set or use.node.op_type in ANY_TYPE_OPS or back:
                     continue
                 new = to_float.get(value)
                 if new is None:
@@ -129,6 +145,7 @@ class Float16Pass(ir.passes.InPlacePass):
 
         RemoveUnusedNodesPass()(model)
         TopologicalSortPass()(model)
+        type_check(model)
         logger.info("fp16: %d nodes converted, %d kept fp32 for overflow", self.converted, len(self.overflow))
         return ir.passes.PassResult(model, True)
 
@@ -145,6 +162,10 @@ class Float16Pass(ir.passes.InPlacePass):
             return False
         if any(out.dtype is None for out in node.outputs):
             return False  # an output of unknown type could not be cast back: stay fp32
+        if any(value is not None and value.dtype is None for value in node.inputs):
+            return False  # an input of unknown type might be float32 left beside fp16 ones
+        if node.op_type == "Transpose" and _ort_cpu_crashes(node):
+            return False
         for value in node.inputs[1:]:
             if value is None or value.dtype != _FLOAT or value.const_value is None:
                 continue
@@ -163,7 +184,8 @@ class Float16Pass(ir.passes.InPlacePass):
             lambda src=source: ir.tensor(src.numpy().astype(np.float16)),
             dtype=_HALF, shape=ir.Shape(source.shape), name=value.name,
         )
-        if all(use.node in half_set for use in value.uses()) and not value.is_graph_output():
+        if (all(use.node in half_set for use in value.uses()) and not value.is_graph_output()
+                and not value.is_graph_input()):
             value.const_value = lazy
             set_dtype(value, _HALF)
             return value
@@ -174,6 +196,46 @@ class Float16Pass(ir.passes.InPlacePass):
         new.shape = ir.Shape(source.shape)
         graph.register_initializer(new)
         return new
+
+
+def _ort_cpu_crashes(node: ir.Node) -> bool:
+    """True for a Transpose onnxruntime's CPU session cannot take in fp16 (see Float16Pass case 4)."""
+    perm = node.attributes.get_ints("perm")
+    return perm is not None and len(perm) == 3 and perm[0] == 1
+
+
+def type_check(model: ir.Model) -> None:
+    """Run onnx's strict shape/type inference (with data propagation) on `model`.
+
+    Initializers above `_CHECK_DATA_LIMIT` elements are declared as typed inputs for the check
+    (nothing big is serialized; fp16 weights stay lazy); the model is left as it was.
+
+    Raises:
+        GraphfixError(kind="failed"): the first type error, with the node onnx names.
+    """
+    import onnx
+
+    graph = model.graph
+    order = list(graph.initializers.values())
+    big = [v for v in order if v.const_value is not None and v.const_value.size > _CHECK_DATA_LIMIT
+           and not v.is_graph_input()]
+    for value in big:
+        graph.initializers.pop(value.name)
+        graph.inputs.append(value)
+    try:
+        proto = ir.serde.serialize_model(model)
+    finally:
+        for _ in big:
+            graph.inputs.pop()
+        graph.initializers.clear()
+        for value in order:
+            graph.register_initializer(value)
+    try:
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise GraphfixError(f"the fp16 graph does not type-check: {first}", kind="failed",
+                            hint="export without --fp16 and report this model to the graphfix developers") from None
 
 
 def _max_abs(tensor) -> float:
