@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default auto: bce, balanced bce, asl and softmax compared by --cv-metric, the best kept")
     parser.add_argument("--cv-metric", choices=("map", "macro-f1", "micro-f1"), default="map",
                         help="the score that chooses the loss and the weight decay (default map)")
+    parser.add_argument("--l2", choices=("shared", "per-class"), default="shared",
+                        help="one weight decay for all labels (default), or one per label chosen on the same CV folds")
     parser.add_argument("--pos-weight", choices=("balanced",),
                         help="bce: weight positives by negatives/positives per class (forces --loss bce)")
     parser.add_argument("--weight-decay", default="auto",
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     new, history = train_head(
         model, train, val, loss=args.loss, weight_decay=wd, pos_weight=args.pos_weight,
         asl_gamma_neg=args.asl_gamma_neg, asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip,
-        cv_folds=args.cv_folds, cv_metric=args.cv_metric, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
+        cv_folds=args.cv_folds, cv_metric=args.cv_metric, l2=args.l2, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
         train_from=args.train_from, epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
         seed=args.seed, features_batch_size=args.batch_size, cache=not args.no_cache,
         progress=progress_for(args), preprocess=prep,
@@ -152,6 +154,11 @@ def summary_lines(s: dict, history: dict) -> list[str]:
         lines.append(f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f})")
     elif s.get("val_mAP") is not None:
         lines.append(f"validation set mAP {s['val_mAP']:.4f}")
+    per = s.get("l2_per_class") or {}
+    if per.get("weight_decay"):
+        lams = per["weight_decay"]
+        lines.append(f"per-class lambda: {min(lams):.4g}..{max(lams):.4g} over {len(lams)} labels"
+                     + (f", {len(per['shared'])} kept the shared one (missing from a fold)" if per["shared"] else ""))
     return lines + loss_table(s)
 
 

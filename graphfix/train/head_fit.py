@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.metrics import mean_average_precision
+from graphfix.metrics import average_precision, mean_average_precision
 from graphfix.train.folds import fold_positives, stratified_folds
 from graphfix.train.losses import LOSSES, Loss, make_loss
 from graphfix.train.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
@@ -75,6 +75,7 @@ class TrainConfig:
     count: bool = False
     cv_folds: int = 3
     cv_metric: str = "map"
+    l2: str = "shared"
     tol: float = 1e-6
     max_iter: int = 1000
     seed: int = 0
@@ -88,6 +89,8 @@ class TrainConfig:
             raise GraphfixError("pos_weight applies to the bce loss only", kind="usage")
         if self.count and self.loss not in ("softmax", "auto"):
             raise GraphfixError("the label-count head goes with the softmax loss", kind="usage")
+        if self.l2 not in ("shared", "per-class"):
+            raise GraphfixError(f"unknown l2 {self.l2!r}", kind="usage", hint="shared | per-class")
         if self.cv_metric not in CV_METRICS:
             raise GraphfixError(f"unknown cv metric {self.cv_metric!r}", kind="usage", hint=" | ".join(CV_METRICS))
         if isinstance(self.weight_decay, str) and self.weight_decay != "auto":
@@ -219,7 +222,7 @@ def fit_head(
     metric = CV_METRICS[cfg.cv_metric]
     history: dict[str, Any] = {"solver": "lbfgs", "standardized": True, "train_samples": int(len(x)),
                                "cv_metric": cfg.cv_metric}
-    theta0, oof, chosen, table = None, None, candidates[0], None
+    theta0, oof, chosen, table, per_class = None, None, candidates[0], None, None
     validation = x_val is not None and y_val is not None
     if len(grid) == 1 and len(candidates) == 1:
         lam = grid[0]
@@ -229,6 +232,7 @@ def fit_head(
         best, table = _select(x, y, cfg, stats, candidates, grid, splits, progress)
         chosen, lam, theta0 = best["candidate"], best["weight_decay"], best["theta"]
         history.update(selected_by=f"validation {metric}", cv=best["curve"])
+        per_class = best.get("per_class")
     elif len(x) < 2 * cfg.cv_folds:
         chosen = candidates[0]
         lam = SMALL_SET_WEIGHT_DECAY if isinstance(cfg.weight_decay, str) else grid[0]
@@ -244,6 +248,7 @@ def fit_head(
             splits.append((train_rows, x, held, y[held]))
         best, table = _select(x, y, cfg, stats, candidates, grid, splits, progress)
         chosen, lam, theta0, oof = best["candidate"], best["weight_decay"], best["theta"], best["oof"]
+        per_class = best.get("per_class")
         short = [int(j) for j in np.flatnonzero(y.sum(axis=0) < cfg.cv_folds)]
         history.update(selected_by=f"{cfg.cv_folds}-fold CV {metric}", cv_folds=cfg.cv_folds, cv=best["curve"],
                        folds={"method": "iterative stratification", "rows": [len(f) for f in folds],
@@ -254,7 +259,13 @@ def fit_head(
     name, loss_name, pos_weight = chosen
     history.update(loss=loss_name, pos_weight=pos_weight, candidate=name)
     problem = Problem(x, y, _make(cfg, y, loss_name, pos_weight), stats)
-    result = solve(problem, lam, theta0, gtol=cfg.tol, max_iter=cfg.max_iter)
+    final_lam: float | np.ndarray = lam
+    if per_class is not None:
+        final_lam = np.array(per_class["weight_decay"])
+        history["l2"] = per_class
+    elif cfg.l2 == "per-class":
+        history["l2"] = {"shared": "softmax couples the classes" if loss_name == "softmax" else "no CV"}
+    result = solve(problem, final_lam, theta0, gtol=cfg.tol, max_iter=cfg.max_iter)
     if progress is not None:
         progress.update(1)
     if not np.isfinite(result.theta).all():
@@ -295,10 +306,13 @@ def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, pr
         problems.append(Problem(x, y, _make(cfg, y_fit, loss_name, pos_weight), stats, rows=train_rows))
     thetas: list[np.ndarray | None] = [None] * len(splits)
     oof = np.zeros(y.shape, np.float32) if splits[0][0] is not None else None
+    by_class = cfg.l2 == "per-class" and loss_name != "softmax"  # softmax couples its classes: shared
+    class_stats: list[list[np.ndarray]] = []  # [point][split] per-class score terms
     curve: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     for lam in grid:
         fold_scores, iters = [], []
+        class_stats.append([])
         for k, (_, x_eval, rows_eval, y_eval) in enumerate(splits):
             res = solve(problems[k], lam, thetas[k], gtol=CV_GTOL)
             thetas[k] = res.theta
@@ -307,6 +321,8 @@ def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, pr
             if oof is not None:
                 oof[rows_eval] = s
             fold_scores.append(cv_score(cfg.cv_metric, y_eval, s))
+            if by_class:
+                class_stats[-1].append(_class_terms(cfg.cv_metric, y_eval, s))
             if progress is not None:
                 progress.update(1)
         value = float(np.mean(fold_scores))
@@ -321,4 +337,53 @@ def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, pr
             break
     assert best is not None
     best["curve"] = curve
+    if by_class:
+        _choose_per_class(best, cfg.cv_metric, grid, class_stats, [y_eval for _, _, _, y_eval in splits])
     return best
+
+
+def _class_terms(metric: str, y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per-class terms of the selection score: AP [1, L] (NaN: no positive), or tp, fp, fn [3, L]."""
+    if metric == "map":
+        return average_precision(y, scores)[None]
+    tp, fp, fn, has = _best_f1_counts(y, scores)
+    return np.stack([np.where(has, tp, np.nan), fp, fn])
+
+
+def _fold_score(metric: str, terms: np.ndarray) -> float:
+    """`cv_score` from per-class terms (classes with a NaN first row have no positive)."""
+    has = ~np.isnan(terms[0])
+    if not has.any():
+        return -math.inf
+    if metric == "map":
+        return float(terms[0, has].mean())
+    tp, fp, fn = terms[0, has], terms[1, has], terms[2, has]
+    if metric == "macro-f1":
+        return float(np.mean(2 * tp / (2 * tp + fp + fn)))
+    return float(2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()))
+
+
+def _choose_per_class(best: dict[str, Any], metric: str, grid, class_stats: list[list[np.ndarray]],
+                      y_evals: list[np.ndarray]) -> None:
+    """`--l2 per-class`: each label's lambda is the path point with its best mean score over the
+    splits; a label with no positive in some split keeps the shared lambda. The candidate's score
+    becomes the splits' mean score with those lambdas (chosen on the same splits: optimistic)."""
+    terms = np.array(class_stats)  # [points, splits, rows, L]
+    n_points = terms.shape[0]
+    shared = best["point"] - 1
+    present = np.stack([np.asarray(ye).any(axis=0) for ye in y_evals])  # [splits, L]
+    everywhere = present.all(axis=0)
+    if metric == "map":
+        per = terms[:, :, 0].mean(axis=1)  # [points, L]
+    else:
+        tp, fp, fn = terms[:, :, 0], terms[:, :, 1], terms[:, :, 2]
+        per = np.nanmean(2 * tp / np.maximum(2 * tp + fp + fn, 1e-12), axis=1)
+    idx = np.full(per.shape[1], shared)
+    for j in np.flatnonzero(everywhere):
+        idx[j] = int(np.nanargmax(per[:, j]))
+    picked = terms[idx, :, :, np.arange(per.shape[1])]  # [L, splits, rows]
+    fold_scores = [_fold_score(metric, picked[:, k, :].T) for k in range(terms.shape[1])]
+    best["score"], best["spread"] = float(np.mean(fold_scores)), float(np.std(fold_scores))
+    best["per_class"] = {"weight_decay": [float(grid[i]) for i in idx],
+                         "shared": [int(j) for j in np.flatnonzero(~everywhere)],
+                         "points": n_points, "score": round(best["score"], 6)}

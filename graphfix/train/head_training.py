@@ -44,6 +44,7 @@ def train_head(
     asl_clip: float = 0.05,
     cv_folds: int = 3,
     cv_metric: str = "map",
+    l2: str = "shared",
     tol: float = 1e-6,
     max_iter: int = 1000,
     decision: str = "thresholds",
@@ -73,6 +74,8 @@ def train_head(
         asl_gamma_neg, asl_gamma_pos, asl_clip: ASL parameters.
         cv_folds: k of the cross-validation.
         cv_metric: "map", "macro-f1" or "micro-f1": the score that chooses the loss and lambda.
+        l2: "shared" (one lambda) or "per-class" (one per label, chosen on the same folds; shared
+            for a label missing from a fold and for the softmax loss).
         tol: Gradient tolerance (max abs) of the final solve; max_iter: its iteration cap.
         decision: "thresholds", "topk" or "count" (softmax loss only): stored for `predict`, and
             for topk/count also computed by a bool `labels` output.
@@ -105,7 +108,7 @@ def train_head(
     cfg = TrainConfig(
         loss=loss, weight_decay=weight_decay, pos_weight=pos_weight, asl_gamma_neg=float(asl_gamma_neg),
         asl_gamma_pos=float(asl_gamma_pos), asl_clip=float(asl_clip), count=loss in ("softmax", "auto"),
-        cv_folds=int(cv_folds), cv_metric=cv_metric, tol=float(tol), max_iter=int(max_iter), seed=int(seed),
+        cv_folds=int(cv_folds), cv_metric=cv_metric, l2=l2, tol=float(tol), max_iter=int(max_iter), seed=int(seed),
     )
     cfg.validate()
     if decision not in DECISIONS:
@@ -170,6 +173,7 @@ def train_head(
         "val_mAP": hist.get("val_mAP"),
         "selection_score": chosen[0] if chosen else None,
         "lambda_values": len(hist.get("cv") or []),
+        "l2_per_class": hist.get("l2"),
         "losses": [{k: row[k] for k in ("loss", "weight_decay", "score", "spread", "chosen")}
                    for row in hist.get("losses") or []],
         "few_positives": few,
