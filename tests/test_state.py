@@ -228,8 +228,8 @@ def test_head_progress_bar_has_a_total(capsys):
     x, y = make_data(model, 60)
     train_head(model, Dataset.from_arrays(x, y, model.labels), progress=True, cache=False)
     err = capsys.readouterr().err
-    assert "head: 0/181 solves" in err  # 4 losses x 15 weight decays x 3 folds + the final solve (paths may stop early)
-    assert "solve" in err and "181solve" not in err
+    assert "head: 0/205 solves" in err  # 4 losses x 17 weight decays x 3 folds + the final solve (paths may stop early)
+    assert "solve" in err and "205solve" not in err
 
 
 def test_inspect_shows_a_graphfix_models_state(pipe):

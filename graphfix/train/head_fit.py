@@ -47,8 +47,9 @@ from graphfix.errors import GraphfixError
 
 logger = logging.getLogger(__name__)
 
-#: Candidate L2 strengths, strong to weak (half decades from 1 to 1e-7).
-LAMBDA_GRID = tuple(float(10.0 ** (-k / 2)) for k in range(15))
+#: Candidate L2 strengths, strong to weak (half decades from 10 to 1e-7; small sets of a few
+#: hundred rows often want more than 1, and the strong end is cheap).
+LAMBDA_GRID = tuple(float(10.0 ** (-k / 2)) for k in range(-2, 15))
 #: Gradient tolerance of the cross-validation solves (the final fit uses `TrainConfig.tol`).
 CV_GTOL = 1e-5
 #: Grid steps past the best before the path stops.
