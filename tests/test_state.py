@@ -169,12 +169,23 @@ def test_train_head_says_lambda_c_validation_map_and_few_positives(pipe, tmp_pat
     lam = s["weight_decay"]
     assert s["C"] == pytest.approx(1 / (lam * 150)) and s["selected_by"] == "validation mAP"
     lines = res.stdout.splitlines()
-    assert lines[0] == "trained head: loss bce, 150 training rows, 50 validation rows"
+    assert s["loss_requested"] == "auto" and s["loss"] in ("bce", "asl", "softmax")
+    name = s["loss"] + ("-balanced" if s["pos_weight"] else "")
+    assert lines[0] == f"trained head: loss {name} (auto), 150 training rows, 50 validation rows"
     assert lines[1] == (f"regularisation: lambda {lam:.4g}, C = 1/(lambda*N) = {1 / (lam * 150):.4g} (sklearn's C on "
-                        f"standardised features, N = 150); chosen by validation set mAP {s['selection_mAP']:.4f} "
+                        f"standardised features, N = 150); chosen by validation set mAP {s['selection_score']:.4f} "
                         f"(best of {len(doc['history']['cv'])} values)")
     assert lines[2].startswith(f"solver: {s['iterations']} L-BFGS iterations, max |gradient| ")
-    assert lines[3] == f"validation set mAP {s['val_mAP']:.4f}" and lines[4] == f"wrote {tmp_path / 't.onnx'}"
+    assert lines[3] == f"validation set mAP {s['val_mAP']:.4f}" and lines[-1] == f"wrote {tmp_path / 't.onnx'}"
+    # the losses --loss auto compared, each at its best lambda, the kept one marked
+    assert lines[4] == "losses compared (validation set mAP, each at its best lambda):"
+    rows = {r["loss"]: r for r in s["losses"]}
+    assert [ln.split()[0] for ln in lines[5:9]] == list(rows) == ["bce", "bce-balanced", "asl", "softmax"]
+    for ln in lines[5:9]:
+        r = rows[ln.split()[0]]
+        assert ln == (f"  {r['loss']:<13} lambda {r['weight_decay']:<9.4g} {r['score']:.4f}"
+                      + ("  <- chosen" if r["chosen"] else ""))
+    assert rows[name]["chosen"] and rows[name]["score"] == max(r["score"] for r in rows.values())
     assert _warnings(res) == [
         "graphfix: warning: 1 label has no training positives (the head only learns 'absent'): c3",
         "graphfix: warning: 1 label has fewer than 3 training positives (unreliable scores): c2 (2)"]
@@ -182,7 +193,7 @@ def test_train_head_says_lambda_c_validation_map_and_few_positives(pipe, tmp_pat
     cv = _ok(run_cli("train-head", d / "swapped.onnx", "--train", d / "train.npz", "-o", tmp_path / "t3.onnx", "-q"))
     assert cv.stdout == "" and cv.stderr == ""
     s3 = load_onnx(tmp_path / "t3.onnx").metadata["training"]
-    assert s3["selected_by"] == "3-fold CV mAP" and s3["selection_mAP"] > 0.5
+    assert s3["selected_by"] == "3-fold CV mAP" and s3["selection_score"] > 0.5
 
 
 @pytest.mark.torch
@@ -217,8 +228,8 @@ def test_head_progress_bar_has_a_total(capsys):
     x, y = make_data(model, 60)
     train_head(model, Dataset.from_arrays(x, y, model.labels), progress=True, cache=False)
     err = capsys.readouterr().err
-    assert "head: 0/46 solves" in err  # 15 weight decays x 3 folds + the final solve (the path may stop early)
-    assert "solve" in err and "46solve" not in err
+    assert "head: 0/205 solves" in err  # 4 losses x 17 weight decays x 3 folds + the final solve (paths may stop early)
+    assert "solve" in err and "205solve" not in err
 
 
 def test_inspect_shows_a_graphfix_models_state(pipe):
@@ -229,8 +240,8 @@ def test_inspect_shows_a_graphfix_models_state(pipe):
     s, th = meta["training"], meta["thresholds"]
     assert "  head state: calibrated" in lines and "  labels (4): c0, c1, c2, c3" in lines
     assert "  preprocessing: none stored" in lines or any(ln.startswith("  preprocessing: ") for ln in lines)
-    assert (f"  training: loss bce, 150 rows, lambda {s['weight_decay']:.4g} (C {s['C']:.4g}) chosen by validation set "
-            f"mAP {s['selection_mAP']:.4f}, {s['iterations']} iterations, validation mAP {s['val_mAP']:.4f}, "
+    assert (f"  training: loss {s['loss']}{'-balanced' if s['pos_weight'] else ''} (auto), 150 rows, lambda {s['weight_decay']:.4g} (C {s['C']:.4g}) chosen by validation set "
+            f"mAP {s['selection_score']:.4f}, {s['iterations']} iterations, validation mAP {s['val_mAP']:.4f}, "
             "2 labels with < 3 positives") in lines
     assert "  thresholds (f1): " + ", ".join(f"c{j} {t:.4g}" for j, t in enumerate(th)) in lines
     assert any(ln.startswith("  --features candidates, best first: features [N,8], gap [N,8,1,1]") for ln in lines)

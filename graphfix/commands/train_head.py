@@ -4,9 +4,10 @@ Features are computed with onnxruntime (the backbone only, cached on disk). The 
 fitted to convergence: features standardised (folded back into the head's weights), full-batch
 L-BFGS stopping on the gradient norm, the L2 strength chosen by k-fold cross-validation on the
 training set scored by mAP (--val DATA scores on that set instead; --weight-decay X fixes it).
-Losses: bce (default), bce with --pos-weight balanced, asl (asymmetric loss), softmax (1/k
-targets; `probabilities` becomes a Softmax and a `label_count` output is trained beside it for
---decision count). --train-from TENSOR also fine-tunes the layers between TENSOR and the head
+Losses: auto (default: bce, balanced bce, asl and softmax, each on its own CV regularisation
+path, the best by --cv-metric kept and the comparison printed), bce, bce with --pos-weight
+balanced, asl (asymmetric loss), softmax (1/k targets; `probabilities` becomes a Softmax and a
+`label_count` output is trained beside it for --decision count). --train-from TENSOR also fine-tunes the layers between TENSOR and the head
 (torch, pip install 'graphfix[train]'). Same inputs and --seed give a byte-identical model.
 
 Data: CSV (`path,labels` with `;`-separated names, or `path,<name>,...` 0/1 columns), NPZ
@@ -29,8 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", metavar="DATA", help="training data (.csv, .npz or a features folder)")
     parser.add_argument("--features", metavar="FEATURES_DIR", help="training features (graphfix features) in place of --train")
     parser.add_argument("--val", metavar="DATA", help="validation data: picks the weight decay instead of CV, reports val mAP")
-    parser.add_argument("--loss", choices=("bce", "asl", "softmax"), default="bce", help="default bce")
-    parser.add_argument("--pos-weight", choices=("balanced",), help="bce: weight positives by negatives/positives per class")
+    parser.add_argument("--loss", choices=("auto", "bce", "asl", "softmax"), default="auto",
+                        help="default auto: bce, balanced bce, asl and softmax compared by --cv-metric, the best kept")
+    parser.add_argument("--cv-metric", choices=("map", "macro-f1", "micro-f1"), default="map",
+                        help="the score that chooses the loss and the weight decay (default map)")
+    parser.add_argument("--l2", choices=("shared", "per-class"), default="shared",
+                        help="one weight decay for all labels (default), or one per label chosen on the same CV folds")
+    parser.add_argument("--pos-weight", choices=("balanced",),
+                        help="bce: weight positives by negatives/positives per class (forces --loss bce)")
     parser.add_argument("--weight-decay", default="auto",
                         help="L2 strength lambda (mean loss + lambda/2 ||w||^2 on standardised features) or 'auto' "
                              "(default: k-fold CV on --train, or --val)")
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     new, history = train_head(
         model, train, val, loss=args.loss, weight_decay=wd, pos_weight=args.pos_weight,
         asl_gamma_neg=args.asl_gamma_neg, asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip,
-        cv_folds=args.cv_folds, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
+        cv_folds=args.cv_folds, cv_metric=args.cv_metric, l2=args.l2, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
         train_from=args.train_from, epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
         seed=args.seed, features_batch_size=args.batch_size, cache=not args.no_cache,
         progress=progress_for(args), preprocess=prep,
@@ -95,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loss_name(s: dict) -> str:
+    """The trained loss ("bce-balanced" for balanced bce), "(auto)" when --loss auto chose it."""
+    name = str(s.get("loss")) + ("-balanced" if s.get("pos_weight") else "")
+    return name + (" (auto)" if s.get("loss_requested") == "auto" else "")
+
+
 def _selected_by(how: str) -> str:
     """The history's `selected_by` in words ("validation mAP" -> "validation set mAP")."""
     return {"validation mAP": "validation set mAP", "fixed": "--weight-decay"}.get(how, how)
@@ -103,10 +116,10 @@ def _selected_by(how: str) -> str:
 def training_line(s: dict) -> str:
     """`graphfix.training` (train-head's settings) on one line, for `graphfix inspect`."""
     c = "inf" if s.get("C") is None else f"{s['C']:.4g}"
-    line = (f"loss {s.get('loss')}, {s.get('train_samples')} rows, lambda {s.get('weight_decay', 0):.4g} (C {c}) "
+    line = (f"loss {_loss_name(s)}, {s.get('train_samples')} rows, lambda {s.get('weight_decay', 0):.4g} (C {c}) "
             f"chosen by {_selected_by(str(s.get('selected_by')))}")
-    if s.get("selection_mAP") is not None:
-        line += f" {s['selection_mAP']:.4f}"
+    if s.get("selection_score") is not None:
+        line += f" {s['selection_score']:.4f}"
     line += f", {s.get('iterations')} iterations" + ("" if s.get("converged", True) else " (NOT converged)")
     if s.get("val_mAP") is not None:
         line += f", validation mAP {s['val_mAP']:.4f}"
@@ -124,11 +137,11 @@ def summary_lines(s: dict, history: dict) -> list[str]:
     = 1 / (lambda N) on standardised features) with the score that chose it, the solver, the
     validation mAP and, with --train-from, the validation mAP per epoch and the kept epoch."""
     c = "inf" if s.get("C") is None else f"{s['C']:.4g}"
-    lines = [f"trained head: loss {s['loss']}, {s['train_samples']} training rows"
+    lines = [f"trained head: loss {_loss_name(s)}, {s['train_samples']} training rows"
              + (f", {s['val_samples']} validation rows" if s.get("val_samples") else "")]
     chosen = f"chosen by {_selected_by(s['selected_by'])}"
-    if s.get("selection_mAP") is not None:
-        chosen += f" {s['selection_mAP']:.4f} (best of {s['lambda_values']} values)"
+    if s.get("selection_score") is not None:
+        chosen += f" {s['selection_score']:.4f} (best of {s['lambda_values']} values)"
     lines.append(f"regularisation: lambda {s['weight_decay']:.4g}, C = 1/(lambda*N) = {c} "
                  f"(sklearn's C on standardised features, N = {history.get('train_samples', s['train_samples'])}); {chosen}")
     lines.append(f"solver: {s['iterations']} L-BFGS iterations, max |gradient| {s['grad_norm']:.2e}, "
@@ -141,6 +154,26 @@ def summary_lines(s: dict, history: dict) -> list[str]:
         lines.append(f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f})")
     elif s.get("val_mAP") is not None:
         lines.append(f"validation set mAP {s['val_mAP']:.4f}")
+    per = s.get("l2_per_class") or {}
+    if per.get("weight_decay"):
+        lams = per["weight_decay"]
+        lines.append(f"per-class lambda: {min(lams):.4g}..{max(lams):.4g} over {len(lams)} labels"
+                     + (f", {len(per['shared'])} kept the shared one (missing from a fold)" if per["shared"] else ""))
+    return lines + loss_table(s)
+
+
+def loss_table(s: dict) -> list[str]:
+    """The losses `--loss auto` compared: each one's best lambda and selection score +- fold spread."""
+    rows = s.get("losses") or []
+    if not rows:
+        return []
+    how = _selected_by(s["selected_by"])
+    spread = "" if how.startswith("validation") else " +- fold spread"
+    lines = [f"losses compared ({how}{spread}, each at its best lambda):"]
+    for r in rows:
+        mark = "  <- chosen" if r["chosen"] else ""
+        sd = "" if spread == "" else f" +- {r['spread']:.4f}"
+        lines.append(f"  {r['loss']:<13} lambda {r['weight_decay']:<9.4g} {r['score']:.4f}{sd}{mark}")
     return lines
 
 

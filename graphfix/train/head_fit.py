@@ -5,15 +5,21 @@ convergence (L-BFGS on the standardised features, stopping on the gradient norm)
 the weights on the *raw* features (the standardisation folded in), so the ONNX head stays one
 Gemm on the backbone's output.
 
-The L2 strength (`weight_decay`, lambda in mean loss + lambda / 2 ||w||^2; sklearn's C is
-1 / (lambda n)) is chosen, unless given:
-1. by k-fold cross-validation on the training set (default, `cv_folds` = 3): for each fold, a
-   path over `LAMBDA_GRID` from strong to weak regularisation, each solve warm-started from the
-   previous one, scored by the held-out fold's mAP (mean over classes with a positive in it) and
-   averaged over folds; the path stops two grid steps after the best (the curve is unimodal in
-   practice, and the weak end is the costly one). The final model is fitted on all the training
-   rows at the best lambda, warm-started from the folds' mean solution.
-2. with validation data, by the same path on all the training rows scored on that data.
+The loss and the L2 strength (`weight_decay`, lambda in mean loss + lambda / 2 ||w||^2;
+sklearn's C is 1 / (lambda n)) are chosen together, unless given:
+1. `loss="auto"` (default) compares the `CANDIDATES` (bce, bce with balanced positive weights,
+   asl, softmax with 1/k targets), each on its own regularisation path, and keeps the best by
+   the selection score (`cv_metric`: mAP, or macro-/micro-F1 with each class cut at its best-F1
+   threshold); ties go to the earlier candidate. A named loss is the only candidate.
+2. Without validation data, by k-fold cross-validation on the training set (`cv_folds` = 3,
+   multi-label stratified folds, `graphfix.train.folds`): per fold a path over `LAMBDA_GRID`
+   from strong to weak regularisation, each solve warm-started from the previous one, scored on
+   the held-out fold and averaged over folds (spread: the folds' standard deviation); the path
+   stops two grid steps after the best (the curve is unimodal in practice, and the weak end is
+   the costly one). The final model is fitted on all training rows at the best lambda,
+   warm-started from the folds' mean solution; the out-of-fold scores at the chosen point are
+   kept (`HeadFit.oof_scores`).
+3. With validation data, by the same paths on all the training rows scored on that data.
 The standardisation statistics come from all training rows (also for the folds). The CV solves
 stop at `CV_GTOL`; the final one at `cfg.tol`. Everything is NumPy float64 with fixed chunking
 and seeded folds: the same inputs give the same bits.
@@ -21,7 +27,10 @@ and seeded folds: the same inputs give the same bits.
 
 from __future__ import annotations
 
-__all__ = ["LAMBDA_GRID", "CV_GTOL", "TrainConfig", "HeadFit", "fit_head", "planned_solves"]
+__all__ = [
+    "LAMBDA_GRID", "CV_GTOL", "CANDIDATES", "CV_METRICS", "TrainConfig", "HeadFit", "fit_head", "planned_solves",
+    "cv_score",
+]
 
 import logging
 import math
@@ -30,28 +39,35 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.metrics import mean_average_precision
+from graphfix.metrics import average_precision, mean_average_precision
+from graphfix.train.folds import fold_positives, stratified_folds
 from graphfix.train.losses import LOSSES, Loss, make_loss
 from graphfix.train.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
 from graphfix.errors import GraphfixError
 
 logger = logging.getLogger(__name__)
 
-#: Candidate L2 strengths, strong to weak (half decades from 1 to 1e-7).
-LAMBDA_GRID = tuple(float(10.0 ** (-k / 2)) for k in range(15))
+#: Candidate L2 strengths, strong to weak (half decades from 10 to 1e-7; small sets of a few
+#: hundred rows often want more than 1, and the strong end is cheap).
+LAMBDA_GRID = tuple(float(10.0 ** (-k / 2)) for k in range(-2, 15))
 #: Gradient tolerance of the cross-validation solves (the final fit uses `TrainConfig.tol`).
 CV_GTOL = 1e-5
 #: Grid steps past the best before the path stops.
 PATIENCE = 2
 #: Weight decay when the training set is too small to cross-validate (< 2 x folds samples).
 SMALL_SET_WEIGHT_DECAY = 1e-2
+#: The losses `loss="auto"` compares, in tie-break order: (name, loss, pos_weight).
+CANDIDATES = (("bce", "bce", None), ("bce-balanced", "bce", "balanced"), ("asl", "asl", None),
+              ("softmax", "softmax", None))
+#: Selection scores: name -> how it is printed.
+CV_METRICS = {"map": "mAP", "macro-f1": "macro-F1", "micro-f1": "micro-F1"}
 
 
 @dataclass
 class TrainConfig:
     """Head-training settings (see `graphfix.train.train_head`)."""
 
-    loss: str = "bce"
+    loss: str = "auto"
     weight_decay: float | str = "auto"
     pos_weight: str | None = None
     asl_gamma_neg: float = 4.0
@@ -59,19 +75,25 @@ class TrainConfig:
     asl_clip: float = 0.05
     count: bool = False
     cv_folds: int = 3
+    cv_metric: str = "map"
+    l2: str = "shared"
     tol: float = 1e-6
     max_iter: int = 1000
     seed: int = 0
 
     def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise GraphfixError(f"unknown loss {self.loss!r}", kind="usage", hint=f"choose from {', '.join(LOSSES)}")
+        if self.loss not in LOSSES + ("auto",):
+            raise GraphfixError(f"unknown loss {self.loss!r}", kind="usage", hint=f"choose from auto, {', '.join(LOSSES)}")
         if self.pos_weight not in (None, "balanced"):
             raise GraphfixError(f"unknown pos_weight {self.pos_weight!r}", kind="usage", hint="None or 'balanced'")
-        if self.pos_weight and self.loss != "bce":
+        if self.pos_weight and self.loss not in ("bce", "auto"):
             raise GraphfixError("pos_weight applies to the bce loss only", kind="usage")
-        if self.count and self.loss != "softmax":
+        if self.count and self.loss not in ("softmax", "auto"):
             raise GraphfixError("the label-count head goes with the softmax loss", kind="usage")
+        if self.l2 not in ("shared", "per-class"):
+            raise GraphfixError(f"unknown l2 {self.l2!r}", kind="usage", hint="shared | per-class")
+        if self.cv_metric not in CV_METRICS:
+            raise GraphfixError(f"unknown cv metric {self.cv_metric!r}", kind="usage", hint=" | ".join(CV_METRICS))
         if isinstance(self.weight_decay, str) and self.weight_decay != "auto":
             raise GraphfixError(f"weight decay {self.weight_decay!r}: a number or 'auto'", kind="usage")
         if not isinstance(self.weight_decay, str) and not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -81,33 +103,48 @@ class TrainConfig:
         if not self.tol > 0 or self.max_iter < 1:
             raise GraphfixError("tol must be > 0 and max_iter >= 1", kind="usage")
 
+    def candidates(self) -> list[tuple[str, str, str | None]]:
+        """The (name, loss, pos_weight) candidates this config compares (one unless loss is auto)."""
+        if self.pos_weight:  # --pos-weight names the loss: bce
+            return [("bce-balanced", "bce", self.pos_weight)]
+        if self.loss != "auto":
+            return [(self.loss, self.loss, None)]
+        return list(CANDIDATES)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
 class HeadFit:
-    """A trained head on raw features: weight [K, F], bias [K] (K = labels, + 1 with the count)."""
+    """A trained head on raw features: weight [K, F], bias [K] (K = labels, + 1 with the count).
+
+    `oof_scores` [N, L] are the out-of-fold CV scores at the chosen loss and lambda (None
+    without cross-validation).
+    """
 
     weight: np.ndarray
     bias: np.ndarray
     history: dict[str, Any] = field(default_factory=dict)
+    oof_scores: np.ndarray | None = None
 
 
 def planned_solves(cfg: TrainConfig, n_rows: int, validation: bool) -> int:
-    """The most solves `fit_head` makes (a progress bar's total; the path may stop earlier)."""
-    if not isinstance(cfg.weight_decay, str):
+    """The most solves `fit_head` makes (a progress bar's total; the paths may stop earlier)."""
+    n_cand = len(cfg.candidates())
+    grid = len(LAMBDA_GRID) if isinstance(cfg.weight_decay, str) else 1
+    if grid == 1 and n_cand == 1:
         return 1
     if validation:
-        return len(LAMBDA_GRID) + 1
+        return n_cand * grid + 1
     if n_rows < 2 * cfg.cv_folds:
         return 1
-    return len(LAMBDA_GRID) * cfg.cv_folds + 1
+    return n_cand * grid * cfg.cv_folds + 1
 
 
-def _loss_for(cfg: TrainConfig, y: np.ndarray) -> Loss:
-    return make_loss(cfg.loss, y, pos_weight=cfg.pos_weight, asl_gamma_neg=cfg.asl_gamma_neg,
-                     asl_gamma_pos=cfg.asl_gamma_pos, asl_clip=cfg.asl_clip, count=cfg.count)
+def _make(cfg: TrainConfig, y: np.ndarray, loss: str, pos_weight: str | None) -> Loss:
+    return make_loss(loss, y, pos_weight=pos_weight, asl_gamma_neg=cfg.asl_gamma_neg, asl_gamma_pos=cfg.asl_gamma_pos,
+                     asl_clip=cfg.asl_clip, count=cfg.count and loss == "softmax")
 
 
 def _scores(problem: Problem, theta: np.ndarray, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -123,6 +160,37 @@ def _scores(problem: Problem, theta: np.ndarray, x: np.ndarray, rows: np.ndarray
 def _map(y: np.ndarray, scores: np.ndarray) -> float:
     value = mean_average_precision(y, scores)
     return -math.inf if math.isnan(value) else float(value)
+
+
+def _best_f1_counts(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(tp, fp, fn, has_positive) per class at the cut that maximises the class's F1."""
+    y = np.asarray(y) != 0
+    n_cls = y.shape[1]
+    tp, fp, fn = np.zeros(n_cls), np.zeros(n_cls), np.zeros(n_cls)
+    has = y.any(axis=0)
+    for j in np.flatnonzero(has):
+        order = np.argsort(-scores[:, j], kind="stable")
+        s, t = scores[order, j], y[order, j]
+        last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
+        ctp = np.cumsum(t)[last]
+        k = last + 1
+        pos = int(t.sum())
+        b = int(np.argmax(2.0 * ctp / (k + pos)))
+        tp[j], fp[j], fn[j] = ctp[b], k[b] - ctp[b], pos - ctp[b]
+    return tp, fp, fn, has
+
+
+def cv_score(metric: str, y: np.ndarray, scores: np.ndarray) -> float:
+    """The selection score of `scores` [n, L] on `y`: mAP, or macro/micro F1 with each class cut
+    at its best-F1 threshold on these rows, over the classes with a positive (-inf if none)."""
+    if metric == "map":
+        return _map(y, scores)
+    tp, fp, fn, has = _best_f1_counts(y, scores)
+    if not has.any():
+        return -math.inf
+    if metric == "macro-f1":
+        return float(np.mean(2 * tp[has] / (2 * tp[has] + fp[has] + fn[has])))
+    return float(2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()))
 
 
 def fit_head(
@@ -141,31 +209,64 @@ def fit_head(
 
     Returns:
         A `HeadFit`; its history holds the solver report (`iterations`, `grad_norm`,
-        `objective`, `stopped`), `weight_decay`, `C`, `selected_by` and the whole `cv` curve.
+        `objective`, `stopped`), the chosen `loss` (and `pos_weight`, `candidate`),
+        `weight_decay`, `C`, `selected_by`, the chosen candidate's `cv` curve and, when losses
+        were compared, every candidate's row and curve in `losses`.
     """
     cfg.validate()
     y = np.asarray(y)
     if len(x) != len(y) or len(x) == 0:
         raise GraphfixError(f"{len(x)} feature rows for {len(y)} target rows", kind="bad_input")
     stats = Standardization.of(x)
-    loss = _loss_for(cfg, y)
-    problem = Problem(x, y, loss, stats)
-    history: dict[str, Any] = {"solver": "lbfgs", "standardized": True, "train_samples": int(len(x))}
-    theta0 = None
-    if not isinstance(cfg.weight_decay, str):
-        lam = float(cfg.weight_decay)
+    candidates = cfg.candidates()
+    grid = LAMBDA_GRID if isinstance(cfg.weight_decay, str) else (float(cfg.weight_decay),)
+    metric = CV_METRICS[cfg.cv_metric]
+    history: dict[str, Any] = {"solver": "lbfgs", "standardized": True, "train_samples": int(len(x)),
+                               "cv_metric": cfg.cv_metric}
+    theta0, oof, chosen, table, per_class = None, None, candidates[0], None, None
+    validation = x_val is not None and y_val is not None
+    if len(grid) == 1 and len(candidates) == 1:
+        lam = grid[0]
         history.update(selected_by="fixed")
-    elif x_val is not None and y_val is not None:
-        lam, theta0, curve = _validation_path(problem, x_val, np.asarray(y_val), progress)
-        history.update(selected_by="validation mAP", cv=curve)
+    elif validation:
+        splits = [(None, x_val, None, np.asarray(y_val))]
+        best, table = _select(x, y, cfg, stats, candidates, grid, splits, progress)
+        chosen, lam, theta0 = best["candidate"], best["weight_decay"], best["theta"]
+        history.update(selected_by=f"validation {metric}", cv=best["curve"])
+        per_class = best.get("per_class")
     elif len(x) < 2 * cfg.cv_folds:
-        lam = SMALL_SET_WEIGHT_DECAY
+        chosen = candidates[0]
+        lam = SMALL_SET_WEIGHT_DECAY if isinstance(cfg.weight_decay, str) else grid[0]
         history.update(selected_by=f"default ({len(x)} samples: too few for {cfg.cv_folds}-fold CV)")
-        logger.warning("%d training samples: too few for %d-fold CV; weight decay %g", len(x), cfg.cv_folds, lam)
+        logger.warning("%d training samples: too few for %d-fold CV; loss %s, weight decay %g", len(x), cfg.cv_folds,
+                       chosen[0], lam)
     else:
-        lam, theta0, curve = _cv_path(x, y, cfg, stats, cfg.cv_folds, progress)
-        history.update(selected_by=f"{cfg.cv_folds}-fold CV mAP", cv_folds=cfg.cv_folds, cv=curve)
-    result = solve(problem, lam, theta0, gtol=cfg.tol, max_iter=cfg.max_iter)
+        folds = stratified_folds(y, cfg.cv_folds, cfg.seed)
+        per_fold = fold_positives(y, folds)
+        splits = []
+        for k, held in enumerate(folds):
+            train_rows = np.sort(np.concatenate([f for i, f in enumerate(folds) if i != k]))
+            splits.append((train_rows, x, held, y[held]))
+        best, table = _select(x, y, cfg, stats, candidates, grid, splits, progress)
+        chosen, lam, theta0, oof = best["candidate"], best["weight_decay"], best["theta"], best["oof"]
+        per_class = best.get("per_class")
+        short = [int(j) for j in np.flatnonzero(y.sum(axis=0) < cfg.cv_folds)]
+        history.update(selected_by=f"{cfg.cv_folds}-fold CV {metric}", cv_folds=cfg.cv_folds, cv=best["curve"],
+                       folds={"method": "iterative stratification", "rows": [len(f) for f in folds],
+                              "min_positives_per_fold": [int(v) for v in per_fold.min(axis=0)],
+                              "labels_with_fewer_positives_than_folds": short})
+    if table is not None and len(candidates) > 1:
+        history["losses"] = table
+    name, loss_name, pos_weight = chosen
+    history.update(loss=loss_name, pos_weight=pos_weight, candidate=name)
+    problem = Problem(x, y, _make(cfg, y, loss_name, pos_weight), stats)
+    final_lam: float | np.ndarray = lam
+    if per_class is not None:
+        final_lam = np.array(per_class["weight_decay"])
+        history["l2"] = per_class
+    elif cfg.l2 == "per-class":
+        history["l2"] = {"shared": "softmax couples the classes" if loss_name == "softmax" else "no CV"}
+    result = solve(problem, final_lam, theta0, gtol=cfg.tol, max_iter=cfg.max_iter)
     if progress is not None:
         progress.update(1)
     if not np.isfinite(result.theta).all():
@@ -175,62 +276,115 @@ def fit_head(
     history["converged"] = all(s in ("gtol", "ftol") for s in result.status)
     if not history["converged"]:
         logger.warning("head training stopped before convergence: %s", history["stopped"])
-    if x_val is not None and y_val is not None:
+    if validation:
         history["val_mAP"] = round(_map(np.asarray(y_val), _scores(problem, result.theta, x_val)), 6)
-    return HeadFit(weight=weight.T.astype(np.float32), bias=bias.astype(np.float32), history=history)
+    return HeadFit(weight=weight.T.astype(np.float32), bias=bias.astype(np.float32), history=history, oof_scores=oof)
 
 
-def _path(problem: Problem, start: np.ndarray | None, score, progress: Any):
-    """Solve along LAMBDA_GRID (warm-started), yielding (lambda, result, score)."""
-    theta = start
-    for lam in LAMBDA_GRID:
-        res = solve(problem, lam, theta, gtol=CV_GTOL)
-        theta = res.theta
-        if progress is not None:
-            progress.update(1)
-        yield lam, res, score(res)
+def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, splits, progress):
+    """Every candidate's path over `grid` on `splits`; (the best candidate's path result, the table)."""
+    results = [_path(x, y, cfg, stats, cand, grid, splits, progress) for cand in candidates]
+    best = results[0]
+    for r in results[1:]:
+        if r["score"] > best["score"]:
+            best = r
+    table = [{"loss": r["candidate"][0], "weight_decay": r["weight_decay"], "score": round(r["score"], 6),
+              "spread": round(r["spread"], 6), "chosen": r is best, "curve": r["curve"]} for r in results]
+    for row in table:
+        logger.info("loss %s: lambda %g, CV %s %.4f +- %.4f", row["loss"], row["weight_decay"], cfg.cv_metric,
+                    row["score"], row["spread"])
+    return best, table
 
 
-def _validation_path(problem: Problem, x_val: np.ndarray, y_val: np.ndarray, progress: Any):
-    curve = []
-    best = None
-    for lam, res, value in _path(problem, None, lambda r: _map(y_val, _scores(problem, r.theta, x_val)), progress):
-        curve.append({"weight_decay": lam, "mAP": round(value, 6), "iterations": int(res.iterations.max())})
-        if best is None or value > best[0]:
-            best = (value, lam, res.theta.copy(), len(curve))
-        elif len(curve) - best[3] >= PATIENCE:
-            break
-    assert best is not None
-    return best[1], best[2], curve
-
-
-def _cv_path(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, stats: Standardization, folds: int, progress: Any):
-    order = np.random.default_rng(cfg.seed).permutation(len(x))
-    parts = [np.sort(p) for p in np.array_split(order, folds)]
-    problems, held = [], []
-    for k in range(folds):
-        train_rows = np.sort(np.concatenate([parts[i] for i in range(folds) if i != k]))
-        problems.append(Problem(x, y, _loss_for(cfg, y[train_rows]), stats, rows=train_rows))
-        held.append(parts[k])
-    thetas: list[np.ndarray | None] = [None] * folds
-    curve = []
-    best = None
-    for lam in LAMBDA_GRID:
+def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, progress) -> dict[str, Any]:
+    """One candidate's regularisation path: warm-started solves over `grid` on each split
+    (train rows, eval features, eval rows, eval targets), scored by `cfg.cv_metric`; stops
+    PATIENCE steps after the best."""
+    _, loss_name, pos_weight = cand
+    problems = []
+    for train_rows, _, _, _ in splits:
+        y_fit = y if train_rows is None else y[train_rows]
+        problems.append(Problem(x, y, _make(cfg, y_fit, loss_name, pos_weight), stats, rows=train_rows))
+    thetas: list[np.ndarray | None] = [None] * len(splits)
+    oof = np.zeros(y.shape, np.float32) if splits[0][0] is not None else None
+    by_class = cfg.l2 == "per-class" and loss_name != "softmax"  # softmax couples its classes: shared
+    class_stats: list[list[np.ndarray]] = []  # [point][split] per-class score terms
+    curve: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    for lam in grid:
         fold_scores, iters = [], []
-        for k in range(folds):
+        class_stats.append([])
+        for k, (_, x_eval, rows_eval, y_eval) in enumerate(splits):
             res = solve(problems[k], lam, thetas[k], gtol=CV_GTOL)
             thetas[k] = res.theta
             iters.append(int(res.iterations.max()))
-            fold_scores.append(_map(y[held[k]], _scores(problems[k], res.theta, x, held[k])))
+            s = _scores(problems[k], res.theta, x_eval, rows_eval)
+            if oof is not None:
+                oof[rows_eval] = s
+            fold_scores.append(cv_score(cfg.cv_metric, y_eval, s))
+            if by_class:
+                class_stats[-1].append(_class_terms(cfg.cv_metric, y_eval, s))
             if progress is not None:
                 progress.update(1)
         value = float(np.mean(fold_scores))
-        curve.append({"weight_decay": lam, "mAP": round(value, 6), "fold_mAP": [round(v, 6) for v in fold_scores],
+        spread = float(np.std(fold_scores))
+        curve.append({"weight_decay": lam, "score": round(value, 6), "fold_scores": [round(v, 6) for v in fold_scores],
                       "iterations": iters})
-        logger.info("weight decay %g: CV mAP %.6f", lam, value)
-        if best is None or value > best[0]:
-            best = (value, lam, np.mean(thetas, axis=0), len(curve))
-        elif len(curve) - best[3] >= PATIENCE:
+        logger.info("loss %s, weight decay %g: %s %.6f", cand[0], lam, cfg.cv_metric, value)
+        if best is None or value > best["score"]:
+            best = {"candidate": cand, "weight_decay": lam, "score": value, "spread": spread,
+                    "theta": np.mean(thetas, axis=0), "oof": None if oof is None else oof.copy(), "point": len(curve)}
+        elif len(curve) - best["point"] >= PATIENCE:
             break
     assert best is not None
-    return best[1], best[2], curve
+    best["curve"] = curve
+    if by_class:
+        _choose_per_class(best, cfg.cv_metric, grid, class_stats, [y_eval for _, _, _, y_eval in splits])
+    return best
+
+
+def _class_terms(metric: str, y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per-class terms of the selection score: AP [1, L] (NaN: no positive), or tp, fp, fn [3, L]."""
+    if metric == "map":
+        return average_precision(y, scores)[None]
+    tp, fp, fn, has = _best_f1_counts(y, scores)
+    return np.stack([np.where(has, tp, np.nan), fp, fn])
+
+
+def _fold_score(metric: str, terms: np.ndarray) -> float:
+    """`cv_score` from per-class terms (classes with a NaN first row have no positive)."""
+    has = ~np.isnan(terms[0])
+    if not has.any():
+        return -math.inf
+    if metric == "map":
+        return float(terms[0, has].mean())
+    tp, fp, fn = terms[0, has], terms[1, has], terms[2, has]
+    if metric == "macro-f1":
+        return float(np.mean(2 * tp / (2 * tp + fp + fn)))
+    return float(2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()))
+
+
+def _choose_per_class(best: dict[str, Any], metric: str, grid, class_stats: list[list[np.ndarray]],
+                      y_evals: list[np.ndarray]) -> None:
+    """`--l2 per-class`: each label's lambda is the path point with its best mean score over the
+    splits; a label with no positive in some split keeps the shared lambda. The candidate's score
+    becomes the splits' mean score with those lambdas (chosen on the same splits: optimistic)."""
+    terms = np.array(class_stats)  # [points, splits, rows, L]
+    n_points = terms.shape[0]
+    shared = best["point"] - 1
+    present = np.stack([np.asarray(ye).any(axis=0) for ye in y_evals])  # [splits, L]
+    everywhere = present.all(axis=0)
+    if metric == "map":
+        per = terms[:, :, 0].mean(axis=1)  # [points, L]
+    else:
+        tp, fp, fn = terms[:, :, 0], terms[:, :, 1], terms[:, :, 2]
+        per = np.nanmean(2 * tp / np.maximum(2 * tp + fp + fn, 1e-12), axis=1)
+    idx = np.full(per.shape[1], shared)
+    for j in np.flatnonzero(everywhere):
+        idx[j] = int(np.nanargmax(per[:, j]))
+    picked = terms[idx, :, :, np.arange(per.shape[1])]  # [L, splits, rows]
+    fold_scores = [_fold_score(metric, picked[:, k, :].T) for k in range(terms.shape[1])]
+    best["score"], best["spread"] = float(np.mean(fold_scores)), float(np.std(fold_scores))
+    best["per_class"] = {"weight_decay": [float(grid[i]) for i in idx],
+                         "shared": [int(j) for j in np.flatnonzero(~everywhere)],
+                         "points": n_points, "score": round(best["score"], 6)}

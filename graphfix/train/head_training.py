@@ -36,13 +36,15 @@ def train_head(
     train_set: Dataset | str | os.PathLike,
     val_set: Dataset | str | os.PathLike | None = None,
     *,
-    loss: str = "bce",
+    loss: str = "auto",
     weight_decay: float | str = "auto",
     pos_weight: str | None = None,
     asl_gamma_neg: float = 4.0,
     asl_gamma_pos: float = 0.0,
     asl_clip: float = 0.05,
     cv_folds: int = 3,
+    cv_metric: str = "map",
+    l2: str = "shared",
     tol: float = 1e-6,
     max_iter: int = 1000,
     decision: str = "thresholds",
@@ -63,13 +65,17 @@ def train_head(
         model: A swapped model (not changed).
         train_set: Training data (Dataset, CSV or NPZ path).
         val_set: Validation data: picks the L2 strength instead of cross-validation.
-        loss: "bce", "asl" or "softmax" (1/k targets; `probabilities` becomes a Softmax and a
-            `label_count` output is added).
+        loss: "auto" (the best of bce, balanced bce, asl and softmax by the selection score),
+            "bce", "asl" or "softmax" (1/k targets; `probabilities` becomes a Softmax and a
+            `label_count` output is added). `train_from` fine-tunes with bce unless told.
         weight_decay: lambda of mean loss + lambda/2 ||w||^2 on standardised features, or "auto"
             (k-fold CV on the training set, or `val_set`, scored by mAP).
         pos_weight: None or "balanced" (BCE: negatives/positives per class).
         asl_gamma_neg, asl_gamma_pos, asl_clip: ASL parameters.
         cv_folds: k of the cross-validation.
+        cv_metric: "map", "macro-f1" or "micro-f1": the score that chooses the loss and lambda.
+        l2: "shared" (one lambda) or "per-class" (one per label, chosen on the same folds; shared
+            for a label missing from a fold and for the softmax loss).
         tol: Gradient tolerance (max abs) of the final solve; max_iter: its iteration cap.
         decision: "thresholds", "topk" or "count" (softmax loss only): stored for `predict`, and
             for topk/count also computed by a bool `labels` output.
@@ -82,8 +88,8 @@ def train_head(
     Returns:
         (new model, history): the history holds the solver report (iterations, gradient norm,
         objective), the chosen weight decay, C = 1 / (lambda N) (sklearn's C on standardised
-        features), the mAP that chose it (`selection_mAP`: mean CV mAP, or validation mAP), the
-        whole CV curve, the labels with fewer than MIN_POSITIVES training positives
+        features), the score that chose it (`selection_score`: mean CV score in `cv_metric`, or
+        on the validation set), the chosen loss's CV curve, every compared loss (`losses`), the labels with fewer than MIN_POSITIVES training positives
         (`few_positives`: label -> count) and, with `train_from`, the validation mAP per epoch
         (epoch 0 = head only) and the kept epoch; a compact copy is stored as
         `graphfix.training`. The preprocessing the images were read with (the training set's,
@@ -97,16 +103,18 @@ def train_head(
         set_probability_op,
     )
 
+    if train_from is not None and loss == "auto":
+        loss = "bce"  # fine-tuning trains one loss (graphfix.train.finetune)
     cfg = TrainConfig(
         loss=loss, weight_decay=weight_decay, pos_weight=pos_weight, asl_gamma_neg=float(asl_gamma_neg),
-        asl_gamma_pos=float(asl_gamma_pos), asl_clip=float(asl_clip), count=loss == "softmax",
-        cv_folds=int(cv_folds), tol=float(tol), max_iter=int(max_iter), seed=int(seed),
+        asl_gamma_pos=float(asl_gamma_pos), asl_clip=float(asl_clip), count=loss in ("softmax", "auto"),
+        cv_folds=int(cv_folds), cv_metric=cv_metric, l2=l2, tol=float(tol), max_iter=int(max_iter), seed=int(seed),
     )
     cfg.validate()
     if decision not in DECISIONS:
         raise GraphfixError(f"unknown decision {decision!r}", kind="usage", hint=" | ".join(DECISIONS))
     if decision == "count" and loss != "softmax":
-        raise GraphfixError("--decision count needs the label-count head of --loss softmax", kind="usage")
+        raise GraphfixError("--decision count needs the label-count head of --loss softmax (name the loss)", kind="usage")
     train = as_dataset(model, train_set, preprocess)
     val = as_dataset(model, val_set, preprocess) if val_set is not None else None
     kw = dict(batch_size=features_batch_size, cache=cache, progress=progress)
@@ -132,19 +140,22 @@ def train_head(
             remove_labels_output(new)
             remove_count_head(new)
             set_head(new, fit.weight[:n_cls], fit.bias[:n_cls])
-            if cfg.count:
+            if fit.weight.shape[0] > n_cls:
                 set_count_head(new, fit.weight[n_cls], float(fit.bias[n_cls]))
     finally:
         bar.close()
-    set_probability_op(new, "Softmax" if loss == "softmax" else "Sigmoid")
+    chosen_loss = hist.get("loss", loss)
+    set_probability_op(new, "Softmax" if chosen_loss == "softmax" else "Sigmoid")
     if decision == "topk" and top_k is None:
         top_k = max(1, int(round(float(train.y.sum(axis=1).mean()))))
     if decision in ("topk", "count"):
         add_rank_labels_output(new, top_k=top_k if decision == "topk" else None)
-    settings = {k: v for k, v in cfg.to_dict().items() if loss == "asl" or not k.startswith("asl_")}
+    settings = {k: v for k, v in cfg.to_dict().items() if chosen_loss == "asl" or not k.startswith("asl_")}
+    settings.update(loss=chosen_loss, pos_weight=hist.get("pos_weight", pos_weight), count=chosen_loss == "softmax",
+                    loss_requested=loss)
     positives = np.asarray(train.y).sum(axis=0)
     few = {name: int(n) for name, n in zip(train.labels, positives) if n < MIN_POSITIVES}
-    chosen = [c["mAP"] for c in hist.get("cv") or [] if c["weight_decay"] == hist["weight_decay"]]
+    chosen = [c["score"] for c in hist.get("cv") or [] if c["weight_decay"] == hist["weight_decay"]]
     summary = {
         **settings,
         "weight_decay": hist["weight_decay"],
@@ -160,8 +171,11 @@ def train_head(
         "objective": hist["objective"],
         "converged": hist["converged"],
         "val_mAP": hist.get("val_mAP"),
-        "selection_mAP": chosen[0] if chosen else None,
+        "selection_score": chosen[0] if chosen else None,
         "lambda_values": len(hist.get("cv") or []),
+        "l2_per_class": hist.get("l2"),
+        "losses": [{k: row[k] for k in ("loss", "weight_decay", "score", "spread", "chosen")}
+                   for row in hist.get("losses") or []],
         "few_positives": few,
     }
     if train_from is not None:

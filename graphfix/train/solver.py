@@ -4,7 +4,7 @@ The problem, for each group g of output columns (see `graphfix.train.losses`):
 
     min  mean loss_g(Xs W + b) + lambda / 2 * ||W_g||^2,    Xs = (X - mu) / sd
 
-with the bias unpenalised. `X` is never standardised or copied whole: every pass streams it in
+with the bias unpenalised. lambda is one number, or one per output column (`--l2 per-class`). `X` is never standardised or copied whole: every pass streams it in
 fixed-size row chunks (`CHUNK_ROWS`, a float64 copy of one chunk at a time), and the
 standardisation is applied to the weights instead (`X (W / sd) + (b - mu / sd . W)`), so the
 features may be an in-memory array or a memory-mapped cache file. A fixed chunk size keeps the
@@ -109,7 +109,7 @@ class Problem:
         w_raw, b_raw = raw_parameters(theta, self.stats)
         return np.asarray(x, dtype=np.float64) @ w_raw + b_raw
 
-    def value_grad(self, theta: np.ndarray, cols: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    def value_grad(self, theta: np.ndarray, cols: np.ndarray, lam: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(objective per group [G] (0 for groups not in cols), gradient [F+1, len(cols)]).
 
         `theta` [F+1, len(cols)] holds the parameters of the columns `cols` (whole groups).
@@ -132,23 +132,25 @@ class Problem:
         g_bias /= denom_cols
         grad = np.empty((self.n_features + 1, len(cols)))
         w = theta[:-1]
+        lam = _per_column(lam, cols)
         grad[:-1] = (g_raw - np.outer(mu, g_bias)) / sd[:, None] + lam * w
-        grad[:-1][self.stats.constant] = lam * w[self.stats.constant]  # no information, only rounding
+        grad[:-1][self.stats.constant] = (lam * w)[self.stats.constant]  # no information, only rounding
         grad[-1] = g_bias
         values = sums / self.group_denominators
-        values += lam / 2 * np.bincount(self.loss.groups[cols], (w * w).sum(axis=0), self.loss.n_groups)
+        values += np.bincount(self.loss.groups[cols], lam / 2 * (w * w).sum(axis=0), self.loss.n_groups)
         return values, grad
 
-    def precondition(self, q: np.ndarray, cols: np.ndarray, lam: float) -> np.ndarray:
+    def precondition(self, q: np.ndarray, cols: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
         """P q: (c_j Cov + lambda I)^-1 on the weights, 1 / c_j on the bias, per column."""
         v, s, const = self.stats.eigvecs, self.stats.eigvals, self.stats.constant
         c = self.curvature[cols]
+        lam = np.broadcast_to(_per_column(lam, cols), c.shape)[None, :]
         denom = c[None, :] * s[:, None] + lam
         floor = 1e-10 * c[None, :] * max(float(s.max(initial=0.0)), 1.0)
         out = np.empty_like(q)
         w = q[:-1]
         out[:-1][~const] = v @ ((v.T @ w[~const]) / np.maximum(denom, floor))
-        out[:-1][const] = w[const] / np.maximum(lam, floor[0])
+        out[:-1][const] = w[const] / np.maximum(lam, floor[:1])
         out[-1] = q[-1] / c
         return out
 
@@ -157,6 +159,11 @@ class Problem:
         theta = np.zeros((self.n_features + 1, self.loss.n_columns))
         theta[-1] = self.initial_bias
         return theta
+
+
+def _per_column(lam: float | np.ndarray, cols: np.ndarray) -> float | np.ndarray:
+    """lambda of the columns `cols` (a number stays a number)."""
+    return lam[cols] if isinstance(lam, np.ndarray) else lam
 
 
 def raw_parameters(theta: np.ndarray, stats: Standardization) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +209,7 @@ def _group_sum(groups: np.ndarray, col_values: np.ndarray, n_groups: int) -> np.
     return np.bincount(groups, col_values, n_groups)
 
 
-def solve(problem: Problem, lam: float, theta0: np.ndarray | None = None, *, gtol: float = 1e-6,
+def solve(problem: Problem, lam: float | np.ndarray, theta0: np.ndarray | None = None, *, gtol: float = 1e-6,
           max_iter: int = 1000, memory: int = 10) -> SolveResult:
     """Minimise the problem's objective at L2 strength `lam` (see module docstring)."""
     loss = problem.loss

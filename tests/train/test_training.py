@@ -49,7 +49,7 @@ def test_weights_equal_sklearn(seed, C):
     xs, y = _problem(seed)
     n = len(xs)
     lam = 1.0 / (C * n)
-    fit = fit_head(xs.astype(np.float32), y, TrainConfig(weight_decay=lam, tol=1e-10))
+    fit = fit_head(xs.astype(np.float32), y, TrainConfig(loss="bce", weight_decay=lam, tol=1e-10))
     assert fit.history["converged"] and fit.history["grad_norm"] <= 1e-8
     x32 = xs.astype(np.float32).astype(np.float64)  # the exact values graphfix saw
     for j in range(y.shape[1]):
@@ -102,7 +102,7 @@ def test_every_loss_converges_with_cv(kw):
     h = fit.history
     assert h["converged"] and h["grad_norm"] <= 1e-6, h["stopped"]
     assert h["selected_by"] == "3-fold CV mAP"
-    curve = [c["mAP"] for c in h["cv"]]
+    curve = [c["score"] for c in h["cv"]]
     assert h["weight_decay"] == h["cv"][int(np.argmax(curve))]["weight_decay"]
     assert [c["weight_decay"] for c in h["cv"]] == list(LAMBDA_GRID[: len(curve)])
     assert fit.weight.shape == (y.shape[1] + (1 if kw.get("count") else 0), xs.shape[1])
@@ -233,3 +233,57 @@ def test_tiny_training_set_uses_a_stated_default():
     xs, y = _problem(7, n=5)
     fit = fit_head(xs.astype(np.float32), y, TrainConfig())
     assert fit.history["selected_by"].startswith("default (5 samples") and fit.history["converged"]
+
+
+def test_auto_loss_compares_every_loss_and_keeps_the_best():
+    """loss="auto": one row per loss, each the best point of its own CV path; the kept loss has the
+    top score, and the final head equals that loss forced at that lambda."""
+    xs, y = _problem(5, n=300)
+    x = xs.astype(np.float32)
+    auto = fit_head(x, y, TrainConfig(count=True))
+    h = auto.history
+    rows = {r["loss"]: r for r in h["losses"]}
+    assert list(rows) == ["bce", "bce-balanced", "asl", "softmax"]
+    best = max(rows.values(), key=lambda r: r["score"])
+    assert best["chosen"] and sum(r["chosen"] for r in rows.values()) == 1
+    assert h["candidate"] == best["loss"] and h["weight_decay"] == best["weight_decay"]
+    for name, r in rows.items():
+        points = [c["score"] for c in r["curve"]]
+        assert r["score"] == max(points) and r["spread"] >= 0
+        assert r["weight_decay"] == r["curve"][int(np.argmax(points))]["weight_decay"]
+    forced = {"bce": {"loss": "bce"}, "bce-balanced": {"loss": "bce", "pos_weight": "balanced"},
+              "asl": {"loss": "asl"}, "softmax": {"loss": "softmax", "count": True}}
+    for name in ("bce", best["loss"]):  # a forced loss runs the same folds and path
+        one = fit_head(x, y, TrainConfig(**forced[name]))
+        assert one.history["cv"] == rows[name]["curve"]
+        if name == best["loss"]:
+            np.testing.assert_array_equal(one.weight, auto.weight)
+    assert auto.oof_scores.shape == y.shape and h["folds"]["method"] == "iterative stratification"
+    assert h["folds"]["labels_with_fewer_positives_than_folds"] == [y.shape[1] - 1]  # the class with 2 positives
+
+
+def test_cv_metric_chooses_by_that_score():
+    xs, y = _problem(6, n=300)
+    fit = fit_head(xs.astype(np.float32), y, TrainConfig(loss="bce", cv_metric="macro-f1"))
+    h = fit.history
+    assert h["selected_by"] == "3-fold CV macro-F1"
+    assert all(0 < c["score"] <= 1 for c in h["cv"])
+    assert h["weight_decay"] == max(h["cv"], key=lambda c: c["score"])["weight_decay"]
+
+
+def test_per_class_l2_picks_each_labels_best_point():
+    """--l2 per-class: each label's lambda maximises its own mean fold AP on the shared path; the
+    label missing from a fold keeps the shared lambda; the head equals a solve at those lambdas."""
+    xs, y = _problem(7, n=300)
+    x = xs.astype(np.float32)
+    shared = fit_head(x, y, TrainConfig(loss="bce"))
+    per = fit_head(x, y, TrainConfig(loss="bce", l2="per-class"))
+    info = per.history["l2"]
+    assert per.history["cv"] == shared.history["cv"]  # the same folds and path
+    assert info["shared"] == [y.shape[1] - 1] and info["weight_decay"][-1] == shared.history["weight_decay"]
+    assert set(info["weight_decay"]) <= set(LAMBDA_GRID[: len(shared.history["cv"])])
+    assert info["score"] >= max(c["score"] for c in shared.history["cv"]) - 1e-12  # each label at its best
+    problem = Problem(x, y, make_loss("bce", y), Standardization.of(x))
+    ref = solve(problem, np.array(info["weight_decay"]), gtol=1e-6)
+    w = ref.theta[:-1] / problem.stats.std[:, None]
+    np.testing.assert_allclose(per.weight.T, w, atol=1e-4)
