@@ -319,24 +319,17 @@ def _run_sessions(reference, candidate, candidate_path, reference_path, domains:
     Raises `_SessionFailed(which, message)` when onnxruntime refuses a model or its run.
     """
     if "domain" not in cache:
-        run_reference = _file_runner(reference_path) if reference_path else reference.run
         for index, runs in enumerate(domains):
             try:
-                first = run_reference(runs[0], outputs=names)
+                run_reference = _file_runner(reference_path) if reference_path else reference.run
+                outputs = [run_reference(feeds, outputs=names) for feeds in runs]
             except Exception as exc:
                 if index + 1 < len(domains):
                     continue
                 raise _SessionFailed("input", _first_line(exc)) from None
-            cache.update({"domain": index, 0: first})
+            cache.update({"domain": index, **dict(enumerate(outputs))})
             break
     runs = domains[cache["domain"]]
-    try:
-        for index, feeds in enumerate(runs):
-            if index not in cache:
-                run_reference = _file_runner(reference_path) if reference_path else reference.run
-                cache[index] = run_reference(feeds, outputs=names)
-    except Exception as exc:
-        raise _SessionFailed("input", _first_line(exc)) from None
     try:
         run_candidate = _file_runner(candidate_path) if candidate_path else candidate.run
         got = [run_candidate(feeds, outputs=names) for feeds in runs]

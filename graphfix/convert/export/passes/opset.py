@@ -39,7 +39,7 @@ class ConvertOpsetPass(ir.passes.InPlacePass):
            (13), Clip `min`/`max` and Pad `pads`/`value` (11), Slice `starts/ends/axes` and
            TopK `k` (10), Dropout `ratio` (12), Reduce* `axes` (18, when targeting >= 18).
         3. Upsample and Resize-10 become Resize-13 (`asymmetric`, nearest `floor`), as the
-           Upsample spec defines.
+           Upsample spec defines; Scatter (deprecated in 11) becomes ScatterElements.
         4. Attributes that the target schema no longer has (legacy `spatial`, `is_test`,
            `consumed_inputs`) are dropped.
         5. Downgrades (torch's dynamo exporter writes opset >= 18): Reduce* `axes` inputs go back
@@ -200,6 +200,9 @@ class ConvertOpsetPass(ir.passes.InPlacePass):
             return True
         if op == "Upsample" or (op == "Resize" and source < 11):
             return _to_resize(graph, node, taken)
+        if op == "Scatter":  # deprecated in 11 for ScatterElements, same inputs and `axis`
+            node.op_type = "ScatterElements"
+            return True
         if op == "BatchNormalization" and source < 9 and node.attributes.get_int("spatial", 1) == 0:
             raise GraphfixError(
                 "BatchNormalization spatial=0 (per-activation statistics) has no opset-9+ form",
