@@ -77,15 +77,22 @@ class _Sampler:
     def __init__(self, model, value) -> None:
         from graphfix.errors import GraphfixError
 
+        import onnx_ir as ir
+
         self.name = value.name
-        if value.type is not None and type(value.type).__name__ != "TensorType":
+        self.containers: list[str] = []  # outermost first: "sequence" (3 tensors) / "optional" (present)
+        kind = value.type
+        while isinstance(kind, (ir.SequenceType, ir.OptionalType)):
+            self.containers.append("sequence" if isinstance(kind, ir.SequenceType) else "optional")
+            kind = kind.elem_type
+        if kind is not None and not isinstance(kind, ir.TensorType):
             raise GraphfixError(
-                f"input {value.name} is a {value.type}: the parity run feeds tensors only", kind="failed",
-                hint="export with --no-verify to skip the parity run")
+                f"input {value.name} is a {value.type}: the parity run feeds tensors and sequences of them only",
+                kind="failed", hint="export with --no-verify to skip the parity run")
         if value.shape is None:
             raise GraphfixError(f"input {value.name} has no declared shape: the parity run cannot feed it",
                                 kind="failed", hint="give its shape with --input-shape, or sample inputs with --inputs")
-        self.dtype = value.dtype.numpy() if value.dtype is not None else np.float32
+        self.dtype = kind.dtype.numpy() if kind is not None else np.float32
         shape = list(value.shape)
         self.scalar = not shape
         self.batch = None if self.scalar or not isinstance(shape[0], int) else shape[0]
@@ -104,9 +111,21 @@ class _Sampler:
         else:
             self.kind = "ints"
 
-    def array(self, rng: np.random.Generator, start: int, rows: int, domain: str = "small") -> np.ndarray:
+    def array(self, rng: np.random.Generator, start: int, rows: int, domain: str = "small"):
         """The input of one run: `rows` rows (samples start, start+1, ...) for a batch axis,
-        the declared dim 0 otherwise, a scalar for a scalar."""
+        the declared dim 0 otherwise, a scalar for a scalar; a list of 3 such tensors for a
+        sequence, the value itself for an optional."""
+
+        def build(level: int, offset: int):
+            if level == len(self.containers):
+                return self._tensor(rng, start + offset, rows, domain)
+            if self.containers[level] == "optional":
+                return build(level + 1, offset)
+            return [build(level + 1, offset + k) for k in range(3)]
+
+        return build(0, 0)
+
+    def _tensor(self, rng: np.random.Generator, start: int, rows: int, domain: str) -> np.ndarray:
         if self.scalar:
             return np.asarray(self.sample(rng, start, domain, []), dtype=self.dtype)
         count = rows if self.batch is None else self.batch
@@ -136,6 +155,10 @@ class _Sampler:
         return rng.integers(min(1, high), high + 1, dims).astype(self.dtype)
 
     def describe(self) -> str:
+        text = self._describe_tensor()
+        return f"sequences of 3 tensors of {text}" if "sequence" in self.containers else text
+
+    def _describe_tensor(self) -> str:
         if self.kind == "images":
             return "random uint8 images 0..255"
         if self.kind == "preprocessed":
@@ -369,6 +392,9 @@ def _isolated(fn, *args):
         code = 0
         try:
             os.close(read)
+            import faulthandler
+
+            faulthandler.disable()  # a crash here is reported by the parent, in one line
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 2)
             try:
@@ -518,7 +544,7 @@ def _diff(figures: dict, name: str, ref, got, fp16: bool, prob: bool, labels_fol
 
 
 def _rows(feeds: dict[str, np.ndarray]) -> int:
-    return max((int(np.shape(a)[0]) for a in feeds.values() if np.ndim(a)), default=1)
+    return max((int(a.shape[0]) for a in feeds.values() if isinstance(a, np.ndarray) and a.ndim), default=1)
 
 
 def _rebatch(feeds: dict[str, np.ndarray], static: int | None) -> list[dict[str, np.ndarray]]:

@@ -20,7 +20,8 @@ class BatchDimPass(ir.passes.InPlacePass):
         1. The batched inputs are those whose dimension 0 is symbolic; when none is, the
            image inputs (rank 4, float or uint8) that share one fixed dimension 0. Other
            inputs (indices, sizes, scalars, a second tensor of its own shape) are left as
-           they are: no symbol ties them to the batch.
+           they are: no symbol ties them to the batch. Sequence and optional inputs are
+           never batched.
         2. `batch="dynamic"`: dim 0 of each batched input becomes the same symbol (the name
            the model already uses, else `batch`); `batch=N` fixes it to N.
         3. Any other symbolic input dimension is an error (GraphfixError usage, exit 2): TensorRT
@@ -29,7 +30,8 @@ class BatchDimPass(ir.passes.InPlacePass):
            inference (data propagation on); output dim 0 that inference leaves unknown is set
            to the batch symbol when an input is batched. Inputs of rank 0 are left alone.
 
-    `modified` is True when any input or output shape changed.
+    When no input shape changes, nothing is re-inferred. `modified` is True when any input or
+    output shape changed.
     """
 
     def __init__(self, batch: str | int = "dynamic") -> None:
@@ -47,8 +49,8 @@ class BatchDimPass(ir.passes.InPlacePass):
         dim0 = self._batch_dim(inputs)
         batched = _batched(inputs)
         for value in inputs:
-            if value.shape is None or len(value.shape) == 0:
-                continue
+            if value.shape is None or len(value.shape) == 0 or not isinstance(value.type, ir.TensorType):
+                continue  # scalars, sequences and optionals are left alone
             dims = list(value.shape)
             if value not in batched:
                 if any(not isinstance(d, int) for d in dims):
@@ -65,6 +67,8 @@ class BatchDimPass(ir.passes.InPlacePass):
                         kind="usage", hint=f"fix it when loading: --input-shape {value.name}:1,3,224,224",
                     )
             value.shape = ir.Shape([dim0, *dims[1:]])
+        if [(v.name, _dims(v.shape)) for v in inputs] == before[:len(inputs)]:
+            return ir.passes.PassResult(model, False)  # no input changed: the shapes stand
         saved = {}
         for node in graph:
             for out in node.outputs:
@@ -97,7 +101,7 @@ class BatchDimPass(ir.passes.InPlacePass):
 def _batched(inputs: list[ir.Value]) -> list[ir.Value]:
     """The inputs that carry the batch: symbolic dim 0, else rank-4 float/uint8 images with
     one common fixed dim 0."""
-    ranked = [v for v in inputs if v.shape is not None and len(v.shape) > 0]
+    ranked = [v for v in inputs if v.shape is not None and len(v.shape) > 0 and isinstance(v.type, ir.TensorType)]
     symbolic = [v for v in ranked if not isinstance(v.shape[0], int)]
     if symbolic:
         return symbolic
