@@ -391,4 +391,10 @@ def _lower_node(node: ir.Node, target: int) -> str | None:
         return f"{op} reduction={attrs.get_string('reduction')}"
     if op == "LpPool" and attrs.get_int("ceil_mode", 0):
         return "LpPool ceil_mode=1"
+    if op == "LpPool":
+        if any(d != 1 for d in attrs.get_ints("dilations", [])):
+            return "LpPool with dilations"
+        attrs.pop("dilations", None)
+        attrs.pop("ceil_mode", None)
+        return None
     return None
