@@ -30,7 +30,7 @@ class BatchDimPass(ir.passes.InPlacePass):
            inference (data propagation on); output dim 0 that inference leaves unknown is set
            to the batch symbol when an input is batched. Inputs of rank 0 are left alone.
 
-    When no input shape changes, nothing is re-inferred. `modified` is True when any input or
+    When no input shape changes, the known shapes stay and inference only fills gaps. `modified` is True when any input or
     output shape changed.
     """
 
@@ -67,14 +67,17 @@ class BatchDimPass(ir.passes.InPlacePass):
                         kind="usage", hint=f"fix it when loading: --input-shape {value.name}:1,3,224,224",
                     )
             value.shape = ir.Shape([dim0, *dims[1:]])
-        if [(v.name, _dims(v.shape)) for v in inputs] == before[:len(inputs)]:
-            return ir.passes.PassResult(model, False)  # no input changed: the shapes stand
+        changed = [(v.name, _dims(v.shape)) for v in inputs] != before[:len(inputs)]
         saved = {}
-        for node in graph:
+        for node in graph if changed else ():  # no input changed: the shapes stand, gaps are filled
             for out in node.outputs:
                 saved[out] = out.shape
                 out.shape = None
+        untyped = [v for node in ir.traversal.RecursiveGraphIterator(graph) if node.graph is not graph
+                   for v in node.outputs if v.type is None]
         result = ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+        for value in untyped:  # onnx-ir types an inferred sequence in a subgraph as a tensor: keep it untyped
+            value.type = None
         if not result.modified:
             for value, shape in saved.items():
                 value.shape = shape
