@@ -186,7 +186,7 @@ def test_a_crashing_parity_session_is_one_line_exit_1(monkeypatch, tmp_path, cap
     code = main(["export", str(path), "--target", "cpu", "-o", str(tmp_path / "out.onnx"), "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1, err
-    assert err[0].startswith("graphfix: error: ") and "onnxruntime crashed (SIGSEGV)" in err[0]
+    assert err[0].startswith(f"graphfix: error: {path}: ") and "onnxruntime crashed (SIGSEGV)" in err[0]
     assert not (tmp_path / "out.onnx").exists()
 
 

@@ -342,14 +342,16 @@ def _run_sessions(reference, candidate, candidate_path, reference_path, domains:
     Raises `_SessionFailed(which, message)` when onnxruntime refuses a model or its run.
     """
     if "domain" not in cache:
+        first = None
         for index, runs in enumerate(domains):
             try:
                 run_reference = _file_runner(reference_path) if reference_path else reference.run
                 outputs = [run_reference(feeds, outputs=names) for feeds in runs]
             except Exception as exc:
+                first = first or _first_line(exc)  # the error on the main domain says most
                 if index + 1 < len(domains):
                     continue
-                raise _SessionFailed("input", _first_line(exc)) from None
+                raise _SessionFailed("input", first) from None
             cache.update({"domain": index, **dict(enumerate(outputs))})
             break
     runs = domains[cache["domain"]]
