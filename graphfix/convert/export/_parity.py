@@ -90,7 +90,8 @@ class _Sampler:
                 f"input {value.name} is a {value.type}: the parity run feeds tensors and sequences of them only",
                 kind="failed", hint="export with --no-verify to skip the parity run")
         if value.shape is None:
-            raise GraphfixError(f"input {value.name} has no declared shape: the parity run cannot feed it",
+            what = f"input {value.name}" + (f" ({value.type})" if self.containers else "")
+            raise GraphfixError(f"{what} has no declared shape: the parity run cannot feed it",
                                 kind="failed", hint="give its shape with --input-shape, or sample inputs with --inputs")
         self.dtype = kind.dtype.numpy() if kind is not None else np.float32
         shape = list(value.shape)
