@@ -126,11 +126,15 @@ def _stdout_gone() -> bool:
 
 
 def _set_verbose(verbose: bool) -> None:
-    """-v: log records at INFO and up go to stderr, and GRAPHFIX_VERBOSE=1 tells the places that
+    """-v: log records at INFO and up go to stderr (without -v none do), and GRAPHFIX_VERBOSE=1 tells the places that
     silence third-party output (`graphfix.scale.ray_runtime`) and child processes to let it through."""
     if verbose:
         os.environ["GRAPHFIX_VERBOSE"] = "1"
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    elif not logging.getLogger().handlers:
+        # without a handler Python prints WARNING records (a third-party library's logged
+        # traceback) to stderr beside graphfix's own line
+        logging.getLogger().addHandler(logging.NullHandler())
 
 
 def _model_path(args: argparse.Namespace) -> str | None:

@@ -341,12 +341,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 def cpu_session(src: bytes | str, path: str | os.PathLike | None = None, providers: list[str] | None = None,
                 threads: int | None = None):
     """The one way graphfix opens an onnxruntime session: model bytes or file, CPU provider unless
-    `providers` says otherwise, `threads` intra-op threads (default: onnxruntime's), errors only;
+    `providers` says otherwise, `threads` intra-op threads (default: onnxruntime's), no log lines;
     `path` is named when onnxruntime refuses the model."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a refusal is raised (one line), not logged beside it
     if threads:
         opts.intra_op_num_threads = threads
     try:

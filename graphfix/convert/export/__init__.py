@@ -188,8 +188,11 @@ def export(
         result.notes["int64_out_of_range"] = int64.out_of_range
     if fp16 == "auto":
         t0 = time.perf_counter()
-        work, half, result.parity, result.notes["fp16_auto"] = _fp16_auto(
-            model, work, sample_inputs=sample_inputs, sample_source=sample_source, reference_path=reference_path)
+        try:
+            work, half, result.parity, result.notes["fp16_auto"] = _fp16_auto(
+                model, work, sample_inputs=sample_inputs, sample_source=sample_source, reference_path=reference_path)
+        except GraphfixError as exc:
+            raise exc.with_path(model.path) if model.path else exc
         result.passes.append({"name": "float16_auto", "modified": half.converted > 0,
                               "seconds": round(time.perf_counter() - t0, 4)})
     if fp16:
@@ -216,9 +219,11 @@ def export(
             result.parity = compare(model, work, fp16=fp16, sample_inputs=sample_inputs, sample_source=sample_source,
                                     candidate_path=os.fspath(path) if early_save else None,
                                     reference_path=reference_path)
-        except BaseException:
+        except BaseException as exc:
             if early_save:
                 _remove_written(path)
+            if isinstance(exc, GraphfixError) and model.path:
+                raise exc.with_path(model.path)  # onnxruntime refused or crashed on a parity session
             raise
         result.parity["seconds"] = round(time.perf_counter() - t0, 3)
     if verify:

@@ -54,49 +54,140 @@ def _pixels(rng: np.random.Generator, index: int, shape: list[int]) -> np.ndarra
     return rng.integers(low, high, shape, dtype=np.uint8)
 
 
+#: Integer (and bool) value domains tried in turn until the reference runs: small positive ints
+#: (indices kept within the data's axis), ones, zeros. Zeros alone divide by zero and make
+#: empty ranges; a shape-like input may only accept ones.
+INT_DOMAINS = ("small", "ones", "zeros")
+#: Ops whose input 1 indexes input 0 along `axis` (default 0); GatherND/ScatterND index its
+#: leading dims.
+_INDEXING = {"Gather": 0, "GatherElements": 0, "Scatter": 0, "ScatterElements": 0, "GatherND": None,
+             "ScatterND": None}
+
+
 class _Sampler:
-    """How one graph input is sampled: raw uint8 images, 0..255 images put through the stored
-    `graphfix.preprocess`, seeded varied floats, or zeros (other integer and bool inputs)."""
+    """How one graph input is sampled, from its own declared type, shape and value domain: raw
+    uint8 images, 0..255 images put through the stored `graphfix.preprocess`, seeded varied
+    floats, small positive ints (indices within the indexed axis), random bools.
+
+    Only a symbolic dimension 0 is a batch axis (its rows are the run's rows); a fixed
+    dimension 0 is fed as declared, a scalar stays a scalar; other symbolic dimensions are 1
+    (the stored size for a preprocessed image).
+    """
 
     def __init__(self, model, value) -> None:
+        from graphfix.errors import GraphfixError
+
+        import onnx_ir as ir
+
         self.name = value.name
-        self.dtype = value.dtype.numpy() if value.dtype is not None else np.float32
-        shape = list(value.shape or [])
-        self.batch = shape[0] if shape and isinstance(shape[0], int) else None
+        self.containers: list[str] = []  # outermost first: "sequence" (3 tensors) / "optional" (present)
+        kind = value.type
+        while isinstance(kind, (ir.SequenceType, ir.OptionalType)):
+            self.containers.append("sequence" if isinstance(kind, ir.SequenceType) else "optional")
+            kind = kind.elem_type
+        if kind is not None and not isinstance(kind, ir.TensorType):
+            raise GraphfixError(
+                f"input {value.name} is a {value.type}: the parity run feeds tensors and sequences of them only",
+                kind="failed", hint="export with --no-verify to skip the parity run")
+        if value.shape is None:
+            what = f"input {value.name}" + (f" ({value.type})" if self.containers else "")
+            raise GraphfixError(f"{what} has no declared shape: the parity run cannot feed it",
+                                kind="failed", hint="give its shape with --input-shape, or sample inputs with --inputs")
+        self.dtype = kind.dtype.numpy() if kind is not None else np.float32
+        shape = list(value.shape)
+        self.scalar = not shape
+        self.batch = None if self.scalar or not isinstance(shape[0], int) else shape[0]
         self.dims = [d if isinstance(d, int) else 1 for d in shape[1:]]
         self.prep = None
-        if self.dtype == np.uint8:
+        self.high = _index_bound(value)
+        if self.dtype == np.uint8 and len(shape) == 4:
             self.kind = "images"
         elif np.issubdtype(self.dtype, np.floating):
             self.prep = _stored_preprocess(model, value)
             self.kind = "preprocessed" if self.prep is not None else "varied"
             if self.prep is not None:
                 self.dims = [self.prep.channels, *self.prep.size]
+        elif self.dtype == np.bool_:
+            self.kind = "bools"
         else:
-            self.kind = "zeros"
+            self.kind = "ints"
 
-    def sample(self, rng: np.random.Generator, index: int) -> np.ndarray:
+    def array(self, rng: np.random.Generator, start: int, rows: int, domain: str = "small"):
+        """The input of one run: `rows` rows (samples start, start+1, ...) for a batch axis,
+        the declared dim 0 otherwise, a scalar for a scalar; a list of 3 such tensors for a
+        sequence, the value itself for an optional."""
+
+        def build(level: int, offset: int):
+            if level == len(self.containers):
+                return self._tensor(rng, start + offset, rows, domain)
+            if self.containers[level] == "optional":
+                return build(level + 1, offset)
+            return [build(level + 1, offset + k) for k in range(3)]
+
+        return build(0, 0)
+
+    def _tensor(self, rng: np.random.Generator, start: int, rows: int, domain: str) -> np.ndarray:
+        if self.scalar:
+            return np.asarray(self.sample(rng, start, domain, []), dtype=self.dtype)
+        count = rows if self.batch is None else self.batch
+        return np.stack([self.sample(rng, start + i, domain) for i in range(count)]) if count else \
+            np.zeros([0, *self.dims], self.dtype)
+
+    def sample(self, rng: np.random.Generator, index: int, domain: str = "small", dims=None) -> np.ndarray:
         """One row (no batch axis)."""
+        dims = self.dims if dims is None else dims
         if self.kind == "images":
-            return _pixels(rng, index, self.dims)
+            return _pixels(rng, index, dims)
         if self.kind == "preprocessed":
             from PIL import Image
 
-            channels, height, width = self.dims
+            channels, height, width = dims
             pixels = _pixels(rng, index, [height, width] if channels == 1 else [height, width, channels])
             return self.prep.apply(Image.fromarray(pixels)).astype(self.dtype)
         if self.kind == "varied":
-            return _sample(rng, index, self.dims).astype(self.dtype)
-        return np.zeros(self.dims, self.dtype)
+            return _sample(rng, index, dims).astype(self.dtype)
+        if domain == "zeros":
+            return np.zeros(dims, self.dtype)
+        if domain == "ones":
+            return np.ones(dims, self.dtype)
+        if self.kind == "bools":
+            return rng.integers(0, 2, dims).astype(np.bool_)
+        high = 3 if self.high is None else min(3, self.high)
+        return rng.integers(min(1, high), high + 1, dims).astype(self.dtype)
 
     def describe(self) -> str:
+        text = self._describe_tensor()
+        return f"sequences of 3 tensors of {text}" if "sequence" in self.containers else text
+
+    def _describe_tensor(self) -> str:
         if self.kind == "images":
             return "random uint8 images 0..255"
         if self.kind == "preprocessed":
             return f"random 0..255 images through the stored preprocessing ({describe_preprocess(self.prep)})"
         if self.kind == "varied":
             return "seeded varied inputs (normal x0.5..x4, uniform, Laplace)"
-        return "zeros"
+        if self.kind == "bools":
+            return "random bools"
+        return "small positive integers"
+
+
+def _index_bound(value) -> int | None:
+    """The largest index `value` may hold where it indexes a known axis (Gather indices)."""
+    bound = None
+    for use in value.uses():
+        node, index = use.node, use.idx
+        if node.op_type not in _INDEXING or index != 1 or node.inputs[0] is None or node.inputs[0].shape is None:
+            continue
+        dims = list(node.inputs[0].shape)
+        if _INDEXING[node.op_type] is None:
+            sizes = dims
+        else:
+            axis = node.attributes.get_int("axis", 0)
+            sizes = [dims[axis]] if -len(dims) <= axis < len(dims) else []
+        for size in sizes:
+            if isinstance(size, int):
+                bound = size - 1 if bound is None else min(bound, size - 1)
+    return None if bound is None else max(bound, 0)
 
 
 def _stored_preprocess(model, value):
@@ -135,7 +226,7 @@ def _samplers(model) -> list[_Sampler]:
 
 def describe_inputs(model, samples: int = PARITY_SAMPLES) -> str:
     """What `varied_feeds(model, samples=samples)` feeds, in words."""
-    samplers = [s for s in _samplers(model) if s.kind != "zeros"] or _samplers(model)
+    samplers = _samplers(model)
     if len(samplers) == 1:
         return f"{samples} {samplers[0].describe()}"
     return f"{samples} rows of " + "; ".join(f"{s.name}: {s.describe()}" for s in samplers)
@@ -144,7 +235,8 @@ def describe_inputs(model, samples: int = PARITY_SAMPLES) -> str:
 def random_feeds(model, *, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs for `model` (a graphfix Model) in its real range: uniform 0..255 uint8
     images for an image input, such images put through the stored `graphfix.preprocess` for a
-    float image input described there, standard normal floats otherwise, zero ints and bools.
+    float image input described there, standard normal floats otherwise, small positive ints,
+    random bools; each input in its own declared shape.
 
     A symbolic dimension 0 becomes `batch`; any other symbolic dimension becomes 1 (the stored
     size for a preprocessed image).
@@ -152,36 +244,38 @@ def random_feeds(model, *, batch: int = 2, seed: int = 0) -> dict[str, np.ndarra
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for sampler in _samplers(model):
-        rows = sampler.batch or batch
         if sampler.kind == "varied":
-            feeds[sampler.name] = rng.standard_normal([rows, *sampler.dims]).astype(sampler.dtype)
+            rows = [] if sampler.scalar else [sampler.batch or batch]
+            feeds[sampler.name] = rng.standard_normal([*rows, *sampler.dims]).astype(sampler.dtype)
         else:
-            feeds[sampler.name] = np.stack([sampler.sample(rng, 0) for _ in range(rows)])
+            feeds[sampler.name] = sampler.array(rng, 0, batch)
     return feeds
 
 
 def varied_feeds(model, *, samples: int = PARITY_SAMPLES, batch: int | None = None,
-                 seed: int = 0) -> list[dict[str, np.ndarray]]:
+                 seed: int = 0, domain: str = "small") -> list[dict[str, np.ndarray]]:
     """`samples` seeded inputs in the model's real range, in batches of `batch` (all in one
-    when None).
+    when None), each input built from its own declared type, shape and value domain:
 
-    - a uint8 input (a baked image): uint8 images 0..255, uniform noise, black-or-white, dark,
-      bright and low-contrast in turn;
+    - a uint8 image input (a baked image): uint8 images 0..255, uniform noise, black-or-white,
+      dark, bright and low-contrast in turn;
     - a float image input that the stored `graphfix.preprocess` describes: such images put
       through that preprocessing (`Preprocess.apply`), so they have the real range;
     - any other float input: varied scale and distribution (normal x0.5..x4, uniform [0, 1] and
       [-3, 3], shifted normal, Laplace);
-    - other integer and bool inputs: zeros.
+    - integer inputs: `domain` (`INT_DOMAINS`): small positive ints 1..3 (indices within the
+      axis they index), ones or zeros; bool inputs: random, True or False.
 
-    Symbolic dimensions other than the batch become 1.
+    Only a symbolic dimension 0 takes the batch's rows; a fixed one is fed as declared and a
+    scalar stays a scalar. Other symbolic dimensions become 1.
     """
     rng = np.random.default_rng(seed)
     samplers = _samplers(model)
     per_batch = batch or samples
     feeds_list = []
     for start in range(0, samples, per_batch):
-        rows = range(start, min(start + per_batch, samples)) if batch is None else range(start, start + per_batch)
-        feeds_list.append({s.name: np.stack([s.sample(rng, i) for i in rows]) for s in samplers})
+        rows = min(per_batch, samples - start) if batch is None else per_batch
+        feeds_list.append({s.name: s.array(rng, start, rows, domain) for s in samplers})
     return feeds_list
 
 
@@ -225,17 +319,116 @@ def _prob_outputs(model) -> set[str]:
 
 def _file_runner(path: str):
     """A `run(feeds, outputs)` over an onnxruntime CPU session of a saved model file."""
-    import onnxruntime as ort
+    from graphfix.model import cpu_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path, path)
 
     def run(feeds, outputs=None):
         names = outputs or [o.name for o in sess.get_outputs()]
         return dict(zip(names, sess.run(names, feeds)))
 
     return run
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(text.strip().splitlines()[0].split()) if text.strip() else type(exc).__name__
+
+
+def _run_sessions(reference, candidate, candidate_path, reference_path, domains: list[list[dict]],
+                  names: list[str], cache: dict) -> tuple[dict, list[dict]]:
+    """The reference (cached per run) and candidate outputs of each run, on the first domain's
+    runs the reference accepts. -> (cache, candidate outputs per run).
+
+    Raises `_SessionFailed(which, message)` when onnxruntime refuses a model or its run.
+    """
+    if "domain" not in cache:
+        first = None
+        for index, runs in enumerate(domains):
+            try:
+                run_reference = _file_runner(reference_path) if reference_path else reference.run
+                outputs = [run_reference(feeds, outputs=names) for feeds in runs]
+            except Exception as exc:
+                first = first or _first_line(exc)  # the error on the main domain says most
+                if index + 1 < len(domains):
+                    continue
+                raise _SessionFailed("input", first) from None
+            cache.update({"domain": index, **dict(enumerate(outputs))})
+            break
+    runs = domains[cache["domain"]]
+    try:
+        run_candidate = _file_runner(candidate_path) if candidate_path else candidate.run
+        got = [run_candidate(feeds, outputs=names) for feeds in runs]
+    except Exception as exc:
+        raise _SessionFailed("exported", _first_line(exc)) from None
+    return cache, got
+
+
+class _SessionFailed(Exception):
+    """onnxruntime refused (or crashed on) the `which` model ("input" or "exported")."""
+
+    def __init__(self, which: str, message: str) -> None:
+        super().__init__(which, message)
+        self.which, self.message = which, message
+
+
+def _isolated(fn, *args):
+    """`fn(*args)` in a forked child process when the platform can fork, so that a native crash
+    in onnxruntime (a segfault while creating a session) is an error here, not the end of
+    graphfix; the child's stderr (onnxruntime's log lines) is dropped. The child shares the
+    parent's memory copy-on-write: nothing is serialized on the way in, the result is pickled
+    back. Set GRAPHFIX_PARITY_INPROCESS=1 to run in this process.
+    """
+    import os
+    import pickle
+    import signal
+
+    if not hasattr(os, "fork") or os.environ.get("GRAPHFIX_PARITY_INPROCESS"):
+        return fn(*args)
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, send the outcome, leave without cleanup handlers
+        code = 0
+        try:
+            os.close(read)
+            import faulthandler
+
+            faulthandler.disable()  # a crash here is reported by the parent, in one line
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            try:
+                outcome = ("ok", fn(*args))
+            except _SessionFailed as exc:
+                outcome = ("failed", (exc.which, exc.message))
+            except BaseException:
+                import traceback
+
+                outcome = ("bug", traceback.format_exc())
+            with os.fdopen(write, "wb") as out:
+                pickle.dump(outcome, out, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            code = 70
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            name = signal.Signals(number).name if number in set(signal.Signals) else str(number)
+            raise _SessionFailed("either", f"onnxruntime crashed ({name})")
+        raise _SessionFailed("either", f"the parity process ended with exit status {os.waitstatus_to_exitcode(status)}")
+    kind, value = pickle.loads(data)
+    if kind == "failed":
+        raise _SessionFailed(*value)
+    if kind == "bug":
+        raise RuntimeError(f"the parity run failed:\n{value}")
+    return value
 
 
 def compare(
@@ -246,7 +439,10 @@ def compare(
     """Run `reference` and `candidate` (graphfix Models) on the same inputs and diff the outputs.
 
     The inputs are the command's own data when it has some (`sample_inputs`), else `samples`
-    seeded inputs in the model's real range (`varied_feeds`).
+    seeded inputs in the model's real range (`varied_feeds` of the reference: each input in its
+    own declared shape; integer inputs in the first of `INT_DOMAINS` the reference accepts).
+    The onnxruntime sessions run in a child process (`_isolated`): a model onnxruntime refuses
+    or crashes on is a GraphfixError (kind "parity", one line), never a crash of graphfix.
 
     Args:
         reference: The model before export.
@@ -268,58 +464,90 @@ def compare(
         "tolerance", "ok"[, "mismatches"]}}}`, the worst figures over all runs; "inputs" says
         in words what was fed.
     """
+    import warnings
+
+    from graphfix.errors import GraphfixError
+
     static = _static_batch(candidate) or _static_batch(reference)
     if sample_inputs is not None:
         sets = sample_inputs if isinstance(sample_inputs, (list, tuple)) else [sample_inputs]
         sets = [part for feeds in sets for part in _rebatch(dict(feeds), static)]
-        runs = [(f"sample {i}", feeds) for i, feeds in enumerate(sets)]
+        domains = [sets]
+        labels = [f"sample {i}" for i in range(len(sets))]
         rows = sum(_rows(feeds) for feeds in sets)
         described = sample_source or f"{rows} given input rows"
     else:
-        runs = [(f"seeded varied inputs {i}", feeds)
-                for i, feeds in enumerate(varied_feeds(candidate, samples=samples, batch=static, seed=0))]
-        described = describe_inputs(candidate, sum(_rows(feeds) for _, feeds in runs))
+        samplers = _samplers(reference)
+        tried = INT_DOMAINS if any(s.kind in ("ints", "bools") for s in samplers) else INT_DOMAINS[:1]
+        domains = [varied_feeds(reference, samples=samples, batch=static, seed=0, domain=d) for d in tried]
+        labels = [f"seeded varied inputs {i}" for i in range(len(domains[0]))]
+        described = describe_inputs(reference, sum(_rows(feeds) for feeds in domains[0]))
     probs = _prob_outputs(reference) | _prob_outputs(candidate)
     names = [n for n in candidate.output_names if n in set(reference.output_names)]
-    run_candidate = _file_runner(candidate_path) if candidate_path else candidate.run
-    run_reference = _file_runner(reference_path) if reference_path else reference.run
     cache = reference_cache if reference_cache is not None else {}
+    try:
+        filled, got = _isolated(_run_sessions, reference, candidate, candidate_path, reference_path,
+                                domains, names, dict(cache))
+    except _SessionFailed as exc:
+        which = {"input": "the input model", "exported": "the exported model",
+                 "either": "the parity session"}[exc.which]
+        raise GraphfixError(f"parity run: onnxruntime cannot run {which} on the parity inputs: {exc.message}",
+                            kind="parity", hint="nothing was written"
+                            + ("; give sample inputs with --inputs" if exc.which == "input" and sample_inputs is None
+                               else "; report this model to the graphfix developers")) from None
+    cache.update(filled)
+    if cache.get("domain"):
+        described += f" (integer inputs: {tried[cache['domain']]})"
     figures: dict[str, dict] = {}
-    for index, (_label, feeds) in enumerate(runs):
-        if index not in cache:
-            cache[index] = run_reference(feeds, outputs=names)
-        ref = cache[index]
-        got = run_candidate(feeds, outputs=names)
-        for name in names:
-            a, b = np.asarray(ref[name]), np.asarray(got[name])
-            entry = figures.setdefault(name, {"max_abs_diff": 0.0, "max_abs_ref": 0.0, "tolerance": 0.0, "ok": True})
-            if a.shape != b.shape:
-                entry.update(ok=False, error=f"shape {list(b.shape)} != {list(a.shape)}")
-                continue
-            if not np.issubdtype(a.dtype, np.floating):
-                mism = int(np.count_nonzero(a != b))
-                entry["mismatches"] = entry.get("mismatches", 0) + mism
-                entry["max_abs_diff"] = max(entry["max_abs_diff"], float(mism > 0))
-                continue  # labels follow the probabilities, which are checked
-            a64, b64 = a.astype(np.float64), b.astype(np.float64)
-            ref_max = float(np.max(np.abs(a64))) if a64.size else 0.0
-            bad = np.isnan(b64) & ~np.isnan(a64)
-            diff = float(np.nanmax(np.abs(a64 - b64))) if a64.size else 0.0
-            if fp16:
-                tol = FP16_ATOL if name in probs else FP16_OTHER_RTOL * max(1.0, ref_max)
-            else:
-                tol = FP32_RTOL * max(1.0, ref_max)
-            entry["max_abs_diff"] = max(entry["max_abs_diff"], diff)
-            entry["max_abs_ref"] = max(entry["max_abs_ref"], ref_max)
-            entry["tolerance"] = max(entry["tolerance"], tol)
-            if diff > tol or bool(bad.any()) or not np.isfinite(diff):
-                entry["ok"] = False
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        for index, outputs in enumerate(got):
+            for name in names:
+                _diff(figures, name, cache[index][name], outputs[name], fp16, name in probs, fp16 and bool(probs))
     ok = all(e["ok"] for e in figures.values())
-    return {"ok": ok, "fp16": fp16, "inputs": described, "runs": [label for label, _ in runs], "outputs": figures}
+    return {"ok": ok, "fp16": fp16, "inputs": described, "runs": labels, "outputs": figures}
+
+
+def _diff(figures: dict, name: str, ref, got, fp16: bool, prob: bool, labels_follow: bool) -> None:
+    """Fold one run's output `name` into `figures[name]`: NaN where the reference has NaN and
+    equal infinities are equal; any other difference counts. Integer and bool outputs must be
+    equal, except with `labels_follow` (fp16 with probability outputs: labels follow them)."""
+    entry = figures.setdefault(name, {"max_abs_diff": 0.0, "max_abs_ref": 0.0, "tolerance": 0.0, "ok": True})
+    if isinstance(ref, list) or isinstance(got, list) or ref is None or got is None:
+        same = type(ref) is type(got) and (ref is None or (len(ref) == len(got) and all(
+            np.array_equal(np.asarray(a), np.asarray(b), equal_nan=np.asarray(a).dtype.kind in "fc")
+            for a, b in zip(ref, got))))
+        entry["max_abs_diff"] = max(entry["max_abs_diff"], float(not same))
+        entry["ok"] = entry["ok"] and same
+        return
+    a, b = np.asarray(ref), np.asarray(got)
+    if a.shape != b.shape:
+        entry.update(ok=False, error=f"shape {list(b.shape)} != {list(a.shape)}")
+        return
+    if a.dtype.kind not in "fc":
+        mism = int(np.count_nonzero(a != b))
+        entry["mismatches"] = entry.get("mismatches", 0) + mism
+        entry["max_abs_diff"] = max(entry["max_abs_diff"], float(mism > 0))
+        entry["ok"] = entry["ok"] and (mism == 0 or labels_follow)
+        return
+    kind = np.complex128 if a.dtype.kind == "c" or b.dtype.kind == "c" else np.float64
+    a64, b64 = a.astype(kind), b.astype(kind)
+    equal = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+    finite = np.isfinite(a64)
+    ref_max = float(np.max(np.abs(a64[finite]))) if finite.any() else 0.0
+    both = ~equal & finite & np.isfinite(b64)
+    diff = float(np.max(np.abs(a64[both] - b64[both]))) if both.any() else 0.0
+    broken = bool((~equal & ~(finite & np.isfinite(b64))).any())  # NaN or inf on one side only
+    tol = (FP16_ATOL if prob else FP16_OTHER_RTOL * max(1.0, ref_max)) if fp16 else FP32_RTOL * max(1.0, ref_max)
+    entry["max_abs_diff"] = max(entry["max_abs_diff"], float("inf") if broken else diff)
+    entry["max_abs_ref"] = max(entry["max_abs_ref"], ref_max)
+    entry["tolerance"] = max(entry["tolerance"], tol)
+    if diff > tol or broken:
+        entry["ok"] = False
 
 
 def _rows(feeds: dict[str, np.ndarray]) -> int:
-    return max((int(np.shape(a)[0]) for a in feeds.values() if np.ndim(a)), default=1)
+    return max((int(a.shape[0]) for a in feeds.values() if isinstance(a, np.ndarray) and a.ndim), default=1)
 
 
 def _rebatch(feeds: dict[str, np.ndarray], static: int | None) -> list[dict[str, np.ndarray]]:

@@ -23,7 +23,9 @@ class FoldConstantsPass(ir.passes.InPlacePass):
            (onnxscript `fold_constants`). Shape/Size of static shapes fold too; a Shape chain
            that depends on a symbolic batch dimension cannot fold (see ConstantReshapePass).
         2. Constant nodes left behind become initializers.
-        3. Nodes whose outputs nobody uses, and initializers nobody reads, are removed
+        3. SplitToSequence whose `split` is neither a constant nor a known 1-D shape is left
+           alone (onnxscript's rewrite of it raises on a scalar `split` of unknown value).
+        4. Nodes whose outputs nobody uses, and initializers nobody reads, are removed
            (onnx-ir `RemoveUnusedNodesPass`); graph outputs are never touched.
 
     `modified` is True when any node or initializer was added or removed.
@@ -34,17 +36,34 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         from onnxscript.optimizer import fold_constants_ir
 
         before = _fingerprint(model)
-        fold_constants_ir(
-            model,
-            onnx_shape_inference=False,
-            input_size_limit=_SIZE_LIMIT,
-            output_size_limit=_SIZE_LIMIT,
-        )
+        hidden = _hide_unknown_splits(model.graph)
+        try:
+            fold_constants_ir(
+                model,
+                onnx_shape_inference=False,
+                input_size_limit=_SIZE_LIMIT,
+                output_size_limit=_SIZE_LIMIT,
+            )
+        finally:
+            for value, shape in hidden:
+                value.shape = shape
         RemoveUnusedNodesPass()(model)
         LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         modified = _fingerprint(model) != before
         logger.debug("fold: %s", "changed" if modified else "no change")
         return ir.passes.PassResult(model, modified)
+
+
+def _hide_unknown_splits(graph: ir.Graph) -> list[tuple[ir.Value, ir.Shape | None]]:
+    """Clear the shape of each SplitToSequence `split` input that has no constant value and is
+    not 1-D, so that the folder skips the node; -> (value, shape) pairs to put back."""
+    hidden = []
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        split = node.inputs[1] if node.op_type == "SplitToSequence" and len(node.inputs) > 1 else None
+        if split is not None and split.const_value is None and split.shape is not None and len(split.shape) != 1:
+            hidden.append((split, split.shape))
+            split.shape = None
+    return hidden
 
 
 def _fingerprint(model: ir.Model) -> tuple:

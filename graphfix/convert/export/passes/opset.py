@@ -10,7 +10,9 @@ import numpy as np
 import onnx_ir as ir
 
 from graphfix.convert._onnx import ir_version_for
-from graphfix.convert.export.passes._util import add_initializer, const_array, input_at, main_graph_names, take_over
+from graphfix.convert.export.passes._util import (
+    add_initializer, const_array, fresh_name, input_at, main_graph_names, take_over,
+)
 from graphfix.errors import GraphfixError
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class ConvertOpsetPass(ir.passes.InPlacePass):
            (13), Clip `min`/`max` and Pad `pads`/`value` (11), Slice `starts/ends/axes` and
            TopK `k` (10), Dropout `ratio` (12), Reduce* `axes` (18, when targeting >= 18).
         3. Upsample and Resize-10 become Resize-13 (`asymmetric`, nearest `floor`), as the
-           Upsample spec defines.
+           Upsample spec defines; Scatter (deprecated in 11) becomes ScatterElements.
         4. Attributes that the target schema no longer has (legacy `spatial`, `is_test`,
            `consumed_inputs`) are dropped.
         5. Downgrades (torch's dynamo exporter writes opset >= 18): Reduce* `axes` inputs go back
@@ -99,13 +101,13 @@ class ConvertOpsetPass(ir.passes.InPlacePass):
             except Exception:
                 raise GraphfixError(
                     f"cannot lower opset {source} to {self.target}: {node.op_type} does not exist in opset {self.target}",
-                    kind="bad_input", node=where, hint=f"export with --opset {source}",
+                    kind="bad_input", node=where, hint=f"export with --opset {min(source, MAX_TARGET_OPSET)}",
                 ) from None
             problem = _lower_node(node, self.target)
             if problem:
                 raise GraphfixError(
                     f"cannot lower opset {source} to {self.target}: {problem}", kind="bad_input", node=where,
-                    hint=f"export with --opset {source}",
+                    hint=f"export with --opset {min(source, MAX_TARGET_OPSET)}",
                 )
             modified = True
         if self._drop_legacy_attributes(model.graph):
@@ -198,6 +200,9 @@ class ConvertOpsetPass(ir.passes.InPlacePass):
             return True
         if op == "Upsample" or (op == "Resize" and source < 11):
             return _to_resize(graph, node, taken)
+        if op == "Scatter":  # deprecated in 11 for ScatterElements, same inputs and `axis`
+            node.op_type = "ScatterElements"
+            return True
         if op == "BatchNormalization" and source < 9 and node.attributes.get_int("spatial", 1) == 0:
             raise GraphfixError(
                 "BatchNormalization spatial=0 (per-activation statistics) has no opset-9+ form",
@@ -303,6 +308,47 @@ def _to_resize(graph: ir.Graph, node: ir.Node, taken: set[str]) -> bool:
     return True
 
 
+def _lower_split(node: ir.Node) -> str | None:
+    """Split-18 `num_outputs` (chunks of ceil(size / n), the last one smaller) as the explicit
+    `split` sizes of Split-13: a constant when the axis size is known, else computed in the
+    graph from the input's shape."""
+    count = node.attributes.get_int("num_outputs", None)
+    node.attributes.pop("num_outputs", None)
+    if count is None or input_at(node, 1) is not None:
+        return None
+    axis = node.attributes.get_int("axis", 0)
+    shape = node.inputs[0].shape if node.inputs[0] is not None else None
+    size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+    graph = node.graph
+    taken = main_graph_names(graph)
+    base = node.name or "split"
+    if isinstance(size, int):
+        chunk = -(-size // count)
+        sizes = [max(0, min(chunk, size - i * chunk)) for i in range(count)]
+        if sizes == [size // count] * count:
+            return None  # even: Split-13 without `split` splits the same way
+        split = add_initializer(graph, taken, f"{base}_sizes", np.array(sizes, np.int64))
+    else:
+        def const(suffix: str, value: int) -> ir.Value:
+            return add_initializer(graph, taken, f"{base}_{suffix}", np.array([value], np.int64))
+
+        bounds = {"start": axis} if axis == -1 else {"start": axis, "end": axis + 1}
+        dim = ir.node("Shape", [node.inputs[0]], bounds, num_outputs=1)
+        chunk = ir.node("Div", [ir.node("Add", [dim.outputs[0], const("nm1", count - 1)], num_outputs=1).outputs[0],
+                                const("n", count)], num_outputs=1)
+        add = chunk.inputs[0].producer()
+        rest = ir.node("Mul", [chunk.outputs[0], const("nm1b", count - 1)], num_outputs=1)
+        last = ir.node("Sub", [dim.outputs[0], rest.outputs[0]], num_outputs=1)
+        concat = ir.node("Concat", [chunk.outputs[0]] * (count - 1) + [last.outputs[0]], {"axis": 0}, num_outputs=1)
+        for new in (dim, add, chunk, rest, last, concat):
+            new.name = fresh_name(taken, f"{base}_sizes_{new.op_type.lower()}")
+            graph.insert_before(node, new)
+        split = concat.outputs[0]
+    node.resize_inputs(2)
+    node.replace_input_with(1, split)
+    return None
+
+
 def _lower_node(node: ir.Node, target: int) -> str | None:
     """Rewrite one node from a newer opset to `target` (< 18); a reason when it cannot."""
     op, attrs = node.op_type, node.attributes
@@ -318,7 +364,13 @@ def _lower_node(node: ir.Node, target: int) -> str | None:
         attrs.pop("noop_with_empty_axes", None)
         return None
     if op == "Split" and target < 18:
-        attrs.pop("num_outputs", None)
+        return _lower_split(node)
+    if op == "GridSample" and target < 20:
+        rank = node.inputs[0].shape.rank() if node.inputs[0] is not None and node.inputs[0].shape is not None else None
+        if rank != 4:
+            return f"GridSample on a {'rank-' + str(rank) if rank else 'non-4-D'} input (opset {target} samples 4-D only)"
+        mode = attrs.get_string("mode", "linear")
+        attrs["mode"] = ir.AttrString("mode", {"linear": "bilinear", "cubic": "bicubic"}.get(mode, mode))
         return None
     if op == "Pad" and input_at(node, 3) is not None:
         return "Pad with an axes input"
@@ -339,4 +391,10 @@ def _lower_node(node: ir.Node, target: int) -> str | None:
         return f"{op} reduction={attrs.get_string('reduction')}"
     if op == "LpPool" and attrs.get_int("ceil_mode", 0):
         return "LpPool ceil_mode=1"
+    if op == "LpPool":
+        if any(d != 1 for d in attrs.get_ints("dilations", [])):
+            return "LpPool with dilations"
+        attrs.pop("dilations", None)
+        attrs.pop("ceil_mode", None)
+        return None
     return None
