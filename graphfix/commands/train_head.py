@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     train, val = load_data(args, model, prep, [args.train, args.val], out)
     new, history = train_head(
         model, train, val, loss=args.loss, weight_decay=wd, pos_weight=args.pos_weight,
+        sigmoid_only=args.to != "onnx",  # --to mxnet|caffe write Sigmoid heads only
         asl_gamma_neg=args.asl_gamma_neg, asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip,
         cv_folds=args.cv_folds, cv_metric=args.cv_metric, l2=args.l2, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
         train_from=args.train_from, epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,

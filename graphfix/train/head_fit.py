@@ -80,6 +80,9 @@ class TrainConfig:
     tol: float = 1e-6
     max_iter: int = 1000
     seed: int = 0
+    #: With loss "auto": compare only the losses whose head is Sigmoid(logits) (what write-back
+    #: to MXNet and Caffe can hold), not softmax.
+    sigmoid_only: bool = False
 
     def validate(self) -> None:
         if self.loss not in LOSSES + ("auto",):
@@ -109,7 +112,7 @@ class TrainConfig:
             return [("bce-balanced", "bce", self.pos_weight)]
         if self.loss != "auto":
             return [(self.loss, self.loss, None)]
-        return list(CANDIDATES)
+        return [c for c in CANDIDATES if not (self.sigmoid_only and c[1] == "softmax")]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -45,6 +45,7 @@ def train_head(
     cv_folds: int = 3,
     cv_metric: str = "map",
     l2: str = "shared",
+    sigmoid_only: bool = False,
     tol: float = 1e-6,
     max_iter: int = 1000,
     decision: str = "thresholds",
@@ -74,6 +75,8 @@ def train_head(
         asl_gamma_neg, asl_gamma_pos, asl_clip: ASL parameters.
         cv_folds: k of the cross-validation.
         cv_metric: "map", "macro-f1" or "micro-f1": the score that chooses the loss and lambda.
+        sigmoid_only: With loss "auto", leave softmax out (a Sigmoid head: write-back to MXNet
+            and Caffe holds only those).
         l2: "shared" (one lambda) or "per-class" (one per label, chosen on the same folds; shared
             for a label missing from a fold and for the softmax loss).
         tol: Gradient tolerance (max abs) of the final solve; max_iter: its iteration cap.
@@ -109,6 +112,7 @@ def train_head(
         loss=loss, weight_decay=weight_decay, pos_weight=pos_weight, asl_gamma_neg=float(asl_gamma_neg),
         asl_gamma_pos=float(asl_gamma_pos), asl_clip=float(asl_clip), count=loss in ("softmax", "auto"),
         cv_folds=int(cv_folds), cv_metric=cv_metric, l2=l2, tol=float(tol), max_iter=int(max_iter), seed=int(seed),
+        sigmoid_only=bool(sigmoid_only),
     )
     cfg.validate()
     if decision not in DECISIONS:

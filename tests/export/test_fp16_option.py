@@ -114,7 +114,8 @@ def drift_files(tmp_path):
         rows.append(f"img/{i}.png," + ";".join(n for j, n in enumerate("abcd") if (i >> j) & 1))
     (tmp_path / "heldout.csv").write_text("\n".join(rows) + "\n")
     trained = tmp_path / "trained.onnx"
-    assert main(["train-head", str(src), "--train", str(tmp_path / "train.npz"), "-o", str(trained), "-q"]) == 0
+    assert main(["train-head", str(src), "--train", str(tmp_path / "train.npz"), "--loss", "bce", "-o", str(trained),
+                 "-q"]) == 0
     return tmp_path
 
 
