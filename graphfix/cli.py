@@ -128,13 +128,29 @@ def _stdout_gone() -> bool:
 def _set_verbose(verbose: bool) -> None:
     """-v: log records at INFO and up go to stderr (without -v none do), and GRAPHFIX_VERBOSE=1 tells the places that
     silence third-party output (`graphfix.scale.ray_runtime`) and child processes to let it through."""
+    ours = logging.getLogger("graphfix")
+    for handler in [h for h in ours.handlers if isinstance(h, _Warnings)]:
+        ours.removeHandler(handler)
     if verbose:
         os.environ["GRAPHFIX_VERBOSE"] = "1"
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
-    elif not logging.getLogger().handlers:
+        return
+    if not logging.getLogger().handlers:
         # without a handler Python prints WARNING records (a third-party library's logged
         # traceback) to stderr beside graphfix's own line
         logging.getLogger().addHandler(logging.NullHandler())
+    ours.addHandler(_Warnings(logging.WARNING))  # graphfix's own warnings still reach the user
+
+
+class _Warnings(logging.Handler):
+    """graphfix's WARNING records, as plain lines on the current sys.stderr (as Python's last-resort
+    handler printed them before third-party logging was silenced)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(record.getMessage() + "\n")
+        except Exception:  # a closed stderr: nothing to tell
+            self.handleError(record)
 
 
 def _model_path(args: argparse.Namespace) -> str | None:
