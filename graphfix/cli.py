@@ -125,7 +125,7 @@ def _stdout_gone() -> bool:
         return False
 
 
-def _set_verbose(verbose: bool) -> None:
+def _set_verbose(verbose: bool, *, quiet: bool = False) -> None:
     """-v: log records at INFO and up go to stderr (without -v none do), and GRAPHFIX_VERBOSE=1 tells the places that
     silence third-party output (`graphfix.scale.ray_runtime`) and child processes to let it through."""
     ours = logging.getLogger("graphfix")
@@ -139,16 +139,16 @@ def _set_verbose(verbose: bool) -> None:
         # without a handler Python prints WARNING records (a third-party library's logged
         # traceback) to stderr beside graphfix's own line
         logging.getLogger().addHandler(logging.NullHandler())
-    ours.addHandler(_Warnings(logging.WARNING))  # graphfix's own warnings still reach the user
+    if not quiet:  # -q: nothing but errors
+        ours.addHandler(_Warnings(logging.WARNING))  # graphfix's own warnings still reach the user
 
 
 class _Warnings(logging.Handler):
-    """graphfix's WARNING records, as plain lines on the current sys.stderr (as Python's last-resort
-    handler printed them before third-party logging was silenced)."""
+    """graphfix's WARNING records as `graphfix: warning: ...` lines on the current sys.stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(record.getMessage() + "\n")
+            sys.stderr.write(f"graphfix: warning: {record.getMessage()}\n")
         except Exception:  # a closed stderr: nothing to tell
             self.handleError(record)
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "json", False) or getattr(args, "quiet", False):
         set_enabled(False)
-    _set_verbose(getattr(args, "verbose", False))
+    _set_verbose(getattr(args, "verbose", False), quiet=bool(getattr(args, "quiet", False)))
     try:
         try:
             return int(args._run(args) or 0)

@@ -63,3 +63,19 @@ def tmp_cwd(tmp_path, monkeypatch):
 
 
 __all__ = ["ROOT", "FIXTURES", "ONNX_FIXTURES", "onnx_fixture", "run_cli", "with_outputs", "random_input", "ir"]
+
+
+@pytest.fixture
+def no_model_runs(monkeypatch) -> list:
+    """onnxruntime.InferenceSession patched to fail: a test that some refusal comes before any
+    model runs. Returns the list of attempted sessions (empty if none ran)."""
+    import onnxruntime
+
+    attempts: list = []
+
+    def no_session(*args, **kwargs):
+        attempts.append(args)
+        raise AssertionError("a model ran")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", no_session)
+    return attempts

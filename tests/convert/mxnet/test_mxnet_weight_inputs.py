@@ -98,7 +98,7 @@ def test_cli_weight_input_one_notice_and_an_unknown_name_refused(tmp_path):
     out = tmp_path / "o.onnx"
     proc = run_cli("convert", sym, "-o", out, "--input-shape", "data:1,4", "--input-shape", "fc_weight:3,4")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.splitlines() == [f"{sym}: 1 weight not in params, now graph input: fc_weight [3, 4]"]
+    assert proc.stderr.splitlines() == [f"graphfix: warning: {sym}: 1 weight not in params, now graph input: fc_weight [3, 4]"]
     proc = run_cli("convert", sym, "-o", tmp_path / "p.onnx", "--input-shape", "data:1,4",
                    "--input-shape", "fc_weight:3,4", "--input-shape", "fc_wieght:3,4")
     assert proc.returncode == 2
