@@ -364,7 +364,6 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
     w = torch.nn.Parameter(torch.from_numpy(fit.weight.copy()))
     b = torch.nn.Parameter(torch.from_numpy(fit.bias.copy()))
     loss_fn = _torch_loss(torch, cfg, train.y[rows])
-    params = [w, b, *seg.params.values()]
     start = {k: torch.from_numpy(v) for k, v in seg.initial.items()}
     sd_t = torch.from_numpy(feats_sd)
     # Adam moves every weight by about lr per step whatever its scale: each layer's step is relative to
