@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import onnx

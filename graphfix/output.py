@@ -37,7 +37,6 @@ import secrets
 import shutil
 import socket
 import stat
-from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
 from graphfix.errors import GraphfixError, os_error

@@ -31,7 +31,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, Top
 from graphfix._version import __version__
 from graphfix.errors import GraphfixError
 from graphfix.model import META_PREFIX, Model, set_metadata
-from graphfix.irutil import const_array, fresh_name, graph_names
+from graphfix.irutil import fresh_name, graph_names
 from graphfix.surgery.head import Located, locate_head
 from graphfix.surgery.labels import read_init_map, resolve_labels
 

@@ -24,8 +24,6 @@ __all__ = ["build_caffe"]
 
 import mmap
 import os
-import re
-import struct
 from typing import Any
 
 import numpy as np
