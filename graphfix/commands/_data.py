@@ -15,7 +15,7 @@ import sys
 from typing import Any, Sequence
 
 from graphfix.data.datasets import Dataset
-from graphfix.data.images import Preprocess
+from graphfix.data.images import Preprocess, show_values
 from graphfix.errors import GraphfixError
 
 
@@ -70,7 +70,7 @@ def preprocess_for(
     training = model.metadata.get("training") if hasattr(model, "metadata") else None
     if changed and training is not None and (head == "keep" or (head == "fit" and training.get("train_from"))):
         flags = " and ".join(_flag(k, new) for k, _, new in changed)
-        stored = " and ".join(f"{_NAMES[k]} {_show(old)}" for k, old, _ in changed)
+        stored = " and ".join(f"{_NAMES[k]} {show_values(old)}" for k, old, _ in changed)
         raise GraphfixError(
             f"{flags} {'differs' if len(changed) == 1 else 'differ'} from the stored {stored} the head was trained on",
             kind="usage", path=getattr(model, "path", None),
@@ -86,7 +86,7 @@ def preprocess_for(
         return None
     for folder, rec in recorded.items():
         _check_recorded(folder, rec, prep)
-    replaced = ", ".join(f"{_flag(k, new)} replaces {_NAMES[k]} {_show(old)}" for k, old, new in changed)
+    replaced = ", ".join(f"{_flag(k, new)} replaces {_NAMES[k]} {show_values(old)}" for k, old, new in changed)
     if writes and (given or (head == "fit" and needs)):
         new_meta = stored_preprocess(meta, prep)
         if new_meta != meta:
@@ -111,7 +111,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def _flag(key: str, value: Any) -> str:
     """`--mean 0,0,0`, or `--bgr`."""
-    return _FLAGS[key] if key == "channel_order" else f"{_FLAGS[key]} {_show(value)}"
+    return _FLAGS[key] if key == "channel_order" else f"{_FLAGS[key]} {show_values(value)}"
 
 
 def _recorded(folder: str) -> dict[str, Any] | None:
@@ -129,8 +129,8 @@ def _check_recorded(folder: str, rec: dict[str, Any], prep: Preprocess) -> None:
     now = prep.stored()
     diff = [k for k in PREPROCESS_KEYS if k in rec and not _same(rec[k], now[k])]
     if diff:
-        made = " and ".join(f"{_NAMES[k]} {_show(rec[k])}" for k in diff)
-        used = " and ".join(f"{_NAMES[k]} {_show(now[k])}" for k in diff)
+        made = " and ".join(f"{_NAMES[k]} {show_values(rec[k])}" for k in diff)
+        used = " and ".join(f"{_NAMES[k]} {show_values(now[k])}" for k in diff)
         raise GraphfixError(f"the features were extracted with {made}, but this command uses {used}", kind="usage",
                             path=folder, hint="give the preprocessing flags the features were extracted with, "
                                               "or extract them again")
@@ -148,15 +148,6 @@ def _same(stored: Any, given: Any) -> bool:
     except ValueError:
         return False
     return bool(np.allclose(a, b, rtol=1e-9, atol=0.0))
-
-
-def _show(value: Any) -> str:
-    """104,117,123 / BGR / 0.00392157."""
-    import numpy as np
-
-    if isinstance(value, str):
-        return value
-    return ",".join(f"{float(v):g}" for v in np.atleast_1d(value))
 
 
 def progress_for(args: argparse.Namespace) -> bool | None:

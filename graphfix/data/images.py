@@ -17,7 +17,7 @@ null count as absent.
 from __future__ import annotations
 
 __all__ = [
-    "Preprocess", "PREPROCESS_KEYS", "stored_preprocess", "describe_preprocess", "check_image", "check_images",
+    "Preprocess", "PREPROCESS_KEYS", "stored_preprocess", "describe_preprocess", "show_values", "check_image", "check_images",
     "decode_image", "load_images", "image_paths", "IMAGE_SUFFIXES", "DEFAULT_MAX_PIXELS",
 ]
 
@@ -190,12 +190,18 @@ def stored_preprocess(meta: dict[str, Any] | None, prep: Preprocess) -> dict[str
 
 def describe_preprocess(meta: dict[str, Any]) -> str:
     """One line for humans: `size 32,32, BGR, mean 104,117,123, std 1, scale 1, pixel range 255`."""
-    def show(v: Any) -> str:
-        return ",".join(f"{float(x):g}" for x in np.atleast_1d(v)) if v is not None else "none"
+    parts = [f"size {show_values(meta.get('size'))}", str(meta.get("channel_order") or "RGB")]
+    parts += [f"{key} {show_values(meta.get(key))}" for key in ("mean", "std", "scale")]
+    return ", ".join(parts + [f"pixel range {show_values(meta.get('pixel_range'))}"])
 
-    parts = [f"size {show(meta.get('size'))}", str(meta.get("channel_order") or "RGB")]
-    parts += [f"{key} {show(meta.get(key))}" for key in ("mean", "std", "scale")]
-    return ", ".join(parts + [f"pixel range {show(meta.get('pixel_range'))}"])
+
+def show_values(value: Any) -> str:
+    """A preprocessing value for people: `104,117,123`, `0.00392157`, `BGR`, `none`."""
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return value
+    return ",".join(f"{float(v):g}" for v in np.atleast_1d(value))
 
 
 def _input_shape(model: Any) -> list[Any] | None:

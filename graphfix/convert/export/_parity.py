@@ -213,8 +213,7 @@ def _stored_preprocess(model, value):
 def describe_preprocess(prep) -> str:
     """`RGB, x = (pixel - 104,117,123) * 1 / 1` style text of a Preprocess."""
 
-    def nums(values) -> str:
-        return ",".join(f"{float(v):g}" for v in values)
+    from graphfix.data.images import show_values as nums
 
     pixel = "pixel" if prep.pixel_range == 255.0 else f"pixel*{prep.pixel_range:g}/255"
     return f"{prep.channel_order if prep.channels == 3 else 'grey'}, x = ({pixel} - {nums(prep.mean)}) * {prep.scale:g} / {nums(prep.std)}"
