@@ -21,11 +21,12 @@ def set_enabled(flag: bool) -> None:
     _enabled = flag
 
 
-def bar(total: float | None = None, desc: str = "", unit: str = "it", **kwargs: Any):
-    """A tqdm bar (a no-op one when bars are off)."""
+def bar(total: float | None = None, desc: str = "", unit: str = "it", show: bool | None = None, **kwargs: Any):
+    """A tqdm bar (a no-op one when bars are off). `show`: an API caller's explicit choice
+    (None: only when stderr is a terminal); `-q`, `--json` and GRAPHFIX_PROGRESS=0 always win."""
     from tqdm import tqdm
 
-    off = not _enabled or os.environ.get("GRAPHFIX_PROGRESS") == "0" or not sys.stderr.isatty()
+    off = not _enabled or os.environ.get("GRAPHFIX_PROGRESS") == "0" or not wanted(show)
     return tqdm(total=total, desc=desc, unit=unit, disable=off, leave=False, dynamic_ncols=True, **kwargs)
 
 

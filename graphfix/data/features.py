@@ -37,7 +37,7 @@ from graphfix.data.datasets import Dataset
 from graphfix.data.shards import DEFAULT_SHARD_ROWS
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
-from graphfix.progress import wanted
+from graphfix.progress import bar
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +212,6 @@ def _run_batches(
     memory, or, above the memory budget, a memory-mapped file (the cache file when caching, else
     a temporary file) that the streamed head solver reads chunk by chunk. The cache file is
     written under a temporary name and renamed when complete."""
-    from tqdm import tqdm
-
     sess = fm.session()
     inputs = sess.get_inputs()
     if len(inputs) != 1:
@@ -223,7 +221,7 @@ def _run_batches(
     feats: np.ndarray | None = None
     tmp: str | None = None
     done = 0
-    bar = tqdm(total=len(data), desc="features", unit="img", disable=not wanted(progress), leave=False)
+    pbar = bar(total=len(data), desc="features", unit="img", show=progress)
     try:
         for batch in data.batches(batch_size, workers=workers):
             try:
@@ -238,14 +236,14 @@ def _run_batches(
                 feats, tmp = allocate((len(data), out.shape[1]), target)
             feats[done : done + len(out)] = out
             done += len(out)
-            bar.update(len(batch))
+            pbar.update(len(batch))
     except BaseException:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
     finally:
-        bar.close()
+        pbar.close()
     assert feats is not None
     if target is not None:
         _finish_cache(feats, tmp, target)

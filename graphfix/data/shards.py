@@ -245,12 +245,6 @@ def _run_todo(runner: Runner, model_bytes: bytes, data: Dataset, todo: list[Shar
         pbar.update(stop - start)
 
 
-def _quiet_bar():
-    from tqdm import tqdm
-
-    return tqdm(disable=True)
-
-
 def write_shards(
     model_bytes: bytes,
     data: Dataset,
@@ -319,7 +313,7 @@ def write_shards(
     what = "features" if plan.format == FEATURES_FORMAT else "predictions"
     written: set[int] = set()
     try:
-        with (bar(total=len(data), desc=what, unit="row") if progress is not False else _quiet_bar()) as pbar:
+        with bar(total=len(data), desc=what, unit="row", show=progress) as pbar:
             pbar.update(sum(e - s for k, s, e in shards if k in done))
             _run_todo(runner or local_runner, model_bytes, data, todo, shards, plan, folder, pbar,
                       written, retried, where)
