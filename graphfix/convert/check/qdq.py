@@ -167,7 +167,7 @@ def _params(ctx: CheckContext, node: ir.Node) -> None:
                     node=node, rule="qdq-scale")
         elif not np.all(np.isfinite(scales)) or not np.all(scales > 0):
             bad = scales.reshape(-1)[~(np.isfinite(scales.reshape(-1)) & (scales.reshape(-1) > 0))]
-            ctx.add("C17", FAIL, f"{op} scale holds {bad[0]!r} (scales must be positive and finite)",
+            ctx.add("C17", FAIL, f"{op} scale holds {float(bad[0])} (scales must be positive and finite)",
                     "recalibrate: a zero, negative or non-finite scale cannot quantize", node=node, rule="qdq-scale")
         if scales.ndim > 1 and not block:
             ctx.add("C17", FAIL, f"{op} scale has rank {scales.ndim} (TensorRT: a scalar or a 1-D per-channel scale)",
@@ -177,9 +177,10 @@ def _params(ctx: CheckContext, node: ir.Node) -> None:
                     "export at opset 13 or later (graphfix writes 17)", node=node, rule="qdq-opset")
     zeros = const_array(zero_point) if zero_point is not None else None
     if zeros is not None and np.any(zeros.astype(np.float64) != 0):
-        ctx.add("C17", FAIL, f"{op} zero point is not 0 ({zeros.reshape(-1)[np.nonzero(zeros.reshape(-1))[0][0]]}: "
-                "TensorRT quantizes symmetrically only)", "quantize symmetrically (ActivationSymmetric / "
-                "WeightSymmetric=True)", node=node, rule="qdq-zero-point")
+        first = zeros.reshape(-1)[np.flatnonzero(zeros.reshape(-1).astype(np.float64))[0]]
+        ctx.add("C17", FAIL, f"{op} zero point is {first.item()}, not 0 (TensorRT quantizes symmetrically only)",
+                "quantize symmetrically (ActivationSymmetric / WeightSymmetric=True)", node=node,
+                rule="qdq-zero-point")
     _type(ctx, node)
 
 
@@ -213,8 +214,8 @@ def _per_channel(ctx: CheckContext, node: ir.Node) -> None:
     """qdq-per-channel: per-channel only on weights, on the consumer's output-channel axis."""
     scale = input_at(node, 1)
     scales = const_array(scale) if scale is not None else None
-    if scales is None or scales.size <= 1:
-        return
+    if scales is None or scales.size <= 1 or ctx.opset < 13:
+        return  # below opset 13 there is no axis: qdq-opset says so
     data = input_at(node, 0)
     weight = _weight(data) if node.op_type == "DequantizeLinear" else _constant(data)
     if not weight:
@@ -294,18 +295,25 @@ def _pairing_from_q(ctx: CheckContext, node: ir.Node) -> None:
 
 
 def _pairing_into_dq(ctx: CheckContext, node: ir.Node) -> None:
-    """qdq-pairing: a DequantizeLinear reads a constant or a QuantizeLinear output (through BETWEEN_QDQ)."""
+    """qdq-pairing: a DequantizeLinear reads a constant or a QuantizeLinear output (through BETWEEN_QDQ).
+
+    An op that reads a QuantizeLinear output directly was already named by `_pairing_from_q`.
+    """
     value = input_at(node, 0)
     while value is not None and not _weight(value):
         producer = value.producer()
         if producer is not None and producer.op_type == "QuantizeLinear":
             return
-        if producer is None or producer.op_type not in BETWEEN_QDQ | {"Concat"}:
-            what = f"{producer.op_type} {producer.name!r}" if producer is not None else f"graph input {value.name!r}"
-            ctx.add("C17", FAIL, f"DequantizeLinear reads {what}, not a QuantizeLinear output or a constant weight",
-                    "pair every DequantizeLinear with a QuantizeLinear", node=node, rule="qdq-pairing")
+        if producer is not None and producer.op_type in BETWEEN_QDQ:
+            value = input_at(producer, 0)
+            continue
+        if producer is not None and any(v is not None and v.producer() is not None
+                                        and v.producer().op_type == "QuantizeLinear" for v in producer.inputs):
             return
-        value = input_at(producer, 0)
+        what = f"{producer.op_type} {producer.name!r}" if producer is not None else f"graph input {value.name!r}"
+        ctx.add("C17", FAIL, f"DequantizeLinear reads {what}, not a QuantizeLinear output or a constant weight",
+                "pair every DequantizeLinear with a QuantizeLinear", node=node, rule="qdq-pairing")
+        return
 
 
 def _head(ctx: CheckContext) -> None:
