@@ -337,3 +337,73 @@ def test_int8_metadata_without_qdq_nodes():
     assert _c17(check(Model.from_proto(proto), target="tensorrt")) == [
         "WARN C17 qdq-metadata: metadata says graphfix.int8 but the graph holds no QuantizeLinear/DequantizeLinear "
         "-> re-export with --int8 (the int8 graph was lost)"]
+
+
+# --- Triton: the INT8 precision ------------------------------------------------------------------------------------
+
+_TRITON_INT8 = '''name: "tagger"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [
+  {
+    name: "data"
+    data_type: TYPE_FP32
+    dims: [ 3, 8, 8 ]
+  }
+]
+output [
+  {
+    name: "logits"
+    data_type: TYPE_FP32
+    dims: [ 2 ]
+  },
+  {
+    name: "probabilities"
+    data_type: TYPE_FP32
+    dims: [ 2 ]
+  }
+]
+dynamic_batching { }
+instance_group [ { kind: KIND_GPU, count: 1 } ]
+optimization {
+  execution_accelerators {
+    gpu_execution_accelerator [
+      {
+        name: "tensorrt"
+        parameters { key: "precision_mode" value: "INT8" }
+        parameters { key: "max_workspace_size_bytes" value: "1073741824" }
+        parameters { key: "trt_engine_cache_enable" value: "1" }
+        parameters { key: "trt_engine_cache_path" value: "/tmp/triton_trt_cache" }
+      }
+    ]
+  }
+}
+'''
+
+
+def test_triton_config_of_an_int8_model(tmp_path):
+    from graphfix.convert.triton import triton_config, write_repository
+
+    proto = qdq_net()
+    plain = Model.from_proto(proto)
+    proto.metadata_props.add(key="graphfix.int8", value=json.dumps(
+        {"method": "entropy", "quantizer": "onnxruntime", "weights": "per-channel symmetric int8",
+         "activations": "per-tensor symmetric int8", "calibration_rows": 16, "float_nodes": [], "accuracy": {}}))
+    int8 = Model.from_proto(proto)
+    for fp16 in (False, True):  # INT8 whatever the fp16 flag: the graph says where it is int8
+        assert triton_config(int8, "tagger", target="tensorrt", fp16=fp16) == _TRITON_INT8
+    # no calibration table for an explicitly quantized model; fp16/fp32 models keep what they had
+    assert "calibration" not in _TRITON_INT8
+    fp16_line = '        parameters { key: "precision_mode" value: "FP16" }'
+    assert triton_config(plain, "tagger", target="tensorrt", fp16=True) == _TRITON_INT8.replace(
+        '        parameters { key: "precision_mode" value: "INT8" }', fp16_line)
+    assert 'value: "FP32"' in triton_config(plain, "tagger", target="tensorrt")
+    assert "optimization" not in triton_config(int8, "tagger", target="cuda")
+    files = write_repository(int8, tmp_path, "tagger", target="tensorrt")
+    assert open(files[0]).read() == _TRITON_INT8
+    assert any(p.key == "graphfix.int8" for p in onnx.load(files[-1]).metadata_props)
+    from test_serving import _parse_config  # Triton's own ModelConfig schema (skipped without tritonclient)
+
+    config, _ = _parse_config(_TRITON_INT8)
+    (acc,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert acc.name == "tensorrt" and dict(acc.parameters)["precision_mode"] == "INT8"
