@@ -407,3 +407,118 @@ def test_triton_config_of_an_int8_model(tmp_path):
     config, _ = _parse_config(_TRITON_INT8)
     (acc,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert acc.name == "tensorrt" and dict(acc.parameters)["precision_mode"] == "INT8"
+
+
+# --- C16 oracle on a Q/DQ model: tensorrt_rtx, else the standard tensorrt (which needs a GPU) ------------------------
+
+
+def _fake_tensorrt(calls: dict, *, strongly_typed: bool = True, builder_error: Exception | None = None):
+    """A stand-in `tensorrt` module recording what the oracle asks of it (the real one needs a GPU)."""
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.9.0" if strongly_typed else "8.6.1"
+
+    class Logger:
+        ERROR = 1
+
+        def __init__(self, level):
+            pass
+
+    class Tensor:
+        name, shape = "data", (-1, 3, 8, 8)
+
+    class Network:
+        num_inputs, num_layers = 1, 11
+
+        def get_input(self, i):
+            return Tensor()
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            calls["parsed"] = path
+            return True
+
+    class Config:
+        def set_flag(self, flag):
+            calls.setdefault("builder_flags", []).append(flag)
+
+        def add_optimization_profile(self, profile):
+            pass
+
+    class Profile:
+        def set_shape(self, name, lo, mid, hi):
+            calls["profile"] = (name, lo, mid, hi)
+
+    class Builder:
+        def __init__(self, logger):
+            if builder_error is not None:
+                raise builder_error
+
+        def create_network(self, flags):
+            calls["network_flags"] = flags
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return memoryview(b"\0" * 2048)
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, Parser
+    trt.BuilderFlag = type("BuilderFlag", (), {"INT8": 2})
+    if strongly_typed:
+        trt.NetworkDefinitionCreationFlag = type("NetworkDefinitionCreationFlag", (), {"EXPLICIT_BATCH": 0,
+                                                                                       "STRONGLY_TYPED": 1})
+    return trt
+
+
+def _oracle(monkeypatch, proto, **fake):
+    import sys
+
+    calls: dict = {}
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)  # `import tensorrt_rtx` fails
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(calls, **fake) if fake.pop("installed", True) else None)
+    return check(Model.from_proto(proto), target="tensorrt", build=True), calls
+
+
+def test_oracle_builds_a_qdq_model_strongly_typed_with_tensorrt(monkeypatch):
+    report, calls = _oracle(monkeypatch, qdq_net())
+    assert report.ok, report.text()
+    assert calls["network_flags"] == 1 << 1 and "builder_flags" not in calls  # STRONGLY_TYPED, no INT8 flag
+    assert calls["profile"] == ("data", [1, 3, 8, 8], [8, 3, 8, 8], [32, 3, 8, 8])
+    assert {k: report.build[k] for k in ("status", "engine_bytes", "backend", "quantized", "version")} == {
+        "status": "ok", "engine_bytes": 2048, "backend": "TensorRT",
+        "quantized": {"QuantizeLinear": 2, "DequantizeLinear": 3}, "version": "10.9.0"}
+
+
+def test_oracle_tensorrt_8_sets_the_int8_flag(monkeypatch):
+    _, calls = _oracle(monkeypatch, qdq_net(), strongly_typed=False)
+    assert calls["network_flags"] == 0 and calls["builder_flags"] == [2]
+
+
+def test_oracle_without_a_gpu_is_a_clean_skip(monkeypatch):
+    report, calls = _oracle(monkeypatch, qdq_net(), builder_error=RuntimeError("CUDA initialization failure with "
+                                                                                "error: 35"))
+    assert report.ok and "parsed" not in calls
+    assert report.build == {"status": "skipped", "detail": "TensorRT builder: CUDA initialization failure with error: 35",
+                            "backend": "TensorRT", "quantized": {"QuantizeLinear": 2, "DequantizeLinear": 3}}
+    assert [f.line() for f in report.findings if f.id == "C16"] == [
+        "INFO C16 oracle-skipped: TensorRT oracle skipped: the builder did not start (CUDA initialization failure with "
+        "error: 35)"]
+
+
+def test_oracle_skips_without_tensorrt(monkeypatch):
+    report, _ = _oracle(monkeypatch, qdq_net(), installed=False)
+    assert report.build == {"status": "skipped", "detail": "tensorrt_rtx / tensorrt not installed"}
+    # a model without Q/DQ keeps the TensorRT-RTX-only oracle, even where tensorrt is installed
+    report, calls = _oracle(monkeypatch, M.bn_cnn())
+    assert report.build == {"status": "skipped", "detail": "tensorrt_rtx not installed"} and not calls
