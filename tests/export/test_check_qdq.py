@@ -129,6 +129,21 @@ def test_weight_scale_nonpositive_names_the_weight_dq():
         "be positive and finite) -> recalibrate: a zero, negative or non-finite scale cannot quantize"]
 
 
+def test_check_command_on_a_broken_qdq_model(save):
+    from tests.conftest import run_cli
+
+    path = save(qdq_net(in_zp=3))
+    proc = run_cli("check", path, "--target", "tensorrt")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "  FAIL C17 qdq-zero-point [q_in (QuantizeLinear)]: QuantizeLinear zero point is 3, not 0 (TensorRT " \
+           "quantizes symmetrically only) -> quantize symmetrically (ActivationSymmetric / WeightSymmetric=True)" \
+        in proc.stdout.splitlines()
+    doc = json.loads(run_cli("check", path, "--target", "tensorrt", "--json").stdout)
+    assert [(f["rule"], f["node"]) for f in doc["findings"] if f["severity"] == "FAIL"] == [
+        ("qdq-zero-point", "q_in (QuantizeLinear)"), ("qdq-zero-point", "dq_in (DequantizeLinear)")]
+    assert run_cli("check", save(qdq_net(), "good.onnx"), "--target", "tensorrt", "-q").returncode == 0
+
+
 def test_scale_and_zero_point_must_be_constants():
     proto = qdq_net()
     proto.graph.node.insert(0, helper.make_node("Abs", ["r.scale0"], ["r.scale_c"], name="abs"))
@@ -235,6 +250,24 @@ def test_weight_axis_per_layout(op, trans_b, good, bad):
     assert _c17(check(Model.from_proto(_weight_net(op, bad, trans_b)), target="tensorrt"), "FAIL") == [
         f"FAIL C17 qdq-per-channel [dq_w (DequantizeLinear)]: per-channel axis {bad} for {op} 'layer' input 1 (its "
         f"output-channel axis is {good}) -> quantize along axis {good}"]
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_weight_axis_through_a_transpose(axis):
+    """DQ(W [6, 5]) -> Transpose -> MatMul: the MatMul's output channels are W's axis 0."""
+    proto = _weight_net("Gemm", axis, trans_b=1)  # W [6, 5]
+    layer = proto.graph.node[3]
+    layer.op_type, layer.input[1] = "MatMul", "wt"
+    del layer.attribute[:]
+    proto.graph.node.insert(3, helper.make_node("Transpose", ["w"], ["wt"], name="t", perm=[1, 0]))
+    report = check(Model.from_proto(proto), target="tensorrt")
+    if axis == 0:
+        assert not _c17(report, "FAIL"), report.text()
+        assert Model.from_proto(proto).run({"data": np.ones((2, 5), np.float32)})["out"].shape == (2, 6)
+    else:
+        assert _c17(report, "FAIL") == [
+            "FAIL C17 qdq-per-channel [dq_w (DequantizeLinear)]: per-channel axis 1 (axis 0 after the Transpose) for "
+            "MatMul 'layer' input 1 (its output-channel axis is 1) -> quantize along axis 0"]
 
 
 def test_only_data_movement_between_q_and_dq():

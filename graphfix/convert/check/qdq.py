@@ -125,7 +125,10 @@ def _quantized_type(node: ir.Node, ctx: CheckContext) -> ir.DataType | None:
         return _dtype(input_at(node, 0), ctx) or _dtype(input_at(node, 2), ctx)
     out = node.attributes.get_int("output_dtype", 0)
     if out:
-        return ir.DataType(out)
+        try:
+            return ir.DataType(out)
+        except ValueError:
+            return None  # not a type: onnx.checker (C1) reports it
     zero_point = input_at(node, 2)
     return _dtype(zero_point, ctx) if zero_point is not None else ir.DataType.UINT8
 
@@ -165,8 +168,9 @@ def _params(ctx: CheckContext, node: ir.Node) -> None:
         if scales.dtype.kind != "f":
             ctx.add("C17", FAIL, f"{op} scale is {scales.dtype} (a float scale is needed)", "store the scale as float32",
                     node=node, rule="qdq-scale")
-        elif not np.all(np.isfinite(scales)) or not np.all(scales > 0):
-            bad = scales.reshape(-1)[~(np.isfinite(scales.reshape(-1)) & (scales.reshape(-1) > 0))]
+        elif not np.all(np.isfinite(scales) & (scales > 0)):
+            flat = scales.reshape(-1)
+            bad = flat[~(np.isfinite(flat) & (flat > 0))]
             ctx.add("C17", FAIL, f"{op} scale holds {float(bad[0])} (scales must be positive and finite)",
                     "recalibrate: a zero, negative or non-finite scale cannot quantize", node=node, rule="qdq-scale")
         if scales.ndim > 1 and not block:
@@ -234,27 +238,37 @@ def _per_channel(ctx: CheckContext, node: ir.Node) -> None:
                 node=node, rule="qdq-per-channel")
     if node.op_type != "DequantizeLinear" or rank is None:
         return
-    for consumer, index in _consumers(node.outputs[0]):
-        expected = _output_channel_axis(consumer, index, rank)
+    for consumer, index, axes in _consumers(node.outputs[0], list(range(rank))):
+        expected = _output_channel_axis(consumer, index, len(axes))
         if expected is None:
             ctx.add("C17", WARN, f"per-channel weights feed {consumer.op_type} {consumer.name!r} (input {index}); "
                     "TensorRT expects them on Conv/ConvTranspose/Gemm/MatMul weights", "quantize this tensor per-tensor",
                     node=node, rule="qdq-per-channel")
-        elif axis != expected:
-            ctx.add("C17", FAIL, f"per-channel axis {axis} for {consumer.op_type} {consumer.name!r} input {index} "
-                    f"(its output-channel axis is {expected})", f"quantize along axis {expected}", node=node,
+        elif expected < len(axes) and axes[expected] != axis:
+            via = f" (axis {axes.index(axis)} after the Transpose)" if axes != sorted(axes) and axis in axes else ""
+            ctx.add("C17", FAIL, f"per-channel axis {axis}{via} for {consumer.op_type} {consumer.name!r} input {index} "
+                    f"(its output-channel axis is {expected})", f"quantize along axis {axes[expected]}", node=node,
                     rule="qdq-per-channel")
 
 
-def _consumers(value: ir.Value) -> list[tuple[ir.Node, int]]:
-    """(node, input index) using `value`, looking through Identity."""
+def _consumers(value: ir.Value, axes: list[int]) -> list[tuple[ir.Node, int, list[int]]]:
+    """(node, input index, axes) using `value`, looking through Identity and Transpose.
+
+    `axes[j]` is the axis of the quantized tensor that is axis j of what `node` reads.
+    """
     found = []
     for use in value.uses():
         node, index = use.node, use.idx
         if node.op_type == "Identity":
-            found += _consumers(node.outputs[0])
+            found += _consumers(node.outputs[0], axes)
+        elif node.op_type == "Transpose" and index == 0:
+            perm = node.attributes.get_ints("perm", list(range(len(axes)))[::-1])
+            if sorted(perm) == list(range(len(axes))):
+                found += _consumers(node.outputs[0], [axes[p] for p in perm])
+            else:
+                found.append((node, index, axes))
         else:
-            found.append((node, index))
+            found.append((node, index, axes))
     return found
 
 
@@ -287,7 +301,7 @@ def _pairing_from_q(ctx: CheckContext, node: ir.Node) -> None:
             if consumer.op_type == "DequantizeLinear" and use.idx == 0:
                 continue
             if consumer.op_type in BETWEEN_QDQ and use.idx == 0 or consumer.op_type == "Concat":
-                stack += [o for o in consumer.outputs if o is not None]
+                stack.append(consumer.outputs[0])  # the data output (MaxPool's second one is indices)
                 continue
             ctx.add("C17", FAIL, f"{consumer.op_type} {consumer.name!r} reads the quantized output of {node.name!r} "
                     f"(between Q and DQ only {', '.join(sorted(BETWEEN_QDQ))})",
