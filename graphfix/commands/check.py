@@ -1,10 +1,12 @@
-"""Check a model for TensorRT / onnxruntime-CUDA readiness and say why (C1-C16 checklist).
+"""Check a model for TensorRT / onnxruntime-CUDA readiness and say why (C1-C17 checklist).
 
 Checks: C1 valid model, C2 IR version, C3 opset, C4 domains, C5 TensorRT op allow-list,
 C6 per-op limits, C7 dtypes, C8 shapes (only the batch dynamic), C9 constants folded,
 C10 control flow, C11 training-only ops, C12 size/external data, C13 hygiene, C14 fp16 sanity
 and activation range, C15 onnxruntime CUDA kernel coverage, C16 (--build) TensorRT-RTX parse
-and engine build with a (1, opt, max) batch profile when `tensorrt_rtx` is installed.
+and engine build with a (1, opt, max) batch profile when `tensorrt_rtx` is installed, C17
+(tensorrt) the explicit-quantization rules of Q/DQ graphs (zero points 0, scales positive and
+finite, INT8, per-channel weights on the output channels, every Q feeding a DQ).
 Each finding: id, severity (FAIL/WARN/INFO), node, message, fix.
 
 Exit status: 0 ready (no FAIL), 1 not ready, 2 bad input or usage.

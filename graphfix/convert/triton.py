@@ -14,9 +14,12 @@
   out. A fixed batch gives max_batch_size 0 and full dims (Triton cannot batch it).
 - Other symbolic dims are -1. A baked image input (`bake_preprocess`) states its format
   (FORMAT_NHWC / FORMAT_NCHW).
-- `--target tensorrt`: the onnxruntime TensorRT execution accelerator (precision_mode FP16 with
-  `fp16`, else FP32; a 1 GiB workspace; engine cache on), one GPU instance. `cuda`: one GPU
-  instance. `cpu`: one CPU instance.
+- `--target tensorrt`: the onnxruntime TensorRT execution accelerator (precision_mode INT8 for a
+  model with `graphfix.int8` metadata, else FP16 with `fp16`, else FP32; a 1 GiB workspace;
+  engine cache on), one GPU instance. `cuda`: one GPU instance. `cpu`: one CPU instance.
+  INT8 turns on `trt_int8_enable`; the model is explicitly quantized (QuantizeLinear /
+  DequantizeLinear), so no calibration table is named: onnxruntime's TensorRT EP documents that
+  a Q/DQ model must not get one (TensorRT refuses to load a table for it).
 
 `ensure_labels_output` adds the bool `labels` output (probabilities >= stored thresholds) to
 a model that stores thresholds but was calibrated with --no-labels-output.
@@ -95,7 +98,8 @@ def triton_config(
     kind = "KIND_CPU" if target == "cpu" else "KIND_GPU"
     lines.append(f"instance_group [ {{ kind: {kind}, count: 1 }} ]")
     if target == "tensorrt":
-        params = {"precision_mode": "FP16" if fp16 else "FP32", "max_workspace_size_bytes": str(1 << 30),
+        precision = "INT8" if model.metadata.get("int8") else "FP16" if fp16 else "FP32"
+        params = {"precision_mode": precision, "max_workspace_size_bytes": str(1 << 30),
                   "trt_engine_cache_enable": "1", "trt_engine_cache_path": "/tmp/triton_trt_cache"}
         lines += ["optimization {", "  execution_accelerators {", "    gpu_execution_accelerator [", "      {",
                   '        name: "tensorrt"']

@@ -25,3 +25,14 @@ def test_exported_model_builds(tmp_path):
 def test_bad_models_fail_to_parse(name, save):
     report = check(save(M.BAD_MODELS[name][0]()), build=True)
     assert "C16" in report.ids("FAIL"), report.text()
+
+
+def test_qdq_model_builds(tmp_path):
+    """What onnxruntime's quantize_static writes with the TensorRT options (C17 clean) builds."""
+    from test_check_qdq import _quantize
+
+    path = _quantize(tmp_path, nodes_to_exclude=["graphfix_head", "graphfix_sigmoid"], extra={"QuantizeBias": False})
+    report = check(path, build=True)
+    assert report.ok and report.build["status"] == "ok", report.text()
+    assert report.build["backend"] == "TensorRT-RTX" and report.build["engine_bytes"] > 0
+    assert report.build["quantized"] == {"QuantizeLinear": 5, "DequantizeLinear": 6}

@@ -1,7 +1,7 @@
-"""Readiness check: the C1-C16 checklist for TensorRT and the onnxruntime CUDA EP.
+"""Readiness check: the C1-C17 checklist for TensorRT and the onnxruntime CUDA EP.
 
 `check(model_or_path, target="tensorrt")` returns a `Report(ok, findings)`; `ok` is False when a
-finding is a FAIL. Each finding has an id (C1..C16), a severity (FAIL/WARN/INFO), the node or
+finding is a FAIL. Each finding has an id (C1..C17), a severity (FAIL/WARN/INFO), the node or
 tensor, a one-line message and a one-line fix. Groups, one module each:
 
 - validity.py  C1 checker, C2 IR version, C3 opset, C4 domains
@@ -11,6 +11,7 @@ tensor, a one-line message and a one-line fix. Groups, one module each:
 - fp16.py      C14 fp16 sanity + activation-range probe
 - cuda.py      C15 CUDA kernel coverage from graphfix/convert/check/ort_cuda_kernels_1.31.json
 - oracle.py    C16 TensorRT-RTX parse + engine build (`build=True`, when installed)
+- qdq.py       C17 explicit quantization: the Q/DQ rules TensorRT applies (target tensorrt only)
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ def check(
         build: Run the TensorRT-RTX oracle (C16) when `tensorrt_rtx` is installed.
         sample_inputs: Feeds (dict or list of dicts) for the C14 activation probe.
         max_batch: Largest batch for the C16 profile (default: the export's, else 32).
-        generic_only: Skip the target-specific groups (C5/C6 TensorRT limits, C15, C16).
+        generic_only: Skip the target-specific groups (C5/C6 TensorRT limits, C15, C16, C17).
 
     Returns:
         The Report; `ok` is False when any finding is a FAIL.
     """
-    from graphfix.convert.check import cuda, dtypes, fp16, graph, ops, oracle, validity
+    from graphfix.convert.check import cuda, dtypes, fp16, graph, ops, oracle, qdq, validity
     from graphfix.model import Model, load_onnx
 
     if target not in TARGETS:
@@ -89,6 +90,8 @@ def check(
     ]
     if not generic_only:
         groups.append(("C15", cuda.check_cuda))
+    if ctx.trt:
+        groups.append(("C17", qdq.check_qdq))
     build_record = None
     for name, func in groups:
         logger.debug("check %s", name)
@@ -96,6 +99,8 @@ def check(
     if build and not generic_only:
         build_record = oracle.check_build(ctx)
     ran = [c for c in CHECKS if not (generic_only and c in ("C5", "C6", "C15", "C16"))]
+    if not ctx.trt:
+        ran = [c for c in ran if c != "C17"]
     if not build:
         ran = [c for c in ran if c != "C16"]
     order = {c: i for i, c in enumerate(CHECKS)}

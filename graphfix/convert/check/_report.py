@@ -27,6 +27,7 @@ CHECKS: dict[str, str] = {
     "C14": "fp16 sanity and activation range",
     "C15": "onnxruntime CUDA kernel coverage",
     "C16": "TensorRT-RTX parse and engine build",
+    "C17": "explicit quantization: Q/DQ rules (TensorRT)",
 }
 
 
@@ -35,7 +36,7 @@ class Finding:
     """One checklist result.
 
     Attributes:
-        id: Check id, "C1".."C16".
+        id: Check id, "C1".."C17".
         severity: "FAIL", "WARN" or "INFO".
         message: What was found, one line.
         fix: How to fix it, one line.

@@ -15,6 +15,7 @@ import onnx_ir as ir
 
 from graphfix.convert.check._context import CheckContext
 from graphfix.convert.check._report import FAIL, INFO, WARN
+from graphfix.convert.check.qdq import dequantized_constant
 from graphfix.convert.export.passes._util import const_array, input_at
 from graphfix.convert.export.passes.noop import dropout_is_training
 
@@ -39,7 +40,9 @@ _TOPK_MAX = 3840
 
 
 def _is_const(value: ir.Value | None) -> bool:
-    return value is None or value.const_value is not None or const_array(value) is not None
+    """A constant, or a constant weight behind a DequantizeLinear (explicit quantization)."""
+    return value is None or value.const_value is not None or const_array(value) is not None \
+        or dequantized_constant(value)
 
 
 def check_ops(ctx: CheckContext) -> None:
