@@ -362,13 +362,13 @@ def tuned_weights(model: Model, spec: HeadSpec, to: str, graph_src: str, weights
             raise GraphfixError(f"initializer {name!r} is not in the conversion of the {to} source; it cannot be "
                                 "written back", kind="usage", path=model.path)
         new, old = value.const_value.numpy(), ref.const_value.numpy()
-        if new.dtype != old.dtype or new.shape != old.shape:
+        if new.dtype != old.dtype or new.size != old.size:  # a scalar may come back as [1]: same values
             raise GraphfixError(
                 f"initializer {name!r} is {new.dtype} {list(new.shape)}; the {to} source gives {old.dtype} "
                 f"{list(old.shape)}: it cannot be written back", kind="usage", path=model.path,
             )
         if new.tobytes() != old.tobytes():
-            changed[name] = TunedWeight(name, np.asarray(new), np.asarray(old))
+            changed[name] = TunedWeight(name, np.asarray(new).reshape(old.shape), np.asarray(old))
     return Tuning(changed, reference)
 
 
