@@ -29,7 +29,8 @@ line naming it; params and blobs that did not change are copied byte for byte.
 from __future__ import annotations
 
 __all__ = [
-    "write_back", "HeadSpec", "WritePlan", "TunedWeight", "Tuning", "head_spec", "tuned_weights", "find_sources",
+    "write_back", "HeadSpec", "WritePlan", "TunedWeight", "Tuning", "check_tunable", "head_spec", "tuned_weights",
+    "find_sources",
     "output_paths", "source_array", "WRITEBACK_FORMATS",
 ]
 
@@ -331,18 +332,7 @@ def tuned_weights(model: Model, spec: HeadSpec, to: str, graph_src: str, weights
     inits = _backbone_initializers(model, spec)
     if not inits:
         return Tuning({})
-    from graphfix.convert import load
-
-    shapes = {}
-    for info in model.io_info()["inputs"]:
-        dims = info["shape"][1:]
-        if dims and all(isinstance(d, int) and d > 0 for d in dims):
-            shapes[info["name"]] = (1, *dims)
-    kw = {"params": weights_src} if to == "mxnet" else {"weights": weights_src}
-    try:
-        reference = load(graph_src, format=to, input_shape=shapes or None, **kw)
-    except GraphfixError as exc:
-        raise GraphfixError(f"the source files do not convert again: {exc.message}", kind="usage", path=graph_src) from exc
+    reference = _reference(model, to, graph_src, weights_src)
     known = reference.ir.graph.initializers
     changed: dict[str, TunedWeight] = {}
     for value in inits:
@@ -352,15 +342,9 @@ def tuned_weights(model: Model, spec: HeadSpec, to: str, graph_src: str, weights
         if (ref is None or ref.const_value is None) and base in known:
             if value.const_value.numpy().tobytes() == known[base].const_value.numpy().tobytes():
                 continue  # an untied copy that kept its value: the shared param as it is
-            raise GraphfixError(
-                f"initializer {name!r}: fine-tuning untied {base!r}, which layers before the cut also read; "
-                f"the {to} source holds one {_PARAM[to]} for both, so the fine-tuned copy cannot be written back",
-                kind="usage", path=model.path,
-                hint="fine-tune from a cut before every reader of it (graphfix inspect MODEL --train-from), or write ONNX",
-            )
+            raise _untied(base, to, model.path)
         if ref is None or ref.const_value is None:
-            raise GraphfixError(f"initializer {name!r} is not in the conversion of the {to} source; it cannot be "
-                                "written back", kind="usage", path=model.path)
+            raise _unknown(name, to, model.path)
         new, old = value.const_value.numpy(), ref.const_value.numpy()
         if new.dtype != old.dtype or new.size != old.size:  # a scalar may come back as [1]: same values
             raise GraphfixError(
@@ -370,6 +354,61 @@ def tuned_weights(model: Model, spec: HeadSpec, to: str, graph_src: str, weights
         if new.tobytes() != old.tobytes():
             changed[name] = TunedWeight(name, np.asarray(new).reshape(old.shape), np.asarray(old))
     return Tuning(changed, reference)
+
+
+def check_tunable(model: Model, to: str, sources: Any, trained: list[str], shared: list[str]) -> None:
+    """Before fine-tuning: refuse what `write_back` would refuse once `trained` (the initializers
+    `--train-from` trains) have changed; `shared` are those of them layers before the cut also
+    read (fine-tuning unties them as `<name>.finetuned`)."""
+    graph_src, weights_src = find_sources(model, to, sources)
+    if shared:
+        raise _untied(sorted(shared)[0], to, model.path)
+    if not trained:
+        return
+    reference = _reference(model, to, graph_src, weights_src)
+    changed = {}
+    for name in trained:
+        ref = reference.ir.graph.initializers.get(name)
+        if ref is None or ref.const_value is None:
+            raise _unknown(name, to, model.path)
+        before = np.asarray(ref.const_value.numpy())
+        changed[name] = TunedWeight(name, (before + np.float32(0.5)).astype(before.dtype), before)
+    tuning = Tuning(changed, reference)
+    if to == "mxnet":
+        from graphfix.convert.mxnet.writer import check_tuned
+    else:
+        from graphfix.convert.caffe.writer import check_tuned
+    check_tuned(graph_src, weights_src, tuning)
+
+
+def _reference(model: Model, to: str, graph_src: str, weights_src: str) -> Model:
+    """The source files converted again (at the model's input size where it is fixed)."""
+    from graphfix.convert import load
+
+    shapes = {}
+    for info in model.io_info()["inputs"]:
+        dims = info["shape"][1:]
+        if dims and all(isinstance(d, int) and d > 0 for d in dims):
+            shapes[info["name"]] = (1, *dims)
+    kw = {"params": weights_src} if to == "mxnet" else {"weights": weights_src}
+    try:
+        return load(graph_src, format=to, input_shape=shapes or None, **kw)
+    except GraphfixError as exc:
+        raise GraphfixError(f"the source files do not convert again: {exc.message}", kind="usage", path=graph_src) from exc
+
+
+def _untied(base: str, to: str, path: str | None) -> GraphfixError:
+    return GraphfixError(
+        f"initializer '{base}.finetuned': fine-tuning unties {base!r}, which layers before the cut also read; "
+        f"the {to} source holds one {_PARAM[to]} for both, so the fine-tuned copy cannot be written back",
+        kind="usage", path=path,
+        hint="fine-tune from a cut before every reader of it (graphfix inspect MODEL --train-from), or write ONNX",
+    )
+
+
+def _unknown(name: str, to: str, path: str | None) -> GraphfixError:
+    return GraphfixError(f"initializer {name!r} is not in the conversion of the {to} source; it cannot be "
+                         "written back", kind="usage", path=path)
 
 
 def source_array(before: np.ndarray, candidates: dict[Any, np.ndarray]) -> tuple[Any, str] | None:
@@ -399,7 +438,7 @@ def to_source(new: np.ndarray, like: np.ndarray, how: str) -> np.ndarray | None:
 def refuse_tuned(change: TunedWeight, to: str, why: str, path: str | None = None) -> GraphfixError:
     """The one-line refusal of a fine-tuned initializer the writer cannot map back."""
     return GraphfixError(
-        f"initializer {change.name!r} was changed by fine-tuning, but {why}; the {to} files cannot hold it "
+        f"fine-tuning changes initializer {change.name!r}, but {why}; the {to} files cannot hold it "
         "exactly (nothing written)", kind="usage", path=path,
         hint="fine-tune from a later cut (graphfix inspect MODEL --train-from), or write ONNX",
     )

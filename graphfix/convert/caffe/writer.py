@@ -29,7 +29,7 @@ Caffe's BatchNorm has none) are folded into the Scale layer that alone reads its
 
 from __future__ import annotations
 
-__all__ = ["build_caffe"]
+__all__ = ["build_caffe", "check_tuned"]
 
 import mmap
 import os
@@ -291,9 +291,8 @@ def _record_name(buf: Any, start: int, end: int, name_field: int) -> str | None:
 
 
 # ----- the plan -------------------------------------------------------------------------------
-def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec, tuning: Tuning | None = None) -> WritePlan:
-    """Prepare the deploy prototxt, training prototxt and caffemodel of the multi-label model
-    (with the fine-tuned backbone weights of `tuning`)."""
+def _read_net(prototxt_path: str) -> tuple[str, Any, bool, list, list[str]]:
+    """(text, parsed net, V1?, layer messages, layer types) of a prototxt."""
     with open(prototxt_path, encoding="utf-8") as fh:
         text = fh.read()
     try:
@@ -305,6 +304,19 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec, tuning
     v1 = bool(net.get("layers"))
     msgs = net.get("layers") if v1 else net.get("layer", [])
     types = [V1_TYPES.get(m.type, str(m.type)) if v1 else m.type for m in msgs]
+    return text, net, v1, msgs, types
+
+
+def check_tuned(prototxt_path: str, caffemodel_path: str, tuning: Tuning) -> None:
+    """Refuse (GraphfixError) fine-tuned initializers the Caffe files cannot hold."""
+    _, _, _, msgs, types = _read_net(prototxt_path)
+    _tuned_blobs(msgs, types, caffemodel_path, tuning, prototxt_path)
+
+
+def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec, tuning: Tuning | None = None) -> WritePlan:
+    """Prepare the deploy prototxt, training prototxt and caffemodel of the multi-label model
+    (with the fine-tuned backbone weights of `tuning`)."""
+    text, net, v1, msgs, types = _read_net(prototxt_path)
     spans = _layer_spans(text, "layers" if v1 else "layer")
     if len(spans) != len(msgs):
         raise GraphfixError(f"found {len(spans)} layer blocks for {len(msgs)} layers", path=prototxt_path)

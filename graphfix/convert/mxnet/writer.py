@@ -30,7 +30,7 @@ Anything else is refused, naming the initializer.
 
 from __future__ import annotations
 
-__all__ = ["build_mxnet"]
+__all__ = ["build_mxnet", "check_tuned"]
 
 import copy
 import json
@@ -152,6 +152,11 @@ def _set_attrs(node: dict, values: dict[str, str]) -> dict:
     keys = [k for k in ("attrs", "attr", "param") if isinstance(node.get(k), dict)]
     where = next((k for k in keys if any(v in node[k] for v in values)), keys[0] if keys else "attrs")
     return {**node, where: {**node.get(where, {}), **values}}
+
+
+def check_tuned(symbol_path: str, params_path: str, tuning: Tuning) -> None:
+    """Refuse (GraphfixError) fine-tuned initializers the MXNet files cannot hold."""
+    _tuned_params(parse_symbol(_read_doc(symbol_path), path=symbol_path), read_params(params_path), tuning, symbol_path)
 
 
 def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec, tuning: Tuning | None = None) -> WritePlan:

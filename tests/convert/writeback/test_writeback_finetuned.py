@@ -295,7 +295,7 @@ def test_refuses_caffe_batchnorm_scale_without_scale_layer(tmp_path):
     model, proto, weights = _caffe_net(tmp_path, build)
     tuned, _ = _perturbed(model, "-1", stats=False)
     msg = _refused(lambda: write_back(tuned, tmp_path / "out", to="caffe", sources=[proto, weights]), tmp_path)
-    assert msg == ("initializer 'c1/bn.beta' was changed by fine-tuning, but BatchNorm 'c1/bn' has no scale/shift blobs "
+    assert msg == ("fine-tuning changes initializer 'c1/bn.beta', but BatchNorm 'c1/bn' has no scale/shift blobs "
                    "and no Scale layer alone reads its output to fold them into; the caffe files cannot hold it exactly "
                    "(nothing written)")
 
@@ -310,7 +310,7 @@ def test_refuses_caffe_constant_from_layer_attributes(tmp_path):
     tuned, names = _perturbed(model, "-1", stats=False)
     assert "sum.coeff1" in names  # fine-tuning trains the Eltwise coefficient's Mul constant
     msg = _refused(lambda: write_back(tuned, tmp_path / "out", to="caffe", sources=[proto, weights]), tmp_path)
-    assert msg == ("initializer 'sum.coeff1' was changed by fine-tuning, but it is a constant the import derived for "
+    assert msg == ("fine-tuning changes initializer 'sum.coeff1', but it is a constant the import derived for "
                    "layer 'sum' (Eltwise), not one of its blobs; the caffe files cannot hold it exactly (nothing written)")
 
 
@@ -361,7 +361,7 @@ def test_refuses_mxnet_untied_shared_weight(tmp_path):
     conv2 = next(n for n in graph if n.name == "conv2")
     conv2.replace_input_with(1, copy)  # as graphfix.train.finetune unties it
     msg = _refused(lambda: write_back(tuned, tmp_path / "out", to="mxnet"), tmp_path)
-    assert msg == ("initializer 'w.finetuned': fine-tuning untied 'w', which layers before the cut also read; the mxnet "
+    assert msg == ("initializer 'w.finetuned': fine-tuning unties 'w', which layers before the cut also read; the mxnet "
                    "source holds one param for both, so the fine-tuned copy cannot be written back")
     # an untied copy that kept its value (best epoch 0) writes the shared param as it is
     copy.const_value = ir.tensor(w.const_value.numpy().copy(), name="w.finetuned")
@@ -387,6 +387,42 @@ def test_refuses_mxnet_constant_from_node_attributes(tmp_path):
     tuned, names = _perturbed(model, "conv1", stats=False)
     scalar = next(n for n in names if n.startswith("scaled_"))
     msg = _refused(lambda: write_back(tuned, tmp_path / "out", to="mxnet"), tmp_path)
-    assert msg == (f"initializer {scalar!r} was changed by fine-tuning, but it is a constant the import derived for "
+    assert msg == (f"fine-tuning changes initializer {scalar!r}, but it is a constant the import derived for "
                    "node 'scaled' (_mul_scalar), not one of its params; the mxnet files cannot hold it exactly "
                    "(nothing written)")
+
+
+@pytest.mark.parametrize("to_fail", ["coefficient", "shared"])
+def test_train_head_refuses_before_any_model_runs(tmp_path, to_fail, no_model_runs, capsys):
+    """`train-head --train-from -1 --to caffe|mxnet`: what the source cannot hold is refused
+    before fine-tuning (no model runs), one line, nothing written."""
+    from graphfix.cli import main
+
+    if to_fail == "coefficient":
+        def build(b):
+            b.conv("c1", "c0", 4, 3, p=1)
+            b.conv("c2", "c0", 4, 3, p=1)
+            b.eltwise("sum", ["c1", "c2"], coeff=(1.0, 0.5))
+
+        model, proto, _ = _caffe_net(tmp_path, build)
+        to, spec, shape = "caffe", "-1", (3, 8, 8)
+        want = (f"{proto}: fine-tuning changes initializer 'sum.coeff1', but it is a constant the import derived for "
+                "layer 'sum' (Eltwise), not one of its blobs; the caffe files cannot hold it exactly (nothing written) "
+                "(fine-tune from a later cut (graphfix inspect MODEL --train-from), or write ONNX)")
+    else:
+        model, _ = _shared_weight_net(tmp_path)
+        to, spec, shape = "mxnet", "relu1", (4, 6, 6)
+        want = (f"{tmp_path / 's.onnx'}: initializer 'w.finetuned': fine-tuning unties 'w', which layers before the cut "
+                "also read; the mxnet source holds one param for both, so the fine-tuned copy cannot be written back "
+                "(fine-tune from a cut before every reader of it (graphfix inspect MODEL --train-from), or write ONNX)")
+    model.save(tmp_path / "s.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((12, *shape)).astype(np.float32),
+             y=(rng.random((12, 3)) > 0.5).astype(np.uint8))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = main(["train-head", str(tmp_path / "s.onnx"), "--train", str(tmp_path / "d.npz"), "--train-from", spec,
+               "--no-cache", "--to", to, "-o", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and not no_model_runs and out == ""
+    assert err == f"graphfix: error: {want}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
