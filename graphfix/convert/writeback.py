@@ -29,9 +29,8 @@ line naming it; params and blobs that did not change are copied byte for byte.
 from __future__ import annotations
 
 __all__ = [
-    "write_back", "HeadSpec", "WritePlan", "TunedWeight", "Tuning", "check_tunable", "head_spec", "tuned_weights",
-    "find_sources",
-    "output_paths", "source_array", "WRITEBACK_FORMATS",
+    "write_back", "HeadSpec", "WritePlan", "TunedWeight", "Tuning", "head_spec", "tuned_weights", "check_tunable",
+    "find_sources", "output_paths", "source_array", "to_source", "refuse_tuned", "WRITEBACK_FORMATS",
 ]
 
 import json
@@ -413,8 +412,8 @@ def _unknown(name: str, to: str, path: str | None) -> GraphfixError:
 
 def source_array(before: np.ndarray, candidates: dict[Any, np.ndarray]) -> tuple[Any, str] | None:
     """Which candidate source array `before` (an initializer as converted) was made from, and how:
-    (key, "reshape" | "transpose"), checked bit for bit (after the cast to float32); None if none
-    or several different ones fit."""
+    (key, "reshape" | "transpose"), checked bit for bit (after the cast to float32); None when no
+    candidate, or more than one, fits (an ambiguous source is not guessed)."""
     found = []
     for key, arr in candidates.items():
         if arr.size != before.size:
