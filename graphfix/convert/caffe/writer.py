@@ -24,7 +24,9 @@ record, and every other record, is copied as stored. Two BatchNorm cases have no
 its statistics (converted as blob / scale-factor blob) are written as they are with the factor
 set to 1, and its scale and shift (ones and zeros in the conversion, trained by fine-tuning:
 Caffe's BatchNorm has none) are folded into the Scale layer that alone reads its output
-(scale' = scale x gamma, bias' = scale x beta + bias). Anything else is refused, naming it.
+(scale' = scale x gamma, bias' = scale x beta + bias), or, with no such Scale, into its own
+statistics (mean' = mean - beta sqrt(var + eps) / gamma, var' = (var + eps) / gamma^2 - eps; a
+scale that is not positive everywhere is refused). Anything else is refused, naming it.
 """
 
 from __future__ import annotations
@@ -201,9 +203,20 @@ def _tuned_blobs(msgs, types, caffemodel_path: str, tuning: Tuning, path: str) -
             done |= {f"{layer}.mean", f"{layer}.var"}
         elif what in ("gamma", "beta"):
             scale = _scale_after(graph, f"{layer}.gamma", msgs, types)
-            if scale is None:
-                raise refuse_tuned(change, "caffe", f"BatchNorm {layer!r} has no scale/shift blobs and no Scale layer "
-                                   "alone reads its output to fold them into", path)
+            if scale is None:  # into the statistics: g (x - m) / sqrt(v + eps) + b = (x - m') / sqrt(v' + eps)
+                g = tuning.value(f"{layer}.gamma").astype(np.float64)
+                if len(blobs) < 2 or not np.all(g > 0):
+                    raise refuse_tuned(change, "caffe", f"BatchNorm {layer!r} has no scale/shift blobs, no Scale layer "
+                                       "alone reads its output, and its trained scale is not positive everywhere (it "
+                                       "cannot go into the statistics)", path)
+                eps = _epsilon(graph, f"{layer}.gamma")
+                std = np.sqrt(tuning.value(f"{layer}.var").astype(np.float64) + eps)
+                blob_edit(layer, 0, tuning.value(f"{layer}.mean") - tuning.value(f"{layer}.beta") * std / g)
+                blob_edit(layer, 1, (std / g) ** 2 - eps)
+                if len(blobs) > 2:
+                    blob_edit(layer, 2, np.ones(blobs[2].shape, np.float32))
+                done |= {f"{layer}.{w}" for w in ("gamma", "beta", "mean", "var")}
+                continue
             s_name, has_bias = scale
             g = tuning.value(f"{layer}.gamma").astype(np.float64)
             b = tuning.value(f"{layer}.beta").astype(np.float64)
@@ -234,6 +247,13 @@ def _tuned_blobs(msgs, types, caffemodel_path: str, tuning: Tuning, path: str) -
                                "initializer", path)
         edits.setdefault(layer, {})[hit[0]] = to_source(change.value, blobs[hit[0]], hit[1])
     return edits
+
+
+def _epsilon(graph, gamma: str) -> float:
+    """The epsilon of the BatchNormalization node reading initializer `gamma` (as converted)."""
+    node = next(u.node for u in graph.initializers[gamma].uses())
+    attr = node.attributes.get("epsilon")
+    return 1e-5 if attr is None else float(attr.value)
 
 
 def _scale_after(graph, gamma: str, msgs, types) -> tuple[str, bool] | None:

@@ -286,18 +286,28 @@ def _caffe_net(folder: Path, build) -> tuple[gf.Model, Path, Path]:
     return gf.swap_head(gf.load(proto, weights=weights), labels=3, seed=0), proto, weights
 
 
-def test_refuses_caffe_batchnorm_scale_without_scale_layer(tmp_path):
+def test_caffe_batchnorm_without_scale_layer(tmp_path):
+    """A BatchNorm no Scale layer follows: its trained scale/shift go into its statistics (OpenCV
+    within 1e-5); a scale that is not positive everywhere is refused."""
     def build(b):
         b.conv("c1", "c0", 4, 3, p=1)
         b.bn("c1/bn", "c1")
         b.relu("c1/relu", "c1")
 
     model, proto, weights = _caffe_net(tmp_path, build)
-    tuned, _ = _perturbed(model, "-1", stats=False)
+    tuned, names = _perturbed(model, "-1")
+    assert {"c1/bn.gamma", "c1/bn.beta", "c1/bn.mean", "c1/bn.var"} <= names
+    summary = write_back(tuned, tmp_path / "folded", to="caffe", sources=[proto, weights])
+    assert summary["parity"]["max_abs_diff"] <= 1e-5 and _opencv_diff(tuned, summary, tmp_path / "folded") <= 1e-5
+    new = read_caffemodel(tmp_path / "folded.caffemodel")
+    assert float(new.blobs["c1/bn"][2][0]) == 1.0
+    gamma = tuned.ir.graph.initializers["c1/bn.gamma"].const_value.numpy().copy()
+    gamma[1] = -0.5
+    _set(tuned, "c1/bn.gamma", gamma)
     msg = _refused(lambda: write_back(tuned, tmp_path / "out", to="caffe", sources=[proto, weights]), tmp_path)
-    assert msg == ("fine-tuning changes initializer 'c1/bn.beta', but BatchNorm 'c1/bn' has no scale/shift blobs "
-                   "and no Scale layer alone reads its output to fold them into; the caffe files cannot hold it exactly "
-                   "(nothing written)")
+    assert msg == ("fine-tuning changes initializer 'c1/bn.beta', but BatchNorm 'c1/bn' has no scale/shift blobs, no "
+                   "Scale layer alone reads its output, and its trained scale is not positive everywhere (it cannot go "
+                   "into the statistics); the caffe files cannot hold it exactly (nothing written)")
 
 
 def test_refuses_caffe_constant_from_layer_attributes(tmp_path):
