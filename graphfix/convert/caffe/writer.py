@@ -203,6 +203,8 @@ def _tuned_blobs(msgs, types, caffemodel_path: str, tuning: Tuning, path: str) -
             done |= {f"{layer}.mean", f"{layer}.var"}
         elif what in ("gamma", "beta"):
             scale = _scale_after(graph, f"{layer}.gamma", msgs, types)
+            if scale is not None and tuning.value(f"{scale[0]}.scale").size != tuning.value(f"{layer}.gamma").size:
+                scale = None  # a Scale over other axes than the channels
             if scale is None:  # into the statistics: g (x - m) / sqrt(v + eps) + b = (x - m') / sqrt(v' + eps)
                 g = tuning.value(f"{layer}.gamma").astype(np.float64)
                 if len(blobs) < 2 or not np.all(g > 0):

@@ -47,9 +47,9 @@ from graphfix.errors import GraphfixError
 
 #: Source ops that can be the old classifier.
 _CLASSIFIER_OPS = ("FullyConnected", "Convolution")
-#: Ops whose backward needs no gradient from above: MXNet's losses, and BlockGrad itself.
 #: MXNet BatchNorm ops (`fix_gamma` defaults to True).
 _BATCH_NORMS = ("BatchNorm", "CuDNNBatchNorm", "BatchNorm_v1")
+#: Ops whose backward needs no gradient from above: MXNet's losses, and BlockGrad itself.
 _NO_HEAD_GRAD = ("SoftmaxOutput", "Softmax", "LinearRegressionOutput", "LogisticRegressionOutput",
                  "MAERegressionOutput", "SVMOutput", "MakeLoss", "make_loss", "BlockGrad", "stop_gradient")
 
@@ -130,7 +130,7 @@ def _tuned_params(sym, params, tuning: Tuning, path: str) -> tuple[dict[str, np.
                 and _is_true(owner.attrs.get("fix_gamma"), True) and len(owner.inputs) > 1:
             gamma = sym.nodes[owner.inputs[1][0]]
             if not gamma.is_variable or len(readers.get(gamma.name, [])) != 1:
-                raise refuse_tuned(change, "mxnet", f"BatchNorm {owner.name} fixes gamma and its gamma input is "
+                raise refuse_tuned(change, "mxnet", f"BatchNorm {owner.name!r} fixes gamma and its gamma input is "
                                    "not a param of its own", path)
             key = key_of(gamma.name) or f"arg:{gamma.name}"
             like = params.arrays.get(key, np.zeros(change.value.shape, np.float32))
