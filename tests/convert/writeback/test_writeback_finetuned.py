@@ -21,7 +21,6 @@ from graphfix.convert.writeback import write_back
 from graphfix.data import Dataset, feature_model
 from graphfix.train.finetune import resolve_train_from, segment_nodes, train_from_candidates
 from tests.convert.caffe.caffe_helpers import caffe_writer
-from tests.convert.mxnet.mxnet_helpers import run_cli
 from tests.convert.writeback.helpers import MX_MODELS, REPO, caffe_paths, mx_paths, mx_shape, mxnet_python
 
 
@@ -166,7 +165,7 @@ def _tiny_caffe_resnet(folder: Path) -> tuple[Path, Path]:
     return proto, weights
 
 
-def test_caffe_resnet_block_finetuned_cli_to_caffe(tmp_path):
+def test_caffe_resnet_block_finetuned_cli_to_caffe(tmp_path, capsys):
     """`train-head --train-from -1 --to caffe` on a Caffe ResNet block: Convolution blobs take the
     trained weights, the BatchNorm scale/shift fold into its Scale, OpenCV DNN gives the ONNX
     probabilities, every layer before the cut keeps its bytes."""
@@ -175,16 +174,18 @@ def test_caffe_resnet_block_finetuned_cli_to_caffe(tmp_path):
     swapped = tmp_path / "ml.onnx"
     model = gf.swap_head(gf.load(proto, weights=weights), labels=3, seed=0)
     model.save(swapped)
-    data = _teacher_data(model, 200, _input_shape(model))
+    data = _teacher_data(model, 120, _input_shape(model))
     np.savez(tmp_path / "d.npz", x=data.x, y=data.y)
-    train = ["train-head", swapped, "--train", tmp_path / "d.npz", "--val", tmp_path / "d.npz", "--train-from", "-1",
-             "--epochs", "3", "--lr", "3e-3", "--train-batch-size", "8", "--no-cache", "--json"]
-    proc = run_cli(*train, "--to", "caffe", "-o", tmp_path / "ft")
-    assert proc.returncode == 0, proc.stderr
-    export = json.loads(proc.stdout)["export"]
+    from graphfix.cli import main
+
+    train = ["train-head", str(swapped), "--train", str(tmp_path / "d.npz"), "--val", str(tmp_path / "d.npz"),
+             "--train-from", "-1", "--epochs", "2", "--lr", "3e-3", "--train-batch-size", "8", "--no-cache", "--json"]
+    capsys.readouterr()
+    assert main([*train, "--to", "caffe", "-o", str(tmp_path / "ft")]) == 0
+    export = json.loads(capsys.readouterr().out)["export"]
     assert export["parity"]["checked"] and export["parity"]["max_abs_diff"] <= 1e-5, export["parity"]
     assert any(k.startswith(("a.", "b.")) for k in export["tuned"]), export["tuned"]
-    assert run_cli(*train, "-o", tmp_path / "ft.onnx").returncode == 0  # the same training, as ONNX (deterministic)
+    assert main([*train, "-o", str(tmp_path / "ft.onnx")]) == 0  # the same training, as ONNX (deterministic)
     tuned = gf.load(tmp_path / "ft.onnx")
     assert sorted(export["tuned"]) == sorted(k for k, v in tuned.ir.graph.initializers.items() if k in model.ir.graph.initializers
                                              and not k.startswith("graphfix_head") and v.const_value.numpy().tobytes()
