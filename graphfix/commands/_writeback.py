@@ -26,7 +26,8 @@ def add_to_argument(parser: argparse.ArgumentParser) -> None:
 
 def check_output(args: argparse.Namespace, model) -> None:
     """What `write_output` will need, checked before the command's expensive work: --to with
-    --target/--fp16, and --to's source files (present, unchanged: sha256 against graphfix.source)."""
+    --target/--fp16, --to's source files (present, unchanged: sha256 against graphfix.source),
+    and with --train-from, that the source can hold every weight fine-tuning will change."""
     to = getattr(args, "to", "onnx")
     if to == "onnx":
         return
@@ -34,6 +35,22 @@ def check_output(args: argparse.Namespace, model) -> None:
     from graphfix.convert.writeback import find_sources
 
     find_sources(model, to, _sources(args, model))
+    if getattr(args, "train_from", None):
+        _check_train_from(args, model, to)
+
+
+def _check_train_from(args: argparse.Namespace, model, to: str) -> None:
+    """The initializers `--train-from` will train (and those it will untie: also read before the
+    cut) checked against the source's params/blobs (`graphfix.convert.writeback.check_tunable`)."""
+    from graphfix.convert.writeback import check_tunable
+    from graphfix.train.finetune import resolve_train_from, segment_nodes, train_from_candidates
+
+    tensor = resolve_train_from(model, args.train_from)
+    members = {id(n) for n in segment_nodes(model, tensor)}
+    trained = next((c["trains"] for c in train_from_candidates(model, limit=None) if c["tensor"] == tensor), [])
+    inits = model.ir.graph.initializers
+    shared = [n for n in trained if any(id(u.node) not in members for u in inits[n].uses())]
+    check_tunable(model, to, _sources(args, model), trained, shared)
 
 
 def _check_target(args: argparse.Namespace, to: str) -> None:

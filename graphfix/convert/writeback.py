@@ -14,11 +14,24 @@ is renamed into place, the written deploy files are re-read by graphfix and run 
 model in onnxruntime; a difference over 1e-5 in the probabilities, or in any other output the
 source keeps (a detector's box regression), refuses the write. Those other outputs stay outputs
 of the written files; the training net keeps them without a gradient (the writers say how).
+
+Backbone weights that differ from the source (`train-head --train-from` fine-tuned them) are
+found by converting the source files again and comparing every initializer the written graph
+keeps (`tuned_weights`). Each changed one is written into the param or blob it was made from:
+the writer finds that array among the params/blobs of the layer that owns the initializer and
+inverts the import's transform (identity, dtype cast, reshape, 2-D transpose), checked bit for
+bit against the conversion; a few layer-level cases are written by the format writers (MXNet
+BatchNorm `fix_gamma`, Caffe BatchNorm statistics and its scale/shift). A changed initializer
+that no param or blob holds (a constant the import derived from attributes) is refused with one
+line naming it; params and blobs that did not change are copied byte for byte.
 """
 
 from __future__ import annotations
 
-__all__ = ["write_back", "HeadSpec", "WritePlan", "head_spec", "find_sources", "output_paths", "WRITEBACK_FORMATS"]
+__all__ = [
+    "write_back", "HeadSpec", "WritePlan", "TunedWeight", "Tuning", "head_spec", "tuned_weights", "check_tunable",
+    "find_sources", "output_paths", "source_array", "to_source", "refuse_tuned", "WRITEBACK_FORMATS",
+]
 
 import json
 import os
@@ -62,6 +75,36 @@ class HeadSpec:
     old_kind: str
     labels: list[str]
     thresholds: list[float] | None
+
+
+@dataclass
+class TunedWeight:
+    """A backbone initializer whose value differs from the source's conversion.
+
+    Attributes:
+        name: The initializer's name (the same in the model and in the source's conversion).
+        value: The model's value (float32).
+        before: The value the source's conversion gives it.
+    """
+
+    name: str
+    value: np.ndarray
+    before: np.ndarray
+
+
+@dataclass
+class Tuning:
+    """The changed backbone weights of a model and the source's own conversion (`reference`:
+    the writers read its graph to see which nodes read an initializer)."""
+
+    changed: dict[str, TunedWeight]
+    reference: Model | None = None
+
+    def value(self, name: str) -> np.ndarray:
+        """The model's value of initializer `name` (the conversion's where it did not change)."""
+        if name in self.changed:
+            return self.changed[name].value
+        return self.reference.ir.graph.initializers[name].const_value.numpy()
 
 
 @dataclass
@@ -204,14 +247,15 @@ def write_back(
     if any(os.path.abspath(p) in {os.path.abspath(graph_src), os.path.abspath(weights_src)} for p in files.values()):
         raise GraphfixError("output would overwrite a source file", kind="usage", path=prefix)
     spec = head_spec(model)
+    tuning = tuned_weights(model, spec, to, graph_src, weights_src)
     if to == "mxnet":
         from graphfix.convert.mxnet.writer import build_mxnet
 
-        plan = build_mxnet(graph_src, weights_src, spec)
+        plan = build_mxnet(graph_src, weights_src, spec, tuning)
     else:
         from graphfix.convert.caffe.writer import build_caffe
 
-        plan = build_caffe(graph_src, weights_src, spec)
+        plan = build_caffe(graph_src, weights_src, spec, tuning)
     sidecar = {
         "format": to,
         "labels": spec.labels,
@@ -241,7 +285,162 @@ def write_back(
         for path, write in writers.items():
             write(temps[path])
         check(temps)
-    return {"format": to, "files": files, "sources": [graph_src, weights_src], "parity": parity, "io": plan.io}
+    return {"format": to, "files": files, "sources": [graph_src, weights_src], "parity": parity, "io": plan.io,
+            "tuned": sorted(tuning.changed)}
+
+
+#: What a source format calls a stored weight array.
+_PARAM = {"mxnet": "param", "caffe": "blob"}
+#: Model outputs that belong to the graphfix head (every other output is the source's own).
+_HEAD_OUTPUTS = ("probabilities", "logits", "labels", "label_count")
+
+
+def _backbone_initializers(model: Model, spec: HeadSpec) -> list[Any]:
+    """The initializers the written graph keeps: those the head's features, and every output the
+    source keeps, are computed from."""
+    graph = model.ir.graph
+    produced = {o.name: o for n in graph for o in n.outputs}
+    starts = [produced[spec.features]] if spec.features in produced else []
+    starts += [v for v in graph.outputs if v.name not in _HEAD_OUTPUTS]
+    seen: set[int] = set()
+    found: dict[str, Any] = {}
+    stack = list(starts)
+    while stack:
+        node = stack.pop().producer()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for v in node.inputs:
+            if v is None:
+                continue
+            if v.const_value is not None and v.name in graph.initializers:
+                found[v.name] = v
+            else:
+                stack.append(v)
+    return [found[k] for k in sorted(found)]
+
+
+def tuned_weights(model: Model, spec: HeadSpec, to: str, graph_src: str, weights_src: str) -> Tuning:
+    """The backbone initializers of `model` that differ from a fresh conversion of the source files.
+
+    Raises:
+        GraphfixError: an initializer the conversion does not make (an untied `<name>.finetuned`
+            copy of a weight the layers before the cut share, or one added by hand), or one whose
+            dtype or shape differs (kind usage; nothing is written).
+    """
+    inits = _backbone_initializers(model, spec)
+    if not inits:
+        return Tuning({})
+    reference = _reference(model, to, graph_src, weights_src)
+    known = reference.ir.graph.initializers
+    changed: dict[str, TunedWeight] = {}
+    for value in inits:
+        name = value.name
+        ref = known.get(name)
+        base = name[: name.rindex(".finetuned")] if ".finetuned" in name else None
+        if (ref is None or ref.const_value is None) and base in known:
+            if value.const_value.numpy().tobytes() == known[base].const_value.numpy().tobytes():
+                continue  # an untied copy that kept its value: the shared param as it is
+            raise _untied(base, to, model.path)
+        if ref is None or ref.const_value is None:
+            raise _unknown(name, to, model.path)
+        new, old = value.const_value.numpy(), ref.const_value.numpy()
+        if new.dtype != old.dtype or new.size != old.size:  # a scalar may come back as [1]: same values
+            raise GraphfixError(
+                f"initializer {name!r} is {new.dtype} {list(new.shape)}; the {to} source gives {old.dtype} "
+                f"{list(old.shape)}: it cannot be written back", kind="usage", path=model.path,
+            )
+        if new.tobytes() != old.tobytes():
+            changed[name] = TunedWeight(name, np.asarray(new).reshape(old.shape), np.asarray(old))
+    return Tuning(changed, reference)
+
+
+def check_tunable(model: Model, to: str, sources: Any, trained: list[str], shared: list[str]) -> None:
+    """Before fine-tuning: refuse what `write_back` would refuse once `trained` (the initializers
+    `--train-from` trains) have changed; `shared` are those of them layers before the cut also
+    read (fine-tuning unties them as `<name>.finetuned`)."""
+    graph_src, weights_src = find_sources(model, to, sources)
+    if shared:
+        raise _untied(sorted(shared)[0], to, model.path)
+    if not trained:
+        return
+    reference = _reference(model, to, graph_src, weights_src)
+    changed = {}
+    for name in trained:
+        ref = reference.ir.graph.initializers.get(name)
+        if ref is None or ref.const_value is None:
+            raise _unknown(name, to, model.path)
+        before = np.asarray(ref.const_value.numpy())
+        changed[name] = TunedWeight(name, (before + np.float32(0.5)).astype(before.dtype), before)
+    tuning = Tuning(changed, reference)
+    if to == "mxnet":
+        from graphfix.convert.mxnet.writer import check_tuned
+    else:
+        from graphfix.convert.caffe.writer import check_tuned
+    check_tuned(graph_src, weights_src, tuning)
+
+
+def _reference(model: Model, to: str, graph_src: str, weights_src: str) -> Model:
+    """The source files converted again (at the model's input size where it is fixed)."""
+    from graphfix.convert import load
+
+    shapes = {}
+    for info in model.io_info()["inputs"]:
+        dims = info["shape"][1:]
+        if dims and all(isinstance(d, int) and d > 0 for d in dims):
+            shapes[info["name"]] = (1, *dims)
+    kw = {"params": weights_src} if to == "mxnet" else {"weights": weights_src}
+    try:
+        return load(graph_src, format=to, input_shape=shapes or None, **kw)
+    except GraphfixError as exc:
+        raise GraphfixError(f"the source files do not convert again: {exc.message}", kind="usage", path=graph_src) from exc
+
+
+def _untied(base: str, to: str, path: str | None) -> GraphfixError:
+    return GraphfixError(
+        f"initializer '{base}.finetuned': fine-tuning unties {base!r}, which layers before the cut also read; "
+        f"the {to} source holds one {_PARAM[to]} for both, so the fine-tuned copy cannot be written back",
+        kind="usage", path=path,
+        hint="fine-tune from a cut before every reader of it (graphfix inspect MODEL --train-from), or write ONNX",
+    )
+
+
+def _unknown(name: str, to: str, path: str | None) -> GraphfixError:
+    return GraphfixError(f"initializer {name!r} is not in the conversion of the {to} source; it cannot be "
+                         "written back", kind="usage", path=path)
+
+
+def source_array(before: np.ndarray, candidates: dict[Any, np.ndarray]) -> tuple[Any, str] | None:
+    """Which candidate source array `before` (an initializer as converted) was made from, and how:
+    (key, "reshape" | "transpose"), checked bit for bit (after the cast to float32); None when no
+    candidate, or more than one, fits (an ambiguous source is not guessed)."""
+    found = []
+    for key, arr in candidates.items():
+        if arr.size != before.size:
+            continue
+        src = np.asarray(arr).astype(np.float32)
+        if np.array_equal(src.reshape(before.shape), before):
+            found.append((key, "reshape"))
+        elif src.ndim == 2 and before.shape == src.T.shape and np.array_equal(src.T, before):
+            found.append((key, "transpose"))
+    return found[0] if len(found) == 1 else None
+
+
+def to_source(new: np.ndarray, like: np.ndarray, how: str) -> np.ndarray | None:
+    """`new` (an initializer's value) as the source array `like` (shape, dtype) by inverting `how`;
+    None when the source dtype cannot hold the values exactly."""
+    arr = new.T if how == "transpose" else new.reshape(like.shape)
+    out = np.ascontiguousarray(arr).astype(like.dtype)
+    return out if np.array_equal(out.astype(np.float32), arr) else None
+
+
+def refuse_tuned(change: TunedWeight, to: str, why: str, path: str | None = None) -> GraphfixError:
+    """The one-line refusal of a fine-tuned initializer the writer cannot map back."""
+    return GraphfixError(
+        f"fine-tuning changes initializer {change.name!r}, but {why}; the {to} files cannot hold it "
+        "exactly (nothing written)", kind="usage", path=path,
+        hint="fine-tune from a later cut (graphfix inspect MODEL --train-from), or write ONNX",
+    )
 
 
 def _write_bytes(path: str, data: bytes) -> None:

@@ -16,11 +16,22 @@ nothing.) The deploy prototxt keeps them as outputs.
 The caffemodel is edited at the wire level: every other layer record is copied as stored, the
 head's records are dropped and the new InnerProduct record (its exact weights) takes the old
 classifier's place. V1 nets (`layers`) get V1 records and V1 type names, V2 nets V2 ones.
+
+Fine-tuned backbone weights (`graphfix.convert.writeback.Tuning`) replace the data of the blobs
+they were converted from (`<layer>.<what>` initializers: the blob of that layer that gives the
+converted value by a reshape or transpose, checked bit for bit); every other field of the layer
+record, and every other record, is copied as stored. Two BatchNorm cases have no such blob:
+its statistics (converted as blob / scale-factor blob) are written as they are with the factor
+set to 1, and its scale and shift (ones and zeros in the conversion, trained by fine-tuning:
+Caffe's BatchNorm has none) are folded into the Scale layer that alone reads its output
+(scale' = scale x gamma, bias' = scale x beta + bias), or, with no such Scale, into its own
+statistics (mean' = mean - beta sqrt(var + eps) / gamma, var' = (var + eps) / gamma^2 - eps; a
+scale that is not positive everywhere is refused). Anything else is refused, naming it.
 """
 
 from __future__ import annotations
 
-__all__ = ["build_caffe"]
+__all__ = ["build_caffe", "check_tuned"]
 
 import mmap
 import os
@@ -28,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from graphfix.convert.caffe._caffemodel import read_caffemodel
 from graphfix.convert.caffe._prototxt import TOKEN, PrototxtError, parse_prototxt
 from graphfix.convert.caffe._schema import V1_TYPES
 from graphfix.convert.caffe._wire import WireError, skip_field, read_varint
-from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan
+from graphfix.convert.writeback import HEAD_NAME, HeadSpec, Tuning, WritePlan, refuse_tuned, source_array, to_source
 from graphfix.irutil import fresh_name, varint
 from graphfix.errors import GraphfixError
 
@@ -122,6 +134,154 @@ def _ip_record(v1: bool, name: str, bottom: str, top: str, weight: np.ndarray, b
     return _len_field(f["layer"], body)
 
 
+def _fields(buf: Any, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """The fields of one message: (field number, start, end, payload start) (payload: after a
+    length-delimited field's length)."""
+    out = []
+    pos = start
+    while pos < end:
+        first = pos
+        key, pos = read_varint(buf, pos, end)
+        payload = pos
+        if key & 7 == 2:
+            _, payload = read_varint(buf, pos, end)
+        pos = skip_field(buf, pos, end, key & 7, 0)
+        out.append((key >> 3, first, pos, payload))
+    return out
+
+
+#: BlobProto fields that hold values (data, diff, double_data, double_diff): replaced by new data.
+_BLOB_VALUES = (5, 6, 8, 9)
+
+
+def _edited_layer(buf: Any, payload: int, end: int, blobs_field: int, new: dict[int, np.ndarray]) -> bytes:
+    """A layer record's payload with blob `k`'s values replaced by `new[k]` (float32; the blob's
+    shape fields and every other field of the layer kept as stored)."""
+    out = []
+    k = 0
+    for number, start, stop, inner in _fields(buf, payload, end):
+        if number == blobs_field and k in new:
+            kept = b"".join(bytes(buf[s:e]) for n, s, e, _ in _fields(buf, inner, stop) if n not in _BLOB_VALUES)
+            data = np.ascontiguousarray(new[k], dtype="<f4").tobytes()
+            out.append(_len_field(blobs_field, kept + _len_field(5, data)))
+        else:
+            out.append(bytes(buf[start:stop]))
+        k += number == blobs_field
+    return b"".join(out)
+
+
+def _tuned_blobs(msgs, types, caffemodel_path: str, tuning: Tuning, path: str) -> dict[str, dict[int, np.ndarray]]:
+    """Where the fine-tuned initializers go: layer name -> {blob index: new values} (see the
+    module docstring); refuses (GraphfixError) what has no exact place."""
+    if not tuning.changed:
+        return {}
+    weights = read_caffemodel(caffemodel_path)
+    graph = tuning.reference.ir.graph
+    by_length = sorted(range(len(msgs)), key=lambda i: -len(msgs[i].name))
+    edits: dict[str, dict[int, np.ndarray]] = {}
+    done: set[str] = set()
+
+    def layer_of(name: str) -> int | None:
+        return next((i for i in by_length if name.startswith(f"{msgs[i].name}.")), None)
+
+    def blob_edit(layer: str, index: int, arr: np.ndarray) -> None:
+        blob = weights.blobs[layer][index]
+        edits.setdefault(layer, {})[index] = np.ascontiguousarray(arr, dtype=np.float32).reshape(blob.shape)
+
+    for name in sorted(tuning.changed):
+        i = layer_of(name)
+        if i is None or types[i] != "BatchNorm" or name in done:
+            continue
+        layer, what = msgs[i].name, name[len(msgs[i].name) + 1:]
+        blobs = weights.blobs.get(layer, [])
+        change = tuning.changed[name]
+        if what in ("mean", "var") and len(blobs) >= 2:
+            blob_edit(layer, 0, tuning.value(f"{layer}.mean"))
+            blob_edit(layer, 1, tuning.value(f"{layer}.var"))
+            if len(blobs) > 2:
+                blob_edit(layer, 2, np.ones(blobs[2].shape, np.float32))
+            done |= {f"{layer}.mean", f"{layer}.var"}
+        elif what in ("gamma", "beta"):
+            scale = _scale_after(graph, f"{layer}.gamma", msgs, types)
+            if scale is not None and tuning.value(f"{scale[0]}.scale").size != tuning.value(f"{layer}.gamma").size:
+                scale = None  # a Scale over other axes than the channels
+            if scale is None:  # into the statistics: g (x - m) / sqrt(v + eps) + b = (x - m') / sqrt(v' + eps)
+                g = tuning.value(f"{layer}.gamma").astype(np.float64)
+                if len(blobs) < 2 or not np.all(g > 0):
+                    raise refuse_tuned(change, "caffe", f"BatchNorm {layer!r} has no scale/shift blobs, no Scale layer "
+                                       "alone reads its output, and its trained scale is not positive everywhere (it "
+                                       "cannot go into the statistics)", path)
+                eps = _epsilon(graph, f"{layer}.gamma")
+                std = np.sqrt(tuning.value(f"{layer}.var").astype(np.float64) + eps)
+                blob_edit(layer, 0, tuning.value(f"{layer}.mean") - tuning.value(f"{layer}.beta") * std / g)
+                blob_edit(layer, 1, (std / g) ** 2 - eps)
+                if len(blobs) > 2:
+                    blob_edit(layer, 2, np.ones(blobs[2].shape, np.float32))
+                done |= {f"{layer}.{w}" for w in ("gamma", "beta", "mean", "var")}
+                continue
+            s_name, has_bias = scale
+            g = tuning.value(f"{layer}.gamma").astype(np.float64)
+            b = tuning.value(f"{layer}.beta").astype(np.float64)
+            s = tuning.value(f"{s_name}.scale").astype(np.float64)
+            t = tuning.value(f"{s_name}.bias").astype(np.float64) if has_bias else np.zeros(s.shape)
+            shift = s * b.reshape(s.shape) + t
+            if not has_bias and np.any(shift != 0):
+                raise refuse_tuned(change, "caffe", f"Scale {s_name!r} after BatchNorm {layer!r} has no bias blob "
+                                   "to take the trained shift", path)
+            blob_edit(s_name, 0, s * g.reshape(s.shape))
+            if has_bias:
+                blob_edit(s_name, 1, shift)
+            done |= {f"{layer}.gamma", f"{layer}.beta", f"{s_name}.scale", f"{s_name}.bias"}
+    for name, change in sorted(tuning.changed.items()):
+        if name in done:
+            continue
+        i = layer_of(name)
+        if i is None:
+            raise refuse_tuned(change, "caffe", "no layer of the prototxt owns it", path)
+        layer = msgs[i].name
+        blobs = weights.blobs.get(layer, [])
+        hit = source_array(change.before, dict(enumerate(blobs)))
+        if hit is None:
+            raise refuse_tuned(change, "caffe", f"it is a constant the import derived for layer {layer!r} "
+                               f"({types[i]}), not one of its blobs", path)
+        if hit[0] in edits.get(layer, {}):
+            raise refuse_tuned(change, "caffe", f"blob {hit[0]} of layer {layer!r} is also written from another "
+                               "initializer", path)
+        edits.setdefault(layer, {})[hit[0]] = to_source(change.value, blobs[hit[0]], hit[1])
+    return edits
+
+
+def _epsilon(graph, gamma: str) -> float:
+    """The epsilon of the BatchNormalization node reading initializer `gamma` (as converted)."""
+    node = next(u.node for u in graph.initializers[gamma].uses())
+    attr = node.attributes.get("epsilon")
+    return 1e-5 if attr is None else float(attr.value)
+
+
+def _scale_after(graph, gamma: str, msgs, types) -> tuple[str, bool] | None:
+    """(Scale layer, has a bias blob) when the BatchNorm reading initializer `gamma` feeds exactly
+    one Mul by a Scale layer's `<layer>.scale` (the import of a one-bottom Scale), else None."""
+    value = graph.initializers.get(gamma)
+    users = [u.node for u in value.uses()] if value is not None else []
+    if len(users) != 1 or users[0].op_type != "BatchNormalization":
+        return None
+    readers = [u.node for u in users[0].outputs[0].uses()]
+    if len(readers) != 1 or readers[0].op_type != "Mul":
+        return None
+    mul = readers[0]
+    names = {m.name: t for m, t in zip(msgs, types)}
+    for v in mul.inputs:
+        if v is not None and v.const_value is not None and v.name.endswith(".scale"):
+            layer = v.name[: -len(".scale")]
+            if names.get(layer) == "Scale":
+                after = [u.node for u in mul.outputs[0].uses()]
+                bias = f"{layer}.bias"
+                has_bias = len(after) == 1 and after[0].op_type == "Add" and any(
+                    w is not None and w.name == bias for w in after[0].inputs)
+                return layer, has_bias
+    return None
+
+
 def _records(buf: Any, path: str) -> list[tuple[int, int, int, int]]:
     """Top-level fields of a NetParameter: (field number, start, end, payload start)."""
     out = []
@@ -153,8 +313,8 @@ def _record_name(buf: Any, start: int, end: int, name_field: int) -> str | None:
 
 
 # ----- the plan -------------------------------------------------------------------------------
-def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> WritePlan:
-    """Prepare the deploy prototxt, training prototxt and caffemodel of the multi-label model."""
+def _read_net(prototxt_path: str) -> tuple[str, Any, bool, list, list[str]]:
+    """(text, parsed net, V1?, layer messages, layer types) of a prototxt."""
     with open(prototxt_path, encoding="utf-8") as fh:
         text = fh.read()
     try:
@@ -166,6 +326,19 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
     v1 = bool(net.get("layers"))
     msgs = net.get("layers") if v1 else net.get("layer", [])
     types = [V1_TYPES.get(m.type, str(m.type)) if v1 else m.type for m in msgs]
+    return text, net, v1, msgs, types
+
+
+def check_tuned(prototxt_path: str, caffemodel_path: str, tuning: Tuning) -> None:
+    """Refuse (GraphfixError) fine-tuned initializers the Caffe files cannot hold."""
+    _, _, _, msgs, types = _read_net(prototxt_path)
+    _tuned_blobs(msgs, types, caffemodel_path, tuning, prototxt_path)
+
+
+def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec, tuning: Tuning | None = None) -> WritePlan:
+    """Prepare the deploy prototxt, training prototxt and caffemodel of the multi-label model
+    (with the fine-tuned backbone weights of `tuning`)."""
+    text, net, v1, msgs, types = _read_net(prototxt_path)
     spans = _layer_spans(text, "layers" if v1 else "layer")
     if len(spans) != len(msgs):
         raise GraphfixError(f"found {len(spans)} layer blocks for {len(msgs)} layers", path=prototxt_path)
@@ -259,6 +432,7 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
         return "".join(out)
 
     deploy_text, train_text = edited(deploy_new), edited(new, train_tail)
+    blob_edits = _tuned_blobs(msgs, types, caffemodel_path, tuning or Tuning({}), prototxt_path)
     head_names = {msgs[i].name for i in head}
     cls_name = msgs[cls].name if cls is not None else None
 
@@ -277,6 +451,7 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
         f = _V1 if model_v1 else _V2
         ip = _ip_record(model_v1, n["fc"], x, n["fc"], spec.weight, spec.bias)
         placed = False
+        pending = dict(blob_edits)  # the first record of a layer is the one graphfix reads
         with open(tmp, "wb") as out:
             for number, start, end, payload in records:
                 if number == f["layer"]:
@@ -286,7 +461,13 @@ def build_caffe(prototxt_path: str, caffemodel_path: str, spec: HeadSpec) -> Wri
                             out.write(ip)
                             placed = True
                         continue
+                    if name in pending:
+                        out.write(_len_field(number, _edited_layer(buf, payload, end, f["blobs"], pending.pop(name))))
+                        continue
                 out.write(buf[start:end])
+            if pending:
+                raise GraphfixError(f"no layer record named {sorted(pending)[0]!r} in the caffemodel to write its "
+                                    "fine-tuned blobs into", kind="usage", path=caffemodel_path)
             if not placed:
                 out.write(ip)
 

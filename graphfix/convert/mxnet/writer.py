@@ -18,11 +18,19 @@ those outputs use get no gradient; `io["fixed_params"]` lists them for
 `Module(fixed_param_names=...)`, so that weight decay leaves them as they are too. An output
 that is a loss itself (a second SoftmaxOutput) stays as it is, with its own label input. Params keep every stored array (bytes as they were, V2 records, `arg:` /
 `aux:` names) except those of removed variables, and add the head's weight and bias.
+
+Fine-tuned backbone weights (`graphfix.convert.writeback.Tuning`) replace their params: an
+initializer named after a variable is that variable's array (cast back to its stored dtype); a
+constant the import made for a node (`<node>_weight_t`, a PReLU `_slope`) is written into the
+node's own param it was derived from (reshape or transpose, checked bit for bit), when no other
+node reads that param. A BatchNorm with `fix_gamma` (the import's `<node>_gamma_fixed` ones)
+whose scale was trained gets `fix_gamma: False` and the trained values in its gamma param.
+Anything else is refused, naming the initializer.
 """
 
 from __future__ import annotations
 
-__all__ = ["build_mxnet"]
+__all__ = ["build_mxnet", "check_tuned"]
 
 import copy
 import json
@@ -33,12 +41,14 @@ import numpy as np
 
 from graphfix.convert.mxnet._params import read_params, write_params
 from graphfix.convert.mxnet._symbol import MAX_SYMBOL_BYTES, parse_symbol
-from graphfix.convert.writeback import HEAD_NAME, HeadSpec, WritePlan
+from graphfix.convert.writeback import HEAD_NAME, HeadSpec, Tuning, WritePlan, refuse_tuned, source_array, to_source
 from graphfix.irutil import fresh_name
 from graphfix.errors import GraphfixError
 
 #: Source ops that can be the old classifier.
 _CLASSIFIER_OPS = ("FullyConnected", "Convolution")
+#: MXNet BatchNorm ops (`fix_gamma` defaults to True).
+_BATCH_NORMS = ("BatchNorm", "CuDNNBatchNorm", "BatchNorm_v1")
 #: Ops whose backward needs no gradient from above: MXNet's losses, and BlockGrad itself.
 _NO_HEAD_GRAD = ("SoftmaxOutput", "Softmax", "LinearRegressionOutput", "LogisticRegressionOutput",
                  "MAERegressionOutput", "SVMOutput", "MakeLoss", "make_loss", "BlockGrad", "stop_gradient")
@@ -73,10 +83,94 @@ def _features_entry(nodes: list[dict], spec: HeadSpec, path: str) -> tuple[tuple
     return (named[0], 0), None
 
 
-def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec) -> WritePlan:
-    """Prepare the deploy symbol, training symbol and params of the multi-label model."""
+def _is_true(value: str | None, default: bool) -> bool:
+    return default if value is None else value.strip().lower() in ("true", "1")
+
+
+def _tuned_params(sym, params, tuning: Tuning, path: str) -> tuple[dict[str, np.ndarray], dict[int, dict[str, str]]]:
+    """Where the fine-tuned initializers go: (params key -> new array, node index -> attributes
+    to set). See the module docstring; refuses (GraphfixError) what has no exact place."""
+    if not tuning.changed:
+        return {}, {}
+    readers: dict[str, list] = {}
+    for node in sym.nodes:
+        for i, _ in node.inputs:
+            if sym.nodes[i].is_variable:
+                readers.setdefault(sym.nodes[i].name, []).append(node)
+    variables = {n.name for n in sym.nodes if n.is_variable}
+    ops = sorted((n for n in sym.nodes if not n.is_variable and n.name), key=lambda n: -len(n.name))
+
+    def key_of(name: str) -> str | None:
+        return next((k for k in (f"arg:{name}", f"aux:{name}", name) if k in params.arrays), None)
+
+    edits: dict[str, np.ndarray] = {}
+    attrs: dict[int, dict[str, str]] = {}
+
+    def put(key: str, like: np.ndarray, how: str, change) -> None:
+        arr = to_source(change.value, like, how)
+        if arr is None:
+            raise refuse_tuned(change, "mxnet", f"param {key} is stored as {like.dtype}, which does not "
+                               "hold the fine-tuned float32 values", path)
+        if key in edits and edits[key].tobytes() != arr.tobytes():
+            raise refuse_tuned(change, "mxnet", f"param {key} is also written from another initializer", path)
+        edits[key] = arr
+
+    for name, change in sorted(tuning.changed.items()):
+        if name in variables and key_of(name):
+            key = key_of(name)
+            if source_array(change.before, {key: params.arrays[key]}) is None:
+                raise refuse_tuned(change, "mxnet", f"it differs from param {key} as converted", path)
+            put(key, params.arrays[key], "reshape", change)
+            continue
+        owner = next((n for n in ops if name.startswith(f"{n.name}_")), None)
+        if owner is None:
+            raise refuse_tuned(change, "mxnet", "no param of the symbol holds it", path)
+        var_inputs = [sym.nodes[i] for i, _ in owner.inputs if sym.nodes[i].is_variable]
+        if owner.op in _BATCH_NORMS and name[len(owner.name) + 1:].startswith("gamma_fixed") \
+                and _is_true(owner.attrs.get("fix_gamma"), True) and len(owner.inputs) > 1:
+            gamma = sym.nodes[owner.inputs[1][0]]
+            if not gamma.is_variable or len(readers.get(gamma.name, [])) != 1:
+                raise refuse_tuned(change, "mxnet", f"BatchNorm {owner.name!r} fixes gamma and its gamma input is "
+                                   "not a param of its own", path)
+            key = key_of(gamma.name) or f"arg:{gamma.name}"
+            like = params.arrays.get(key, np.zeros(change.value.shape, np.float32))
+            put(key, like, "reshape", change)
+            attrs[owner.index] = {"fix_gamma": "False"}
+            continue
+        own = {key_of(v.name): params.arrays[key_of(v.name)] for v in var_inputs
+               if key_of(v.name) and len(readers.get(v.name, [])) == 1}
+        hit = source_array(change.before, own)
+        if hit is None:
+            raise refuse_tuned(change, "mxnet", f"it is a constant the import derived for node {owner.name!r} "
+                               f"({owner.op}), not one of its params", path)
+        put(hit[0], params.arrays[hit[0]], hit[1], change)
+    return edits, attrs
+
+
+def _set_attrs(node: dict, values: dict[str, str]) -> dict:
+    """A copy of raw symbol node `node` with attributes `values` set (in the dict of its layout)."""
+    keys = [k for k in ("attrs", "attr", "param") if isinstance(node.get(k), dict)]
+    where = next((k for k in keys if any(v in node[k] for v in values)), keys[0] if keys else "attrs")
+    return {**node, where: {**node.get(where, {}), **values}}
+
+
+def check_tuned(symbol_path: str, params_path: str, tuning: Tuning) -> None:
+    """Refuse (GraphfixError) fine-tuned initializers the MXNet files cannot hold."""
+    _tuned_params(parse_symbol(_read_doc(symbol_path), path=symbol_path), read_params(params_path), tuning, symbol_path)
+
+
+def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec, tuning: Tuning | None = None) -> WritePlan:
+    """Prepare the deploy symbol, training symbol and params of the multi-label model (with the
+    fine-tuned backbone weights of `tuning`)."""
     doc = _read_doc(symbol_path)
     sym = parse_symbol(doc, path=symbol_path)  # validates; raw nodes are what is copied
+    params = read_params(params_path)
+    edits, node_attrs = _tuned_params(sym, params, tuning or Tuning({}), symbol_path)
+    for index, values in node_attrs.items():
+        if index >= len(doc["nodes"]):
+            raise GraphfixError(f"node {sym.nodes[index].name!r} is not stored in the symbol file; its attributes "
+                                "cannot be set", kind="usage", path=symbol_path)
+        doc["nodes"][index] = _set_attrs(doc["nodes"][index], values)
     nodes: list[dict] = doc["nodes"]
     feat, cls = _features_entry(nodes, spec, symbol_path)
     entry_len = 3 if all(len(e) == 3 for n in nodes for e in n.get("inputs", [])) else 2
@@ -176,7 +270,6 @@ def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec) -> WritePlan
     deploy, train = build(False), build(True)
     kept_vars = {n.get("name") for n in deploy["nodes"] if n["op"] == "null"}
     removed_vars = {n.get("name") for n in nodes if n["op"] == "null"} - kept_vars
-    params = read_params(params_path)
 
     def write_symbol(doc_out: dict):
         def write(tmp: str) -> None:
@@ -190,7 +283,8 @@ def build_mxnet(symbol_path: str, params_path: str, spec: HeadSpec) -> WritePlan
         for name, arr in params.arrays.items():
             short = name.partition(":")[2] if name.startswith(("arg:", "aux:")) else name
             if short not in removed_vars:
-                arrays[name] = arr
+                arrays[name] = edits.get(name, arr)
+        arrays.update((k, v) for k, v in edits.items() if k not in arrays)  # a gamma the file did not store
         arrays[f"arg:{names['weight']}"] = spec.weight
         arrays[f"arg:{names['bias']}"] = spec.bias
         write_params(tmp, arrays, version="V2")
