@@ -166,6 +166,10 @@ def summary_lines(s: dict, history: dict) -> list[str]:
         lines.append("  " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(curve)))
         stop = f"; interrupted in epoch {s['interrupted_epoch']}" if s.get("interrupted_epoch") else ""
         lines.append(f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f}){stop}")
+        if s["best_epoch"] == 0 and (history.get("head_only_train_mAP") or 0) >= 0.999:
+            lines.append("the head alone already separates the training rows (training mAP "
+                         f"{history['head_only_train_mAP']:.4f}): fine-tuning had nothing left to fit; "
+                         "more training rows or a cut nearer the head may help")
     elif s.get("val_mAP") is not None:
         lines.append(f"validation set mAP {s['val_mAP']:.4f}")
     per = s.get("l2_per_class") or {}
