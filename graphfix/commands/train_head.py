@@ -55,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also fine-tune every layer between TENSOR and the head (`graphfix inspect MODEL --train-from` "
                              "lists the tensors it accepts)")
     parser.add_argument("--epochs", type=int, default=30, help="--train-from: Adam epochs (default 30)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="--train-from: Adam learning rate (default 1e-3)")
-    parser.add_argument("--train-batch-size", type=positive_int, default=256, help="--train-from: samples per step (default 256)")
+    parser.add_argument("--lr", type=float, default=3e-3,
+                        help="--train-from: Adam learning rate, relative to each layer's weight size (default 3e-3)")
+    parser.add_argument("--train-batch-size", type=positive_int, default=64, help="--train-from: samples per step (default 64)")
     parser.add_argument("--bn-stats", choices=("frozen", "update"), default="frozen",
                         help="--train-from: BatchNormalization running statistics kept (default) or updated from the "
                              "training batches (torch momentum 0.1) and written back")

@@ -5,29 +5,34 @@
    Shape/Size of earlier tensors are folded at the batch's shape). An op outside
    `graphfix.train.torch_ops.OPS` is refused, every such node named in one error. `-N` names the
    cut before the last N blocks (`train_from_candidates`).
-2. Activations at TENSOR are extracted once with onnxruntime (cached like the head features).
-   The segment is rebuilt in torch from the ONNX nodes and checked against onnxruntime on the
-   training rows (max abs diff <= 1e-4 x max(1, |features|), else refused: never a silently
+2. Activations at TENSOR (and the head's features) are extracted once with onnxruntime into one
+   array (`_Activations`): float16 when the first batch shows it exact enough (FP16_TOLERANCE,
+   FP16_RANGE), else float32; in memory below the memory budget, a memory-mapped unlinked
+   temporary file above it (`graphfix.data.arrays.allocate`), read back in seeded mini-batches.
+   The segment is rebuilt in torch from the ONNX nodes and checked against onnxruntime on every
+   training batch (max abs diff <= 1e-4 x max(1, |features|), else refused: never a silently
    different network).
-3. The head starts from the converged head-only solution on the segment's features
+3. The head starts from the converged head-only solution on onnxruntime's features
    (`graphfix.train.head_fit.fit_head`: standardised, CV-chosen L2). Then the segment's
    weights (Gemm/MatMul/Conv weights and biases, BatchNormalization scale and bias; running
-   statistics stay frozen, Dropout is inference-mode) and the head are trained jointly with
-   Adam on mini-batches: the loss of the head plus L2 towards the starting weights (L2-SP) at
-   the chosen strength (chosen on the validation set when `--val` is given, else by CV on the
-   training rows). The epoch with the best validation mAP is kept (`--val`, else a seeded
-   10% of the training rows; epoch 0, the head-only solution, included: fine-tuning never ends
-   worse on validation than head-only training). The history holds the mAP of every epoch.
-4. The trained weights go back into the same ONNX initializers (same names, shapes, float32; one
-   also read before TENSOR is untied as `<name>.finetuned`); everything before TENSOR stays
-   bit-identical. Adam steps are relative to each layer's weight RMS; training stops after
-   `PATIENCE` epochs without a better validation mAP.
+   statistics frozen unless `bn_stats="update"`, Dropout is inference-mode) and the head (on
+   standardised features) are trained jointly with Adam on mini-batches: the loss of the head
+   plus L2 towards the starting weights (L2-SP) at the chosen strength (chosen on the validation
+   set when `--val` is given, else by CV on the training rows). The epoch with the best
+   validation mAP is kept (`--val`, else a seeded 10% of the training rows; epoch 0, the
+   head-only solution, included: fine-tuning never ends worse on validation than head-only
+   training). The history holds the mAP of every epoch. Ctrl-C re-raises (nothing is written)
+   unless `keep_best_on_interrupt`.
+4. The trained weights (and updated BN statistics) go back into the same ONNX initializers (same
+   names, shapes, float32; one also read before TENSOR is untied as `<name>.finetuned`);
+   everything before TENSOR stays bit-identical. Adam steps are relative to each layer's weight
+   RMS; training stops after `PATIENCE` epochs without a better validation mAP.
 Seeded, one torch thread: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
-__all__ = ["OPS", "finetune", "resolve_train_from", "segment_nodes", "train_from_candidates"]
+__all__ = ["BN_STATS", "OPS", "finetune", "resolve_train_from", "segment_nodes", "train_from_candidates"]
 
 import logging
 import math
@@ -455,7 +460,7 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
         order = np.random.default_rng(cfg.seed).permutation(n_train)
         n_val = max(1, n_train // 10)
         rows, held = np.sort(order[n_val:]), np.sort(order[:n_val])
-        fit = fit_head(cache.feats[rows], train.y[rows], cfg, progress=progress)
+        fit = fit_head(_take_rows(cache.feats, rows), train.y[rows], cfg, progress=progress)
         val_source = f"held-out tenth of the training rows ({n_val}, seeded)"
     trainer = _Trainer(torch, seg, cache, y_all, rows, held, fit, cfg, lr, batch_size, train.y[rows])
     state0 = trainer.snapshot()[2]
@@ -467,6 +472,8 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
     ebar = _epoch_bar(progress, epochs, trainer.batches_per_epoch)
     try:
         for epoch in range(1, epochs + 1):
+            if ebar is not None:
+                ebar.set_description_str(f"fine-tune epoch {epoch}/{epochs}", refresh=False)
             try:
                 trainer.epoch(ebar)
             except KeyboardInterrupt:
@@ -481,7 +488,7 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
             if value > best[0]:
                 best = (value, epoch, trainer.snapshot())
             if ebar is not None:
-                ebar.set_postfix_str(f"epoch {epoch}/{epochs}, val mAP {value:.4f} (best {best[0]:.4f} @ {best[1]})")
+                ebar.set_postfix_str(f"val mAP {value:.4f}, best {best[0]:.4f} @ epoch {best[1]}")
             if epoch - best[1] >= PATIENCE:
                 break
     finally:
@@ -542,8 +549,7 @@ class _Trainer:
         self.lam = float(fit.history["weight_decay"])
         # the head is trained on standardised features (the starting ones' mean and sd), as the
         # head-only solve: Adam's steps then mean the same whatever the features' scale
-        feats = np.asarray(cache.feats[rows], np.float64)
-        mu, sd = feats.mean(axis=0), feats.std(axis=0)
+        mu, sd = _mean_sd(cache.feats, rows)
         sd = np.where(sd > 1e-6 * max(1.0, float(np.abs(mu).max(initial=0.0))), sd, 1.0)
         self.mu, self.sd = mu.astype(np.float32), sd.astype(np.float32)
         w, b = fit.weight.astype(np.float64), fit.bias.astype(np.float64)
@@ -597,10 +603,12 @@ class _Trainer:
         """Validation mAP of the segment and head now (evaluation mode: running BN statistics), or of
         `head` on onnxruntime's features (the starting segment: what head-only training gives)."""
         if head is not None:
-            return self._map(np.asarray(self.cache.feats[self.held], np.float64), *head)
-        feats = np.concatenate([_forward(self.torch, self.seg, self.cache.take(self.held[i : i + self.batch_size]))
-                                for i in range(0, len(self.held), self.batch_size)])
-        return self._map(feats, *self.head())
+            return self._map(_scores(self.cache.feats, self.held, *head), self.held)
+        w, b = self.head()
+        wt = w.T.astype(np.float64)
+        z = np.concatenate([_forward(self.torch, self.seg, self.cache.take(self.held[i : i + self.batch_size])) @ wt + b
+                            for i in range(0, len(self.held), self.batch_size)])
+        return self._map(z, self.held)
 
     def head(self) -> tuple[np.ndarray, np.ndarray]:
         """The head now, on raw features: (weight [L, F], bias [L]) float32."""
@@ -610,12 +618,10 @@ class _Trainer:
 
     def train_map(self, head: tuple[np.ndarray, np.ndarray]) -> float:
         """Training-rows mAP of `head` on onnxruntime's features."""
-        return self._map(np.asarray(self.cache.feats[self.rows], np.float64), *head, rows=self.rows)
+        return self._map(_scores(self.cache.feats, self.rows, *head), self.rows)
 
-    def _map(self, feats: np.ndarray, w: np.ndarray, b: np.ndarray, rows: np.ndarray | None = None) -> float:
-        z = feats @ w.T.astype(np.float64) + b
-        y = self.y_all[self.held if rows is None else rows]
-        value = mean_average_precision(y, 1.0 / (1.0 + np.exp(-z)))
+    def _map(self, z: np.ndarray, rows: np.ndarray) -> float:
+        value = mean_average_precision(self.y_all[rows], 1.0 / (1.0 + np.exp(-z)))
         return -math.inf if math.isnan(value) else float(value)
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -649,6 +655,33 @@ def _write_back(model: Model, new: Model, nodes: list[ir.Node], state: dict[str,
         for use in list(value.uses()):
             if id(use.node) in members:
                 use.node.replace_input_with(use.idx, copy)
+
+
+#: Rows per chunk when features are read back (a memory-mapped array is never copied whole).
+CHUNK_ROWS = 4096
+
+
+def _take_rows(feats: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`feats[rows]` as a new array within the memory budget (allocate), filled chunk by chunk."""
+    out, _ = allocate((len(rows), feats.shape[1]), None, feats.dtype)
+    for i in range(0, len(rows), CHUNK_ROWS):
+        out[i : i + CHUNK_ROWS] = feats[rows[i : i + CHUNK_ROWS]]
+    return out
+
+
+def _mean_sd(feats: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and standard deviation (float64) of `feats[rows]`, two passes over chunks."""
+    chunks = [rows[i : i + CHUNK_ROWS] for i in range(0, len(rows), CHUNK_ROWS)]
+    mu = sum(np.asarray(feats[c], np.float64).sum(axis=0) for c in chunks) / len(rows)
+    var = sum(np.square(np.asarray(feats[c], np.float64) - mu).sum(axis=0) for c in chunks) / len(rows)
+    return mu, np.sqrt(var)
+
+
+def _scores(feats: np.ndarray, rows: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Logits [len(rows), L] (float64) of the head (w, b) on `feats[rows]`, chunk by chunk."""
+    wt = w.T.astype(np.float64)
+    return np.concatenate([np.asarray(feats[rows[i : i + CHUNK_ROWS]], np.float64) @ wt + b
+                           for i in range(0, len(rows), CHUNK_ROWS)])
 
 
 def _forward(torch: Any, seg: _Segment, a: Any, chunk: int = 256) -> np.ndarray:

@@ -149,3 +149,29 @@ def test_bn_update_uses_torch_momentum_semantics(task):
     seg(torch.from_numpy(r1))
     np.testing.assert_allclose(seg.consts["bn.m"].numpy(), 0.9 * m0 + 0.1 * c2.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(seg.consts["bn.v"].numpy(), 0.9 * v0 + 0.1 * c2.var(axis=(0, 2, 3), ddof=1), rtol=1e-5)
+
+
+def test_cli_bar_shows_epochs_and_val_map_unless_quiet_and_runs_write_identical_files(task, monkeypatch, tmp_path,
+                                                                                         capsys):
+    import sys
+
+    from graphfix import progress
+    from graphfix.cli import main
+
+    model, train, val = task
+    src, data, vdata = tmp_path / "m.onnx", tmp_path / "train.npz", tmp_path / "val.npz"
+    model.save(str(src))
+    np.savez(data, x=train.x, y=train.y)
+    np.savez(vdata, x=val.x, y=val.y)
+    argv = ["train-head", str(src), "--train", str(data), "--val", str(vdata), "--train-from", "r1", "--epochs", "3",
+            "--train-batch-size", "100", "--no-cache"]
+    monkeypatch.setattr(progress, "_enabled", True)
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on a terminal only
+    assert main([*argv, "-o", str(tmp_path / "a.onnx")]) == 0
+    err = capsys.readouterr().err
+    assert "fine-tune epoch 3/3:" in err and "/9 [" in err and ", best " in err  # 3 epochs x 3 batches
+    assert "val mAP " in err.split("fine-tune epoch 3/3:")[-1]
+    assert main([*argv, "-q", "-o", str(tmp_path / "b.onnx")]) == 0
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
