@@ -13,7 +13,7 @@
 (b) Memory: train_head(train_from="-1", epochs=1) on the synthetic layer4 block (--mem-channels
     at 7x7, --mem-rows rows: 4000 x 256 x 49 float16 = 100 MB of activations) in a child process,
     over a small memory budget (GRAPHFIX_MEMORY_BUDGET, --budget) vs a budget above them: peak
-    tracemalloc (NumPy + Python) and peak anonymous RSS (sampled from /proc/self/status) during
+    tracemalloc (NumPy + Python) and peak RSS (anonymous, file, shmem: sampled from /proc/self/status) during
     fine-tuning, over the baseline after a 40-row warm-up run (torch's lazy imports). The inputs
     are a memory-mapped .npy, so they do not count.
 """
@@ -213,12 +213,14 @@ def speed(rows: int, size: int, batch: int, reps: int, channels: int | None = No
             "ratio_median": round(statistics.median(ours) / statistics.median(hand), 3), "torch_threads": 1}
 
 
-def _rss_anon() -> int:
+def _rss() -> dict[str, int]:
+    """RssAnon, RssFile, RssShmem of this process (bytes)."""
+    out = {}
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return out
 
 
 def memory_child(npy: str, budget: str) -> dict:
@@ -236,13 +238,14 @@ def memory_child(npy: str, budget: str) -> dict:
     # warm-up on 40 rows: torch's lazy imports (Adam pulls in torch._dynamo) are not the cache's memory
     train_head(model, Dataset.from_arrays(x[:40], _labels(40, 1)), Dataset.from_arrays(x[:20], _labels(20, 2)), **kw)
 
-    base = _rss_anon()
-    peak = [base]
+    base = _rss()
+    peak = dict(base)
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _rss_anon())
+            for k, v in _rss().items():
+                peak[k] = max(peak[k], v)
             time.sleep(0.01)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -255,7 +258,8 @@ def memory_child(npy: str, budget: str) -> dict:
     thread.join()
     _, traced = tracemalloc.get_traced_memory()
     return {"budget": budget, "activations": hist["activations"], "tracemalloc_peak_mb": round(traced / 2**20, 1),
-            "rss_anon_peak_over_baseline_mb": round((peak[0] - base) / 2**20, 1), "seconds": round(seconds, 1)}
+            "rss_peak_over_baseline_mb": {k: round((peak[k] - base[k]) / 2**20, 1) for k in base},
+            "seconds": round(seconds, 1)}
 
 
 def memory(rows: int, channels: int, budget: str) -> list[dict]:

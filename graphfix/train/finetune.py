@@ -345,6 +345,10 @@ def finetune(model: Model, train: Dataset, val: Dataset | None, cfg: TrainConfig
         raise GraphfixError("--epochs >= 0, --train-batch-size >= 1 and --lr > 0 are needed", kind="usage")
     if bn_stats not in BN_STATS:
         raise GraphfixError(f"--bn-stats {bn_stats!r}: one of {', '.join(BN_STATS)}", kind="usage")
+    for data in (train, val):
+        if data is not None and data.features is not None:
+            raise GraphfixError("a features folder holds the head's input features only; --train-from needs images",
+                                kind="usage", path=data.source)
     torch = _import_torch()
     tensor = resolve_train_from(model, tensor)
     nodes = segment_nodes(model, tensor)

@@ -175,3 +175,14 @@ def test_cli_bar_shows_epochs_and_val_map_unless_quiet_and_runs_write_identical_
     assert main([*argv, "-q", "-o", str(tmp_path / "b.onnx")]) == 0
     assert capsys.readouterr().err == ""
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_a_features_folder_is_refused_before_anything_runs(task):
+    from graphfix.data import Dataset
+    from graphfix.errors import GraphfixError
+
+    model, train, _ = task
+    feats = Dataset(y=train.y, labels=train.labels, features=np.zeros((len(train), 8), np.float32), source="feats")
+    with pytest.raises(GraphfixError, match=r"a features folder holds the head's input features only; "
+                                            r"--train-from needs images"):
+        train_head(model, feats, train_from="r1")
