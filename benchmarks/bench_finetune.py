@@ -12,7 +12,8 @@
     The two are timed alternately, `--reps` times each; medians and their ratio are printed.
 (b) Memory: train_head(train_from="-1", epochs=1) on the synthetic layer4 block (--mem-channels
     at 7x7, --mem-rows rows: 4000 x 256 x 49 float16 = 100 MB of activations) in a child process,
-    over a small memory budget (GRAPHFIX_MEMORY_BUDGET, --budget) vs a budget above them: peak
+    over a small memory budget (GRAPHFIX_MEMORY_BUDGET, --budget; at half and all the rows) vs a
+    budget above them: peak
     tracemalloc (NumPy + Python) and peak RSS (anonymous, file, shmem: sampled from /proc/self/status) during
     fine-tuning, over the baseline after a 40-row warm-up run (torch's lazy imports). The inputs
     are a memory-mapped .npy, so they do not count.
@@ -223,14 +224,14 @@ def _rss() -> dict[str, int]:
     return out
 
 
-def memory_child(npy: str, budget: str) -> dict:
+def memory_child(npy: str, budget: str, rows: str) -> dict:
     import tracemalloc
 
     os.environ["GRAPHFIX_MEMORY_BUDGET"] = budget
     from graphfix.data import Dataset
     from graphfix.train import train_head
 
-    x = np.load(npy, mmap_mode="r")
+    x = np.load(npy, mmap_mode="r")[: int(rows)]
     model = _layer4_model(x.shape[1])
     data = Dataset.from_arrays(x, _labels(len(x), 1))
     val = Dataset.from_arrays(x[:200], _labels(200, 2))
@@ -257,7 +258,7 @@ def memory_child(npy: str, budget: str) -> dict:
     stop.set()
     thread.join()
     _, traced = tracemalloc.get_traced_memory()
-    return {"budget": budget, "activations": hist["activations"], "tracemalloc_peak_mb": round(traced / 2**20, 1),
+    return {"budget": budget, "rows": int(rows), "activations": hist["activations"], "tracemalloc_peak_mb": round(traced / 2**20, 1),
             "rss_peak_over_baseline_mb": {k: round((peak[k] - base[k]) / 2**20, 1) for k in base},
             "seconds": round(seconds, 1)}
 
@@ -272,10 +273,11 @@ def memory(rows: int, channels: int, budget: str) -> list[dict]:
         x.flush()
         del x
         out = []
-        for b in (budget, "64G"):
+        # over the budget at half and all the rows (the peak must not grow with them), then in memory
+        for b, n in ((budget, rows // 2), (budget, rows), ("64G", rows)):
             env = dict(os.environ, PYTHONPATH=str(ROOT))
-            res = subprocess.run([sys.executable, __file__, "--memory-child", npy, b], capture_output=True, text=True,
-                                 env=env, check=True)
+            res = subprocess.run([sys.executable, __file__, "--memory-child", npy, b, str(n)], capture_output=True,
+                                 text=True, env=env, check=True)
             out.append(json.loads(res.stdout.strip().splitlines()[-1]))
         return out
 
@@ -291,7 +293,7 @@ def main() -> None:
     ap.add_argument("--mem-channels", type=int, default=256)
     ap.add_argument("--budget", default="16M")
     ap.add_argument("--skip", choices=("speed", "memory"))
-    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(*args.memory_child)))
