@@ -376,7 +376,10 @@ class _Activations:
 
         self.torch, self.model, self.seg, self.tensor = torch, model, seg, tensor
         fm = feature_model(model)
-        fm.ir.graph.outputs.append(find_value(fm, tensor))
+        cut = find_value(fm, tensor)
+        if cut.dtype is None:
+            cut.dtype = ir.DataType.FLOAT
+        fm.ir.graph.outputs.append(cut)
         self.sess = fm.session()
         self.input = self.sess.get_inputs()[0].name
         self.datasets = datasets
