@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-batch-size", type=positive_int, default=64, help="--train-from: samples per step (default 64)")
     parser.add_argument("--bn-stats", choices=("frozen", "update"), default="frozen",
                         help="--train-from: BatchNormalization running statistics kept (default) or updated from the "
-                             "training batches (torch momentum 0.1) and written back")
+                             "training batches (torch momentum: 1 - the ONNX momentum, 0.1 by default) and written back")
     parser.add_argument("--keep-best-on-interrupt", action="store_true",
                         help="--train-from: on Ctrl-C during the epochs write the best epoch so far (default: write nothing)")
     parser.add_argument("--seed", type=int, default=0, help="default 0")
