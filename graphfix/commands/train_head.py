@@ -55,8 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also fine-tune every layer between TENSOR and the head (`graphfix inspect MODEL --train-from` "
                              "lists the tensors it accepts)")
     parser.add_argument("--epochs", type=int, default=30, help="--train-from: Adam epochs (default 30)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="--train-from: Adam learning rate (default 1e-3)")
-    parser.add_argument("--train-batch-size", type=positive_int, default=256, help="--train-from: samples per step (default 256)")
+    parser.add_argument("--lr", type=float, default=3e-3,
+                        help="--train-from: Adam learning rate, relative to each layer's weight size (default 3e-3)")
+    parser.add_argument("--train-batch-size", type=positive_int, default=64, help="--train-from: samples per step (default 64)")
+    parser.add_argument("--bn-stats", choices=("frozen", "update"), default="frozen",
+                        help="--train-from: BatchNormalization running statistics kept (default) or updated from the "
+                             "training batches (torch momentum: 1 - the ONNX momentum, 0.1 by default) and written back")
+    parser.add_argument("--keep-best-on-interrupt", action="store_true",
+                        help="--train-from: on Ctrl-C during the epochs write the best epoch so far (default: write nothing)")
     parser.add_argument("--seed", type=int, default=0, help="default 0")
     add_data_args(parser)
     add_to_argument(parser)
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         asl_gamma_neg=args.asl_gamma_neg, asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip,
         cv_folds=args.cv_folds, cv_metric=args.cv_metric, l2=args.l2, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
         train_from=args.train_from, epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
+        bn_stats=args.bn_stats, keep_best_on_interrupt=args.keep_best_on_interrupt,
         seed=args.seed, features_batch_size=args.batch_size, cache=not args.no_cache,
         progress=progress_for(args), preprocess=prep,
     )
@@ -97,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     skipped = report_skipped(args, out, [train, val])
     s = history["settings"]
     _warn_positives(args, s["few_positives"])
+    if s.get("interrupted_epoch") and not getattr(args, "quiet", False):
+        import sys
+
+        print(f"graphfix: warning: interrupted in epoch {s['interrupted_epoch']} of {s['epochs']}: wrote the best "
+              f"epoch so far ({s['best_epoch']})", file=sys.stderr)
     text = summary_lines(s, history) + [f"wrote {out}"]
     emit(args, {"ok": True, "command": "train-head", "output": out, "history": history, "export": exported,
                 "skipped_rows": skipped}, text)
@@ -125,7 +137,8 @@ def training_line(s: dict) -> str:
     if s.get("val_mAP") is not None:
         line += f", validation mAP {s['val_mAP']:.4f}"
     if s.get("train_from"):
-        line += f", fine-tuned from {s['train_from']} (kept epoch {s.get('best_epoch')} of {s.get('epochs')})"
+        line += f", fine-tuned from {s['train_from']} (kept epoch {s.get('best_epoch')} of {s.get('epochs')}"
+        line += f", interrupted in epoch {s['interrupted_epoch']})" if s.get("interrupted_epoch") else ")"
     if s.get("decision") not in (None, "thresholds"):
         line += f", decision {s['decision']}" + (f" (k={s['top_k']})" if s.get("top_k") else "")
     if s.get("few_positives"):
@@ -152,7 +165,12 @@ def summary_lines(s: dict, history: dict) -> list[str]:
         lines.append(f"fine-tuning from {s['train_from']} for {s['epochs']} epochs; mAP on the {s['val_source']} "
                      "by epoch (0 = head only):")
         lines.append("  " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(curve)))
-        lines.append(f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f})")
+        stop = f"; interrupted in epoch {s['interrupted_epoch']}" if s.get("interrupted_epoch") else ""
+        lines.append(f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f}){stop}")
+        if s["best_epoch"] == 0 and (history.get("head_only_train_mAP") or 0) >= 0.999:
+            lines.append("the head alone already separates the training rows (training mAP "
+                         f"{history['head_only_train_mAP']:.4f}): fine-tuning had nothing left to fit; "
+                         "more training rows or a cut nearer the head may help")
     elif s.get("val_mAP") is not None:
         lines.append(f"validation set mAP {s['val_mAP']:.4f}")
     per = s.get("l2_per_class") or {}

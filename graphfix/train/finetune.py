@@ -5,29 +5,34 @@
    Shape/Size of earlier tensors are folded at the batch's shape). An op outside
    `graphfix.train.torch_ops.OPS` is refused, every such node named in one error. `-N` names the
    cut before the last N blocks (`train_from_candidates`).
-2. Activations at TENSOR are extracted once with onnxruntime (cached like the head features).
-   The segment is rebuilt in torch from the ONNX nodes and checked against onnxruntime on the
-   training rows (max abs diff <= 1e-4 x max(1, |features|), else refused: never a silently
+2. Activations at TENSOR (and the head's features) are extracted once with onnxruntime into one
+   array (`_Activations`): float16 when the first batch shows it exact enough (FP16_TOLERANCE,
+   FP16_RANGE), else float32; in memory below the memory budget, a memory-mapped unlinked
+   temporary file above it (`graphfix.data.arrays.allocate`), read back in seeded mini-batches.
+   The segment is rebuilt in torch from the ONNX nodes and checked against onnxruntime on every
+   training batch (max abs diff <= 1e-4 x max(1, |features|), else refused: never a silently
    different network).
-3. The head starts from the converged head-only solution on the segment's features
+3. The head starts from the converged head-only solution on onnxruntime's features
    (`graphfix.train.head_fit.fit_head`: standardised, CV-chosen L2). Then the segment's
    weights (Gemm/MatMul/Conv weights and biases, BatchNormalization scale and bias; running
-   statistics stay frozen, Dropout is inference-mode) and the head are trained jointly with
-   Adam on mini-batches: the loss of the head plus L2 towards the starting weights (L2-SP) at
-   the chosen strength (chosen on the validation set when `--val` is given, else by CV on the
-   training rows). The epoch with the best validation mAP is kept (`--val`, else a seeded
-   10% of the training rows; epoch 0, the head-only solution, included: fine-tuning never ends
-   worse on validation than head-only training). The history holds the mAP of every epoch.
-4. The trained weights go back into the same ONNX initializers (same names, shapes, float32; one
-   also read before TENSOR is untied as `<name>.finetuned`); everything before TENSOR stays
-   bit-identical. Adam steps are relative to each layer's weight RMS; training stops after
-   `PATIENCE` epochs without a better validation mAP.
+   statistics frozen unless `bn_stats="update"`, Dropout is inference-mode) and the head (on
+   standardised features) are trained jointly with Adam on mini-batches: the loss of the head
+   plus L2 towards the starting weights (L2-SP) at the chosen strength (chosen on the validation
+   set when `--val` is given, else by CV on the training rows). The epoch with the best
+   validation mAP is kept (`--val`, else a seeded 10% of the training rows; epoch 0, the
+   head-only solution, included: fine-tuning never ends worse on validation than head-only
+   training). The history holds the mAP of every epoch. Ctrl-C re-raises (nothing is written)
+   unless `keep_best_on_interrupt`.
+4. The trained weights (and updated BN statistics) go back into the same ONNX initializers (same
+   names, shapes, float32; one also read before TENSOR is untied as `<name>.finetuned`);
+   everything before TENSOR stays bit-identical. Adam steps are relative to each layer's weight
+   RMS; training stops after `PATIENCE` epochs without a better validation mAP.
 Seeded, one torch thread: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
-__all__ = ["OPS", "finetune", "resolve_train_from", "segment_nodes", "train_from_candidates"]
+__all__ = ["BN_STATS", "OPS", "finetune", "resolve_train_from", "segment_nodes", "train_from_candidates"]
 
 import logging
 import math
@@ -37,10 +42,11 @@ import numpy as np
 import onnx_ir as ir
 
 from graphfix.data.datasets import Dataset
-from graphfix.data.features import extract_features, feature_model, find_head_gemm, find_value
+from graphfix.data.arrays import allocate
+from graphfix.data.features import feature_model, find_head_gemm, find_value
 from graphfix.metrics import mean_average_precision
 from graphfix.train.head_fit import TrainConfig, fit_head
-from graphfix.train.torch_ops import OPS, TRAINED_INPUTS, WEIGHT_OPS, apply
+from graphfix.train.torch_ops import OPS, TRAINED_INPUTS, WEIGHT_OPS, apply, batch_norm
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
 
@@ -48,6 +54,13 @@ logger = logging.getLogger(__name__)
 
 #: Early stopping: epochs without a better validation mAP before fine-tuning stops.
 PATIENCE = 5
+#: `--bn-stats`: BatchNormalization running statistics kept (default) or updated while fine-tuning.
+BN_STATS = ("frozen", "update")
+#: Activations are stored float16 when, on the first batch, the segment's features from the
+#: rounded activations are within this x max(1, |features|) of the float32 ones ...
+FP16_TOLERANCE = 1e-3
+#: ... and no value exceeds this (float16's largest is 65504: 16x headroom for later batches).
+FP16_RANGE = 4096.0
 
 
 def _import_torch():
@@ -219,11 +232,17 @@ class _Segment:
     """
 
     def __init__(self, torch: Any, model: Model, nodes: list[ir.Node], start: ir.Value, features: ir.Value,
-                 shapes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 shapes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, *, bn_update: bool = False) -> None:
         self.torch = torch
         self.nodes, self.start, self.features = nodes, start, features
         self.opset = model.opset
         self.shapes = shapes or {}
+        self.bn_update = bn_update
+        self.training = False  # with bn_update: batch statistics, running mean/var updated
+        #: the BatchNormalization running mean/var initializers that bn_update changes
+        self.statistics = sorted({v.name for n in nodes if n.op_type == "BatchNormalization"
+                                  for v in n.inputs[3:5] if v is not None and v.const_value is not None}) \
+            if bn_update else []
         self.params: dict[str, Any] = {}
         self.initial: dict[str, np.ndarray] = {}
         self.consts: dict[str, Any] = {}
@@ -255,7 +274,11 @@ class _Segment:
             if folded is not None:
                 env[id(node.outputs[0])] = self.torch.from_numpy(folded[0] + (folded[1] - folded[0]) * (batch - 1))
                 continue
-            for out, value in zip(node.outputs, apply(self.torch, node, [get(v) for v in node.inputs], self.opset)):
+            ins = [get(v) for v in node.inputs]
+            if node.op_type == "BatchNormalization" and self.training and self.bn_update:
+                env[id(node.outputs[0])] = batch_norm(self.torch, node, ins, update=True)
+                continue
+            for out, value in zip(node.outputs, apply(self.torch, node, ins, self.opset)):
                 env[id(out)] = value
         return env[id(self.features)]
 
@@ -305,12 +328,27 @@ def _torch_loss(torch: Any, cfg: TrainConfig, y: np.ndarray):
 
 
 def finetune(model: Model, train: Dataset, val: Dataset | None, cfg: TrainConfig, *, tensor: str, epochs: int,
-             lr: float, batch_size: int, features_kw: dict[str, Any], progress: Any = None) -> tuple[Model, dict[str, Any]]:
-    """Fine-tune the segment after `tensor` and the head (see module docstring): (new model, history)."""
+             lr: float, batch_size: int, features_kw: dict[str, Any], progress: Any = None,
+             bn_stats: str = "frozen", keep_best_on_interrupt: bool = False) -> tuple[Model, dict[str, Any]]:
+    """Fine-tune the segment after `tensor` and the head (see module docstring): (new model, history).
+
+    Args:
+        bn_stats: "frozen" (BatchNormalization uses and keeps its running statistics) or "update"
+            (batch statistics in training, running mean/var updated with torch's momentum and
+            written back).
+        keep_best_on_interrupt: On Ctrl-C (KeyboardInterrupt) during the epochs, return the best
+            epoch so far (`interrupted_epoch` in the history) instead of re-raising.
+    """
     if cfg.loss == "softmax":
         raise GraphfixError("--train-from trains the bce and asl losses (not softmax)", kind="usage")
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise GraphfixError("--epochs >= 0, --train-batch-size >= 1 and --lr > 0 are needed", kind="usage")
+    if bn_stats not in BN_STATS:
+        raise GraphfixError(f"--bn-stats {bn_stats!r}: one of {', '.join(BN_STATS)}", kind="usage")
+    for data in (train, val):
+        if data is not None and data.features is not None:
+            raise GraphfixError("a features folder holds the head's input features only; --train-from needs images",
+                                kind="usage", path=data.source)
     torch = _import_torch()
     tensor = resolve_train_from(model, tensor)
     nodes = segment_nodes(model, tensor)
@@ -318,93 +356,151 @@ def finetune(model: Model, train: Dataset, val: Dataset | None, cfg: TrainConfig
     torch.set_num_threads(1)
     try:
         torch.manual_seed(int(cfg.seed))
-        return _finetune(torch, model, nodes, train, val, cfg, tensor, epochs, lr, batch_size, features_kw, progress)
+        return _finetune(torch, model, nodes, train, val, cfg, tensor, epochs, lr, batch_size, features_kw, progress,
+                         bn_stats == "update", keep_best_on_interrupt)
     finally:
         torch.set_num_threads(threads)
 
 
-def _activations(model: Model, data: Dataset, tensor: str, features_kw: dict[str, Any]) -> np.ndarray:
-    flat = extract_features(model, data, tensor=tensor, **features_kw)
-    fm = feature_model(model, tensor)
-    probe = fm.run(next(iter(data.batches(1))))[fm.output_names[0]]
-    return np.asarray(flat).reshape((len(flat), *probe.shape[1:]))
+class _Activations:
+    """Activations at the cut and the head's features (onnxruntime) of every row of the data sets,
+    extracted once, in one array each within the memory budget (`graphfix.data.arrays.allocate`:
+    in memory below it, an unlinked temporary file memory-mapped above it, so nothing is left on
+    disk after an error or Ctrl-C). Activations are stored float16 when the first batch shows that
+    exact enough (`fp16_error` <= FP16_TOLERANCE and values far inside float16's range), else
+    float32. Every batch also checks the torch rebuild against onnxruntime (in float32)."""
+
+    def __init__(self, torch: Any, model: Model, seg: _Segment, tensor: str, datasets: list[Dataset],
+                 features_kw: dict[str, Any]) -> None:
+        from graphfix.progress import bar
+
+        self.torch, self.model, self.seg, self.tensor = torch, model, seg, tensor
+        fm = feature_model(model)
+        cut = find_value(fm, tensor)
+        if cut.dtype is None:
+            cut.dtype = ir.DataType.FLOAT
+        fm.ir.graph.outputs.append(cut)
+        self.sess = fm.session()
+        self.input = self.sess.get_inputs()[0].name
+        self.datasets = datasets
+        self.batch = int(features_kw.get("batch_size", 64))
+        self.rows = sum(len(d) for d in datasets)
+        self.max_diff = 0.0
+        self.fp16_error: float | None = None
+        show = features_kw.get("progress")
+        self.bar = bar(total=self.rows, desc="activations", unit="img") if show is not False else None
+        try:
+            if not self._fill(np.float16):  # a later batch left float16's range: start again in float32
+                logger.info("activations at %s leave float16's range: stored float32", tensor)
+                self._fill(np.float32)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _fill(self, dtype: Any) -> bool:
+        done = 0
+        self.acts = self.feats = None
+        if self.bar is not None:
+            self.bar.reset()
+        for data in self.datasets:
+            for batch in data.batches(self.batch):
+                feats, acts = self.sess.run(None, {self.input: np.ascontiguousarray(batch, dtype=np.float32)})
+                feats = np.asarray(feats, np.float32).reshape(len(batch), -1)
+                acts = np.asarray(acts, np.float32)
+                ours = self._check(acts, feats)
+                if self.acts is None:
+                    if dtype == np.float16:
+                        dtype = self._storage_dtype(acts, ours, feats)
+                    self.acts, _ = allocate((self.rows, *acts.shape[1:]), None, dtype)
+                    self.feats, _ = allocate((self.rows, feats.shape[1]), None, np.float32)
+                if self.acts.dtype == np.float16 and np.abs(acts).max(initial=0.0) > FP16_RANGE:
+                    return False
+                self.acts[done : done + len(acts)] = acts
+                self.feats[done : done + len(acts)] = feats
+                done += len(acts)
+                if self.bar is not None:
+                    self.bar.update(len(acts))
+        self.dtype = str(self.acts.dtype)
+        return True
+
+    def _check(self, acts: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        """The rebuild's features of one batch; refused beyond 1e-4 x max(1, |features|)."""
+        ours = _forward(self.torch, self.seg, acts, len(acts))
+        diff = float(np.abs(ours - feats).max(initial=0.0))
+        self.max_diff = max(self.max_diff, diff)
+        if diff > 1e-4 * max(1.0, float(np.abs(feats).max(initial=0.0))):
+            raise GraphfixError(f"the torch rebuild of the layers after {self.tensor!r} differs from onnxruntime "
+                                f"(max abs diff {diff:.3g})", kind="failed", path=self.model.path)
+        return ours
+
+    def _storage_dtype(self, acts: np.ndarray, ours: np.ndarray, feats: np.ndarray) -> Any:
+        """float16 when the first batch's features from float16-rounded activations stay within
+        FP16_TOLERANCE x max(1, |features|) of the float32 ones and its values are within
+        FP16_RANGE, else float32."""
+        if not np.isfinite(acts).all() or np.abs(acts).max(initial=0.0) > FP16_RANGE:
+            return np.float32
+        rounded = _forward(self.torch, self.seg, acts.astype(np.float16).astype(np.float32), len(acts))
+        self.fp16_error = float(np.abs(rounded - ours).max(initial=0.0)) / max(1.0, float(np.abs(feats).max(initial=0.0)))
+        return np.float16 if self.fp16_error <= FP16_TOLERANCE else np.float32
+
+    def take(self, rows: np.ndarray) -> Any:
+        """float32 torch tensor of the activations of `rows` (indices into the concatenated data sets)."""
+        return self.torch.from_numpy(np.asarray(self.acts[rows], dtype=np.float32))
 
 
 def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, val: Dataset | None, cfg: TrainConfig,
-              tensor: str, epochs: int, lr: float, batch_size: int, features_kw: dict[str, Any], progress: Any):
+              tensor: str, epochs: int, lr: float, batch_size: int, features_kw: dict[str, Any], progress: Any,
+              bn_update: bool, keep_best: bool):
     from graphfix.train.head_graph import remove_count_head, remove_labels_output, set_head
 
     start = find_value(model, tensor)
     shapes = _folded_shapes(model, nodes, start, np.asarray(next(iter(train.batches(1)))))
-    seg = _Segment(torch, model, nodes, start, find_head_gemm(model).inputs[0], shapes)
-    a_train = _activations(model, train, tensor, features_kw)
-    head_feats = extract_features(model, train, **features_kw)
-    with torch.no_grad():
-        ours = _forward(torch, seg, a_train)
-    scale = max(1.0, float(np.abs(head_feats).max()))
-    diff = float(np.abs(ours - np.asarray(head_feats)).max())
-    if diff > 1e-4 * scale:
-        raise GraphfixError(f"the torch rebuild of the layers after {tensor!r} differs from onnxruntime "
-                            f"(max abs diff {diff:.3g})", kind="failed", path=model.path)
+    seg = _Segment(torch, model, nodes, start, find_head_gemm(model).inputs[0], shapes, bn_update=bn_update)
+    cache = _Activations(torch, model, seg, tensor, [train] + ([val] if val is not None else []), features_kw)
+    n_train = len(train)
+    y_all = np.concatenate([train.y] + ([val.y] if val is not None else [])).astype(np.float32)
     if val is not None:
-        a_val, y_val = _activations(model, val, tensor, features_kw), val.y
-        rows = np.arange(len(train))
-        fit = fit_head(ours, train.y, cfg, _forward(torch, seg, a_val), y_val, progress=progress)
+        rows, held = np.arange(n_train), np.arange(n_train, n_train + len(val))
+        fit = fit_head(cache.feats[:n_train], train.y, cfg, cache.feats[n_train:], val.y, progress=progress)
         val_source = "validation set"
     else:
-        order = np.random.default_rng(cfg.seed).permutation(len(train))
-        n_val = max(1, len(train) // 10)
+        order = np.random.default_rng(cfg.seed).permutation(n_train)
+        n_val = max(1, n_train // 10)
         rows, held = np.sort(order[n_val:]), np.sort(order[:n_val])
-        a_val, y_val = a_train[held], train.y[held]
-        fit = fit_head(ours[rows], train.y[rows], cfg, progress=progress)
+        fit = fit_head(_take_rows(cache.feats, rows), train.y[rows], cfg, progress=progress)
         val_source = f"held-out tenth of the training rows ({n_val}, seeded)"
-    lam = float(fit.history["weight_decay"])
-    feats_sd = np.asarray(ours[rows], np.float64).std(axis=0)
-    feats_sd = np.where(feats_sd > 1e-6, feats_sd, 1.0).astype(np.float32)
-    w = torch.nn.Parameter(torch.from_numpy(fit.weight.copy()))
-    b = torch.nn.Parameter(torch.from_numpy(fit.bias.copy()))
-    loss_fn = _torch_loss(torch, cfg, train.y[rows])
-    start = {k: torch.from_numpy(v) for k, v in seg.initial.items()}
-    sd_t = torch.from_numpy(feats_sd)
-    # Adam moves every weight by about lr per step whatever its scale: each layer's step is relative to
-    # its own size (lr x RMS of its starting weights), so small conv weights are not overwritten.
-    def rel(arr: np.ndarray) -> float:
-        return lr * max(float(np.sqrt(np.mean(np.square(arr, dtype=np.float64)))), 1e-3)
-
-    groups = [{"params": [w, b], "lr": lr}] + [
-        {"params": [p], "lr": rel(seg.initial[k])} for k, p in seg.params.items()]
-    opt = torch.optim.Adam(groups, lr=lr)
-    xt = torch.from_numpy(np.ascontiguousarray(a_train[rows], dtype=np.float32))
-    yt = torch.from_numpy(train.y[rows].astype(np.float32))
-
-    def val_map() -> float:
-        with torch.no_grad():
-            z = _forward(torch, seg, a_val) @ w.detach().numpy().T + b.detach().numpy()
-        value = mean_average_precision(y_val, 1.0 / (1.0 + np.exp(-z)))
-        return -math.inf if math.isnan(value) else float(value)
-
-    best = (val_map(), 0, _snapshot(w, b, seg))
+    trainer = _Trainer(torch, seg, cache, y_all, rows, held, fit, cfg, lr, batch_size, train.y[rows])
+    state0 = trainer.snapshot()[2]
+    head0 = (fit.weight.astype(np.float32), fit.bias.astype(np.float32))
+    best = (trainer.val_map(head0), 0, (*head0, state0))  # epoch 0: the head-only solution, bit for bit
+    train_map = trainer.train_map(head0)
     curve = [round(best[0], 6)]
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    n = len(xt)
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
-            opt.zero_grad()
-            z = seg(xt[idx]) @ w.T + b
-            penalty = ((w * sd_t) ** 2).sum() + sum(((seg.params[k] - start[k]) ** 2).sum() for k in seg.params)
-            loss = loss_fn(z, yt[idx]) + lam / 2 * penalty
-            loss.backward()
-            opt.step()
-        value = val_map()
-        curve.append(round(value, 6))
-        if progress is not None:
-            progress.update(1)
-        if value > best[0]:
-            best = (value, epoch, _snapshot(w, b, seg))
-        elif epoch - best[1] >= PATIENCE:
-            break
+    interrupted = None
+    ebar = _epoch_bar(progress, epochs, trainer.batches_per_epoch)
+    try:
+        for epoch in range(1, epochs + 1):
+            if ebar is not None:
+                ebar.set_description_str(f"fine-tune epoch {epoch}/{epochs}", refresh=False)
+            try:
+                trainer.epoch(ebar)
+            except KeyboardInterrupt:
+                if not keep_best:
+                    raise
+                interrupted = epoch
+                break
+            value = trainer.val_map()
+            curve.append(round(value, 6))
+            if progress is not None:
+                progress.update(1)
+            if value > best[0]:
+                best = (value, epoch, trainer.snapshot())
+            if ebar is not None:
+                ebar.set_postfix_str(f"val mAP {value:.4f}, best {best[0]:.4f} @ epoch {best[1]}")
+            if epoch - best[1] >= PATIENCE:
+                break
+    finally:
+        if ebar is not None:
+            ebar.close()
     _, best_epoch, (wb, bb, seg_state) = best
     if not (np.isfinite(wb).all() and all(np.isfinite(v).all() for v in seg_state.values())):
         raise GraphfixError("fine-tuning diverged (non-finite weights)", kind="failed", hint="lower --lr")
@@ -417,17 +513,129 @@ def _finetune(torch: Any, model: Model, nodes: list[ir.Node], train: Dataset, va
         **fit.history,
         "train_from": tensor,
         "segment": [f"{n.name} ({n.op_type})" for n in nodes],
-        "trained_initializers": sorted(seg_state),
+        "trained_initializers": sorted(k for k in seg_state if k in seg.params),
+        "bn_stats": "update" if bn_update else "frozen",
+        "updated_statistics": sorted(k for k in seg_state if k not in seg.params),
+        "activations": {"dtype": cache.dtype, "fp16_error": cache.fp16_error, "bytes": int(cache.acts.nbytes),
+                        "memory_mapped": isinstance(cache.acts, np.memmap), "rebuild_max_diff": cache.max_diff},
+        "lr": lr,
+        "batch_size": batch_size,
         "epochs": epochs,
         "epochs_run": len(curve) - 1,
+        "interrupted_epoch": interrupted,
         "best_epoch": best_epoch,
         "epoch_val_mAP": curve,
         "val_source": val_source,
         "val_mAP": curve[best_epoch],
         "head_only_val_mAP": curve[0],
+        # 1.0: the head alone already separates the training rows, so fine-tuning has nothing left
+        # to fit and can only overfit (the Caffe resnet_block teacher task: 1600 features, 400 rows)
+        "head_only_train_mAP": round(train_map, 6),
         "selected_by": fit.history["selected_by"],
     }
     return new, history
+
+
+def _epoch_bar(progress: Any, epochs: int, batches: int) -> Any:
+    """The fine-tuning bar (batches of every epoch, the epoch and validation mAP beside it), or None
+    when the caller shows no bars (`progress` None or disabled: -q, --json, no terminal)."""
+    if progress is None or getattr(progress, "disable", True) or epochs == 0:
+        return None
+    from graphfix.progress import bar
+
+    return bar(total=epochs * batches, desc="fine-tune", unit="batch")
+
+
+class _Trainer:
+    """Adam on the segment's parameters and the head, mini-batches streamed from the activation cache."""
+
+    def __init__(self, torch: Any, seg: _Segment, cache: _Activations, y_all: np.ndarray, rows: np.ndarray,
+                 held: np.ndarray, fit: Any, cfg: TrainConfig, lr: float, batch_size: int, y_train: np.ndarray) -> None:
+        self.torch, self.seg, self.cache, self.y_all = torch, seg, cache, y_all
+        self.rows, self.held, self.batch_size = rows, held, batch_size
+        self.lam = float(fit.history["weight_decay"])
+        # the head is trained on standardised features (the starting ones' mean and sd), as the
+        # head-only solve: Adam's steps then mean the same whatever the features' scale
+        mu, sd = _mean_sd(cache.feats, rows)
+        sd = np.where(sd > 1e-6 * max(1.0, float(np.abs(mu).max(initial=0.0))), sd, 1.0)
+        self.mu, self.sd = mu.astype(np.float32), sd.astype(np.float32)
+        w, b = fit.weight.astype(np.float64), fit.bias.astype(np.float64)
+        self.w = torch.nn.Parameter(torch.from_numpy((w * sd).astype(np.float32)))  # standardised weights
+        self.b = torch.nn.Parameter(torch.from_numpy((b + w @ mu).astype(np.float32)))
+        self.mu_t, self.sd_t = torch.from_numpy(self.mu), torch.from_numpy(self.sd)
+        self.loss_fn = _torch_loss(torch, cfg, y_train)
+        self.start = {k: torch.from_numpy(v) for k, v in seg.initial.items()}
+
+        # Adam moves every weight by about lr per step whatever its scale: each layer's step is relative to
+        # its own size (lr x RMS of its starting weights), so small conv weights are not overwritten.
+        def rel(arr: np.ndarray) -> float:
+            return lr * max(float(np.sqrt(np.mean(np.square(arr, dtype=np.float64)))), 1e-3)
+
+        groups = [{"params": [self.w, self.b], "lr": lr}] + [
+            {"params": [p], "lr": rel(seg.initial[k])} for k, p in seg.params.items()]
+        self.opt = torch.optim.Adam(groups, lr=lr)
+        self.gen = torch.Generator().manual_seed(int(cfg.seed))
+        n = len(rows)
+        # batch-statistics BN cannot normalise one row: a last batch of one joins the one before
+        self.bounds = list(range(0, n, batch_size)) + [n]
+        if seg.bn_update and len(self.bounds) > 2 and n - self.bounds[-2] == 1:
+            del self.bounds[-2]
+        self.batches_per_epoch = len(self.bounds) - 1
+
+    def epoch(self, ebar: Any = None) -> None:
+        """One pass over the training rows in a seeded order."""
+        torch = self.torch
+        order = self.rows[torch.randperm(len(self.rows), generator=self.gen).numpy()]
+        self.seg.training = True
+        try:
+            for lo, hi in zip(self.bounds[:-1], self.bounds[1:]):
+                idx = np.sort(order[lo:hi])  # sorted: sequential reads of a memory-mapped cache
+                self.step(self.cache.take(idx), torch.from_numpy(self.y_all[idx]))
+                if ebar is not None:
+                    ebar.update(1)
+        finally:
+            self.seg.training = False
+
+    def step(self, x: Any, y: Any) -> None:
+        """One Adam step on a batch: the loss of the head plus L2-SP towards the starting weights."""
+        self.opt.zero_grad()
+        z = ((self.seg(x) - self.mu_t) / self.sd_t) @ self.w.T + self.b
+        params = self.seg.params
+        penalty = (self.w**2).sum() + sum(((params[k] - self.start[k]) ** 2).sum() for k in params)
+        loss = self.loss_fn(z, y) + self.lam / 2 * penalty
+        loss.backward()
+        self.opt.step()
+
+    def val_map(self, head: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+        """Validation mAP of the segment and head now (evaluation mode: running BN statistics), or of
+        `head` on onnxruntime's features (the starting segment: what head-only training gives)."""
+        if head is not None:
+            return self._map(_scores(self.cache.feats, self.held, *head), self.held)
+        w, b = self.head()
+        wt = w.T.astype(np.float64)
+        z = np.concatenate([_forward(self.torch, self.seg, self.cache.take(self.held[i : i + self.batch_size])) @ wt + b
+                            for i in range(0, len(self.held), self.batch_size)])
+        return self._map(z, self.held)
+
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The head now, on raw features: (weight [L, F], bias [L]) float32."""
+        v, c = self.w.detach().numpy().astype(np.float64), self.b.detach().numpy().astype(np.float64)
+        w = v / self.sd
+        return w.astype(np.float32), (c - w @ self.mu).astype(np.float32)
+
+    def train_map(self, head: tuple[np.ndarray, np.ndarray]) -> float:
+        """Training-rows mAP of `head` on onnxruntime's features."""
+        return self._map(_scores(self.cache.feats, self.rows, *head), self.rows)
+
+    def _map(self, z: np.ndarray, rows: np.ndarray) -> float:
+        value = mean_average_precision(self.y_all[rows], 1.0 / (1.0 + np.exp(-z)))
+        return -math.inf if math.isnan(value) else float(value)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Copies of the head, the segment's parameters and (BN update) its running statistics."""
+        state = {k: v.detach().numpy().copy() for k, v in self.seg.params.items()}
+        state.update({k: self.seg.consts[k].numpy().copy() for k in self.seg.statistics})
+        return (*self.head(), state)
 
 
 def _write_back(model: Model, new: Model, nodes: list[ir.Node], state: dict[str, np.ndarray]) -> None:
@@ -456,15 +664,39 @@ def _write_back(model: Model, new: Model, nodes: list[ir.Node], state: dict[str,
                 use.node.replace_input_with(use.idx, copy)
 
 
-def _forward(torch: Any, seg: _Segment, a: np.ndarray, chunk: int = 1024) -> np.ndarray:
+#: Rows per chunk when features are read back (a memory-mapped array is never copied whole).
+CHUNK_ROWS = 4096
+
+
+def _take_rows(feats: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`feats[rows]` as a new array within the memory budget (allocate), filled chunk by chunk."""
+    out, _ = allocate((len(rows), feats.shape[1]), None, feats.dtype)
+    for i in range(0, len(rows), CHUNK_ROWS):
+        out[i : i + CHUNK_ROWS] = feats[rows[i : i + CHUNK_ROWS]]
+    return out
+
+
+def _mean_sd(feats: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and standard deviation (float64) of `feats[rows]`, two passes over chunks."""
+    chunks = [rows[i : i + CHUNK_ROWS] for i in range(0, len(rows), CHUNK_ROWS)]
+    mu = sum(np.asarray(feats[c], np.float64).sum(axis=0) for c in chunks) / len(rows)
+    var = sum(np.square(np.asarray(feats[c], np.float64) - mu).sum(axis=0) for c in chunks) / len(rows)
+    return mu, np.sqrt(var)
+
+
+def _scores(feats: np.ndarray, rows: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Logits [len(rows), L] (float64) of the head (w, b) on `feats[rows]`, chunk by chunk."""
+    wt = w.T.astype(np.float64)
+    return np.concatenate([np.asarray(feats[rows[i : i + CHUNK_ROWS]], np.float64) @ wt + b
+                           for i in range(0, len(rows), CHUNK_ROWS)])
+
+
+def _forward(torch: Any, seg: _Segment, a: Any, chunk: int = 256) -> np.ndarray:
+    """The segment's features [N, F] of activations `a` (array or tensor), without gradients."""
     outs = []
     with torch.no_grad():
         for i in range(0, len(a), chunk):
-            x = torch.from_numpy(np.ascontiguousarray(a[i : i + chunk], dtype=np.float32))
+            x = a[i : i + chunk]
+            x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
             outs.append(seg(x).reshape(len(x), -1).numpy())
     return np.concatenate(outs)
-
-
-def _snapshot(w: Any, b: Any, seg: _Segment) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    return (w.detach().numpy().copy(), b.detach().numpy().copy(),
-            {k: v.detach().numpy().copy() for k, v in seg.params.items()})

@@ -52,8 +52,10 @@ def train_head(
     top_k: int | None = None,
     train_from: str | None = None,
     epochs: int = 30,
-    lr: float = 1e-3,
-    batch_size: int = 256,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    bn_stats: str = "frozen",
+    keep_best_on_interrupt: bool = False,
     seed: int = 0,
     features_batch_size: int = 64,
     cache: bool = True,
@@ -85,6 +87,7 @@ def train_head(
         top_k: k for decision "topk" (default: the rounded mean label count of the train set).
         train_from: A tensor of the backbone: fine-tune every layer between it and the head.
         epochs, lr, batch_size: Adam settings of the `train_from` fine-tuning.
+        bn_stats, keep_best_on_interrupt: `train_from` options (`graphfix.train.finetune.finetune`).
         seed: Fold assignment and fine-tuning seed; same inputs and seed give the same bytes.
         features_batch_size, cache, progress, preprocess: feature extraction settings.
 
@@ -133,7 +136,8 @@ def train_head(
             from graphfix.train.finetune import finetune
 
             new, hist = finetune(model, train, val, cfg, tensor=train_from, epochs=int(epochs), lr=float(lr),
-                                 batch_size=int(batch_size), features_kw=kw, progress=bar)
+                                 batch_size=int(batch_size), features_kw=kw, progress=bar, bn_stats=bn_stats,
+                                 keep_best_on_interrupt=keep_best_on_interrupt)
         else:
             x_train = extract_features(model, train, **kw)
             x_val = extract_features(model, val, **kw) if val is not None else None
@@ -183,7 +187,8 @@ def train_head(
         "few_positives": few,
     }
     if train_from is not None:
-        summary.update({k: hist[k] for k in ("epochs", "best_epoch", "val_source", "epoch_val_mAP")})
+        summary.update({k: hist[k] for k in ("epochs", "best_epoch", "val_source", "epoch_val_mAP", "lr", "bn_stats",
+                                             "interrupted_epoch")})
     skipped = skipped_summary(train, val)
     if skipped:
         summary["skipped"] = skipped  # rows load_dataset(skip_bad=True) left out

@@ -9,7 +9,7 @@ names when a segment holds something else.
 
 from __future__ import annotations
 
-__all__ = ["OPS", "TRAINED_INPUTS", "apply"]
+__all__ = ["OPS", "TRAINED_INPUTS", "WEIGHT_OPS", "apply", "batch_norm"]
 
 import math
 from typing import Any
@@ -121,10 +121,14 @@ def _conv_pool(torch: Any, node: ir.Node, ins: list[Any]) -> Any:
     dilations = list(_attr(node, "dilations", [1] * dims))
     pads = _auto_pads(node, x, kernel, strides, dilations)
     if op == "Conv":
-        x = F.pad(x, _pad_pairs(pads, dims)) if any(pads) else x
+        padding: Any = 0
+        if pads[:dims] == pads[dims:]:
+            padding = list(pads[:dims])  # symmetric: the conv pads (no padded copy)
+        elif any(pads):
+            x = F.pad(x, _pad_pairs(pads, dims))
         conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
-        return conv(x, ins[1], ins[2] if len(ins) > 2 else None, stride=strides, dilation=dilations,
-                    groups=int(_attr(node, "group", 1)))
+        return conv(x, ins[1], ins[2] if len(ins) > 2 else None, stride=strides, padding=padding,
+                    dilation=dilations, groups=int(_attr(node, "group", 1)))
     ceil = bool(_attr(node, "ceil_mode", 0))
     if op == "MaxPool":
         x = F.pad(x, _pad_pairs(pads, dims), value=-math.inf) if any(pads) else x
@@ -141,6 +145,17 @@ def _conv_pool(torch: Any, node: ir.Node, ins: list[Any]) -> Any:
         return total
     ones = F.pad(torch.ones_like(x[:1, :1]), _pad_pairs(pads, dims))
     return total / pool(ones, kernel, strides, 0, ceil_mode=ceil, count_include_pad=True)
+
+
+def batch_norm(torch: Any, node: ir.Node, ins: list[Any], *, update: bool = False) -> Any:
+    """BatchNormalization with its running statistics (inference), or, with `update`, normalised by
+    the batch's statistics while the running mean/var tensors (`ins[3:5]`) are updated in place
+    with torch's semantics: running = (1 - m) running + m batch (unbiased variance), m = 1 - the
+    node's ONNX `momentum` (default 0.9, so m = 0.1)."""
+    x, scale, bias, mean, var = ins[:5]
+    momentum = 1.0 - float(_attr(node, "momentum", 0.9))
+    return torch.nn.functional.batch_norm(x, mean, var, scale, bias, training=update, momentum=momentum,
+                                          eps=float(_attr(node, "epsilon", 1e-5)))
 
 
 def apply(torch: Any, node: ir.Node, ins: list[Any], opset: int) -> list[Any]:
@@ -233,10 +248,7 @@ def _other(torch: Any, node: ir.Node, ins: list[Any], opset: int) -> Any:  # noq
     if op == "GlobalMaxPool":
         return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
     if op == "BatchNormalization":
-        scale, bias, mean, var = ins[1:5]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        eps = float(_attr(node, "epsilon", 1e-5))
-        return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps) * scale.reshape(shape) + bias.reshape(shape)
+        return batch_norm(torch, node, ins)
     if op == "LayerNormalization":
         axis = int(_attr(node, "axis", -1)) % x.dim()
         eps = float(_attr(node, "epsilon", 1e-5))
