@@ -345,7 +345,7 @@ def tuned_weights(model: Model, spec: HeadSpec, to: str, graph_src: str, weights
         if ref is None or ref.const_value is None:
             raise _unknown(name, to, model.path)
         new, old = value.const_value.numpy(), ref.const_value.numpy()
-        if new.dtype != old.dtype or new.size != old.size:  # a scalar may come back as [1]: same values
+        if new.dtype != old.dtype or new.shape != old.shape:
             raise GraphfixError(
                 f"initializer {name!r} is {new.dtype} {list(new.shape)}; the {to} source gives {old.dtype} "
                 f"{list(old.shape)}: it cannot be written back", kind="usage", path=model.path,

@@ -648,7 +648,8 @@ def _write_back(model: Model, new: Model, nodes: list[ir.Node], state: dict[str,
     members = {id(new_nodes[index[id(n)]]) for n in nodes}
     for name, arr in state.items():
         value = inits[name]
-        tensor = ir.tensor(np.ascontiguousarray(arr, dtype=np.float32), name=name)
+        # np.array, not ascontiguousarray: that makes a 0-d weight [1] (same values, another shape)
+        tensor = ir.tensor(np.array(arr, dtype=np.float32, order="C").reshape(value.const_value.shape), name=name)
         outside = [u for u in value.uses() if id(u.node) not in members]
         if not outside:
             value.const_value = tensor

@@ -32,7 +32,7 @@ def _input_shape(model: gf.Model, name: str | None = None) -> list[int]:
 
 
 def _set(model: gf.Model, name: str, arr: np.ndarray) -> None:
-    model.ir.graph.initializers[name].const_value = ir.tensor(np.ascontiguousarray(arr, np.float32), name=name)
+    model.ir.graph.initializers[name].const_value = ir.tensor(np.array(arr, np.float32, order="C"), name=name)
 
 
 def _teacher_data(model: gf.Model, n: int, shape: list[int], seed: int = 0) -> Dataset:
