@@ -29,7 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "LAMBDA_GRID", "CV_GTOL", "CANDIDATES", "CV_METRICS", "TrainConfig", "HeadFit", "fit_head", "planned_solves",
-    "cv_score",
+    "cv_score", "oof_scores",
 ]
 
 import logging
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from graphfix.metrics import average_precision, mean_average_precision
-from graphfix.train.folds import fold_positives, stratified_folds
+from graphfix.train.folds import fold_positives, stratified_folds, stratified_subsample
 from graphfix.train.losses import LOSSES, Loss, make_loss
 from graphfix.train.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
 from graphfix.errors import GraphfixError
@@ -75,6 +75,9 @@ class TrainConfig:
     asl_clip: float = 0.05
     count: bool = False
     cv_folds: int = 3
+    #: With several losses and more training rows than this, the losses are compared on a
+    #: stratified subsample of about this many rows; only the winner's path runs on all rows (0: never).
+    compare_rows: int = 10_000
     cv_metric: str = "map"
     l2: str = "shared"
     tol: float = 1e-6
@@ -101,6 +104,8 @@ class TrainConfig:
             raise GraphfixError(f"weight decay {self.weight_decay!r}: a number or 'auto'", kind="usage")
         if not isinstance(self.weight_decay, str) and not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise GraphfixError("weight decay must be a number >= 0", kind="usage")
+        if self.compare_rows < 0:
+            raise GraphfixError("compare_rows must be >= 0", kind="usage")
         if self.cv_folds < 2:
             raise GraphfixError("cross-validation needs at least 2 folds", kind="usage")
         if not self.tol > 0 or self.max_iter < 1:
@@ -231,33 +236,38 @@ def fit_head(
     if len(grid) == 1 and len(candidates) == 1:
         lam = grid[0]
         history.update(selected_by="fixed")
-    elif validation:
-        splits = [(None, x_val, None, np.asarray(y_val))]
-        best, table = _select(x, y, cfg, stats, candidates, grid, splits, progress)
-        chosen, lam, theta0 = best["candidate"], best["weight_decay"], best["theta"]
-        history.update(selected_by=f"validation {metric}", cv=best["curve"])
-        per_class = best.get("per_class")
-    elif len(x) < 2 * cfg.cv_folds:
+    elif not validation and len(x) < 2 * cfg.cv_folds:
         chosen = candidates[0]
         lam = SMALL_SET_WEIGHT_DECAY if isinstance(cfg.weight_decay, str) else grid[0]
         history.update(selected_by=f"default ({len(x)} samples: too few for {cfg.cv_folds}-fold CV)")
         logger.warning("%d training samples: too few for %d-fold CV; loss %s, weight decay %g", len(x), cfg.cv_folds,
                        chosen[0], lam)
     else:
-        folds = stratified_folds(y, cfg.cv_folds, cfg.seed)
-        per_fold = fold_positives(y, folds)
-        splits = []
-        for k, held in enumerate(folds):
-            train_rows = np.sort(np.concatenate([f for i, f in enumerate(folds) if i != k]))
-            splits.append((train_rows, x, held, y[held]))
-        best, table = _select(x, y, cfg, stats, candidates, grid, splits, progress)
+        if validation:
+            y_val = np.asarray(y_val)
+            splits_of = lambda rows: [(rows, x_val, None, y_val)]  # noqa: E731
+        else:
+            splits_of = lambda rows: _cv_splits(x, y, cfg, rows)  # noqa: E731
+        if len(candidates) > 1 and 0 < cfg.compare_rows < len(x):
+            # many rows: compare the losses on a stratified subsample, then only the winner's path on all rows
+            sub = stratified_subsample(y, cfg.compare_rows, cfg.seed)
+            best, table = _select(x, y, cfg, stats, candidates, grid, splits_of(sub), progress)
+            history["compared_on"] = {"rows": int(len(sub)), "of": int(len(x)), "method": "stratified subsample"}
+            best, _ = _select(x, y, cfg, stats, [best["candidate"]], grid, splits_of(None), progress)
+        else:
+            best, table = _select(x, y, cfg, stats, candidates, grid, splits_of(None), progress)
         chosen, lam, theta0, oof = best["candidate"], best["weight_decay"], best["theta"], best["oof"]
         per_class = best.get("per_class")
-        short = [int(j) for j in np.flatnonzero(y.sum(axis=0) < cfg.cv_folds)]
-        history.update(selected_by=f"{cfg.cv_folds}-fold CV {metric}", cv_folds=cfg.cv_folds, cv=best["curve"],
-                       folds={"method": "iterative stratification", "rows": [len(f) for f in folds],
-                              "min_positives_per_fold": [int(v) for v in per_fold.min(axis=0)],
-                              "labels_with_fewer_positives_than_folds": short})
+        if validation:
+            history.update(selected_by=f"validation {metric}", cv=best["curve"])
+        else:
+            folds = stratified_folds(y, cfg.cv_folds, cfg.seed)
+            per_fold = fold_positives(y, folds)
+            short = [int(j) for j in np.flatnonzero(y.sum(axis=0) < cfg.cv_folds)]
+            history.update(selected_by=f"{cfg.cv_folds}-fold CV {metric}", cv_folds=cfg.cv_folds, cv=best["curve"],
+                           folds={"method": "iterative stratification", "rows": [len(f) for f in folds],
+                                  "min_positives_per_fold": [int(v) for v in per_fold.min(axis=0)],
+                                  "labels_with_fewer_positives_than_folds": short})
     if table is not None and len(candidates) > 1:
         history["losses"] = table
     name, loss_name, pos_weight = chosen
@@ -284,6 +294,37 @@ def fit_head(
     return HeadFit(weight=weight.T.astype(np.float32), bias=bias.astype(np.float32), history=history, oof_scores=oof)
 
 
+def _cv_splits(x, y, cfg: TrainConfig, rows: np.ndarray | None) -> list[tuple]:
+    """The CV splits (train rows, eval features, eval rows, eval targets) of `rows` (None: all)."""
+    y_rows = y if rows is None else y[rows]
+    folds = stratified_folds(y_rows, cfg.cv_folds, cfg.seed)
+    if rows is not None:
+        folds = [rows[f] for f in folds]
+    splits = []
+    for k, held in enumerate(folds):
+        train_rows = np.sort(np.concatenate([f for i, f in enumerate(folds) if i != k]))
+        splits.append((train_rows, x, held, y[held]))
+    return splits
+
+
+def oof_scores(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, weight_decay: float | np.ndarray) -> np.ndarray:
+    """Out-of-fold scores [N, L] of one loss (`cfg.loss`, not auto) at `weight_decay` (one lambda,
+    or one per class): the CV folds of `fit_head` (same seed and k), each fold's head solved on the
+    other folds as the CV does (float32 passes, `CV_GTOL`) and scored on its own rows."""
+    cfg.validate()
+    y = np.asarray(y)
+    if cfg.loss == "auto" or len(x) != len(y) or len(x) < 2 * cfg.cv_folds:
+        raise GraphfixError(f"out-of-fold scores need one loss and at least {2 * cfg.cv_folds} rows", kind="usage")
+    _, loss_name, pos_weight = cfg.candidates()[0]
+    stats = Standardization.of(x)
+    out = np.zeros(y.shape, np.float32)
+    for train_rows, _, held, _ in _cv_splits(x, y, cfg, None):
+        problem = Problem(x, y, _make(cfg, y[train_rows], loss_name, pos_weight), stats, rows=train_rows,
+                          dtype=np.float32)
+        out[held] = _scores(problem, solve(problem, weight_decay, gtol=CV_GTOL).theta, x, held)
+    return out
+
+
 def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, splits, progress):
     """Every candidate's path over `grid` on `splits`; (the best candidate's path result, the table)."""
     results = [_path(x, y, cfg, stats, cand, grid, splits, progress) for cand in candidates]
@@ -307,9 +348,10 @@ def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, pr
     problems = []
     for train_rows, _, _, _ in splits:
         y_fit = y if train_rows is None else y[train_rows]
-        problems.append(Problem(x, y, _make(cfg, y_fit, loss_name, pos_weight), stats, rows=train_rows))
+        problems.append(Problem(x, y, _make(cfg, y_fit, loss_name, pos_weight), stats, rows=train_rows,
+                                dtype=np.float32))
     thetas: list[np.ndarray | None] = [None] * len(splits)
-    oof = np.zeros(y.shape, np.float32) if splits[0][0] is not None else None
+    oof = np.zeros(y.shape, np.float32) if splits[0][2] is not None and len(splits) > 1 else None
     by_class = cfg.l2 == "per-class" and loss_name != "softmax"  # softmax couples its classes: shared
     class_stats: list[list[np.ndarray]] = []  # [point][split] per-class score terms
     curve: list[dict[str, Any]] = []
