@@ -22,8 +22,8 @@ sklearn's C is 1 / (lambda n)) are chosen together, unless given:
 3. With validation data, by the same paths on all the training rows scored on that data.
 4. With more training rows than `compare_rows` (10,000) and several candidates, the candidates
    are compared on a stratified subsample of about that many rows (`stratified_subsample`); only
-   the winner's path then runs on all rows, and chooses its lambda there. The loss ranking is
-   stable at that size, and this bounds the comparison's cost: it does not grow with N.
+   the winner's path then runs on all rows, and chooses its lambda there. The comparison's
+   cost then no longer grows with N (a close call between losses may go either way).
 The standardisation statistics come from all training rows (also for the folds). The CV solves
 stop at `CV_GTOL` (scikit-learn's default tolerance) with float32 matrix products; the final one
 at `cfg.tol` in float64. Fixed chunking and seeded folds: the same inputs give the same bits.
