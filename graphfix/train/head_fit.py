@@ -148,11 +148,11 @@ def planned_solves(cfg: TrainConfig, n_rows: int, validation: bool) -> int:
     grid = len(LAMBDA_GRID) if isinstance(cfg.weight_decay, str) else 1
     if grid == 1 and n_cand == 1:
         return 1
-    if validation:
-        return n_cand * grid + 1
-    if n_rows < 2 * cfg.cv_folds:
+    if not validation and n_rows < 2 * cfg.cv_folds:
         return 1
-    return n_cand * grid * cfg.cv_folds + 1
+    per_path = grid * (1 if validation else cfg.cv_folds)
+    again = per_path if n_cand > 1 and 0 < cfg.compare_rows < n_rows else 0  # the winner's path on all rows
+    return n_cand * per_path + again + 1
 
 
 def _make(cfg: TrainConfig, y: np.ndarray, loss: str, pos_weight: str | None) -> Loss:

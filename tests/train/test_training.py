@@ -337,3 +337,18 @@ def test_oof_scores_are_the_cv_scores_of_the_chosen_head():
     np.testing.assert_allclose(again, fit.oof_scores, atol=2e-3)
     with pytest.raises(GraphfixError, match="one loss"):
         oof_scores(x, y, TrainConfig(), 1e-2)
+
+
+def test_loss_table_names_the_subsample():
+    from graphfix.commands.train_head import loss_table
+
+    s = {"selected_by": "3-fold CV mAP", "compared_on": {"rows": 9999, "of": 50000, "method": "stratified subsample"},
+         "losses": [{"loss": "bce", "weight_decay": 0.01, "score": 0.81234, "spread": 0.0101, "chosen": True},
+                    {"loss": "softmax", "weight_decay": 0.1, "score": 0.7, "spread": 0.02, "chosen": False}]}
+    assert loss_table(s) == [
+        "losses compared on a stratified subsample of 9999 of 50000 rows (3-fold CV mAP +- fold spread, each at its best lambda):",
+        "  bce           lambda 0.01      0.8123 +- 0.0101  <- chosen",
+        "  softmax       lambda 0.1       0.7000 +- 0.0200",
+        "  (the chosen loss's lambda was then chosen again on all rows: above)",
+    ]
+    assert loss_table({**s, "compared_on": None})[0] == "losses compared (3-fold CV mAP +- fold spread, each at its best lambda):"
