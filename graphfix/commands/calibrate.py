@@ -3,8 +3,8 @@
 Exact per-class search by sorting (tied scores are never split) for --objective f1 (default),
 f2, fbeta:B, precision@P, recall@R, or one global threshold for micro-f1. Classes with fewer than
 --min-positives held-out positives fall back to thresholds fitted on --train data, else to the
-global micro-F1 threshold; the output says which classes fell back and why. With --train, a class
-with fewer than --oof-below held-out positives (default 10) gets its threshold from its held-out
+global micro-F1 threshold; the output says which classes fell back and why. With --train and
+--oof-below K, a class with fewer than K held-out positives gets its threshold from its held-out
 scores pooled with the training rows' out-of-fold scores (the head's CV folds solved again on the
 training features; the source of each class's threshold is reported). Thresholds go into
 `graphfix.thresholds` metadata and a bool `labels` output (probabilities >= thresholds).
@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="f1 | f2 | fbeta:B | precision@P | recall@R | micro-f1 (default f1)")
     parser.add_argument("--train", metavar="DATA",
                         help="the training data: out-of-fold scores for classes with few held-out positives")
-    parser.add_argument("--oof-below", type=int, default=10, metavar="K",
+    parser.add_argument("--oof-below", type=int, default=0, metavar="K",
                         help="with --train: classes with fewer than K held-out positives pool their held-out and "
-                             "out-of-fold training scores (default 10; 0: never, use the in-sample fallback)")
+                             "out-of-fold training scores (default 0: off, the in-sample fallback)")
     parser.add_argument("--test", metavar="DATA", help="evaluate at 0.5 and at the fitted thresholds on this split")
     parser.add_argument("--min-positives", type=positive_int, default=3, help="fewer held-out positives -> fallback (default 3)")
     parser.add_argument("--folds", type=int, help="average thresholds over K folds of the held-out set")

@@ -155,8 +155,10 @@ def test_few_heldout_positives_pool_the_out_of_fold_scores():
     assert plain.values[1] == search_thresholds(s[:, [1]], y[:, [1]]).thresholds[0]
     # too few positives even together: the global threshold, saying so
     oy[:, 2] = 0
-    th = fit_thresholds_from_scores(s, y, "f1", oof_scores=os_, oof_y=oy)
+    th = fit_thresholds_from_scores(s, y, "f1", oof_scores=os_, oof_y=oy, oof_below=10)
     assert th.sources[2] == "global" and th.methods[2] == "fallback:global"
     assert th.reasons[2] == "1 held-out positive (< 3); only 0 out-of-fold training positives: global micro-F1 threshold"
+    off = fit_thresholds_from_scores(s, y, "f1", oof_scores=os_, oof_y=oy)  # the default: oof_below 0, off
+    assert off.sources == ["heldout", "heldout", "global", "heldout"]
     with pytest.raises(GraphfixError, match="out-of-fold scores must be"):
         fit_thresholds_from_scores(s, y, "f1", oof_scores=os_[:, :3], oof_y=oy[:, :3])
