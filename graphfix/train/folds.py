@@ -65,7 +65,8 @@ def fold_positives(y: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
 
 
 def stratified_subsample(y: np.ndarray, n_rows: int, seed: int = 0) -> np.ndarray:
-    """About `n_rows` rows of `y` [n, L] (at most that many), every label's positives in proportion:
-    the first of ceil(n / n_rows) stratified folds. Sorted row indices."""
+    """About `n_rows` rows of `y` [n, L] (n / ceil(n / n_rows), give or take the folds' rounding),
+    every label's positives in proportion: the first of ceil(n / n_rows) stratified folds. Sorted
+    row indices."""
     k = -(-len(y) // max(int(n_rows), 1))
     return np.arange(len(y)) if k <= 1 else stratified_folds(y, k, seed)[0]

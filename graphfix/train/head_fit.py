@@ -20,7 +20,7 @@ sklearn's C is 1 / (lambda n)) are chosen together, unless given:
    warm-started from the folds' mean solution; the out-of-fold scores at the chosen point are
    kept (`HeadFit.oof_scores`).
 3. With validation data, by the same paths on all the training rows scored on that data.
-4. With more training rows than `compare_rows` (10,000) and several candidates, the candidates
+4. With more training rows than `compare_rows` (5,000) and several candidates, the candidates
    are compared on a stratified subsample of about that many rows (`stratified_subsample`); only
    the winner's path then runs on all rows, and chooses its lambda there. The comparison's
    cost then no longer grows with N (a close call between losses may go either way).
@@ -82,7 +82,7 @@ class TrainConfig:
     cv_folds: int = 3
     #: With several losses and more training rows than this, the losses are compared on a
     #: stratified subsample of about this many rows; only the winner's path runs on all rows (0: never).
-    compare_rows: int = 10_000
+    compare_rows: int = 5_000
     cv_metric: str = "map"
     l2: str = "shared"
     tol: float = 1e-6

@@ -97,6 +97,7 @@ class Problem:
                  rows: np.ndarray | None = None, dtype: type = np.float64) -> None:
         self.x, self.y, self.loss, self.stats = x, y, loss, stats
         self.dtype = np.dtype(dtype)
+        self._eigvecs: np.ndarray | None = None
         self.rows = None if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
         y_rows = y if self.rows is None else y[self.rows]
         self.group_denominators = loss.denominators(y_rows)
@@ -146,7 +147,8 @@ class Problem:
         return values, grad
 
     def precondition(self, q: np.ndarray, cols: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
-        """P q: (c_j Cov + lambda I)^-1 on the weights, 1 / c_j on the bias, per column."""
+        """P q: (c_j Cov + lambda I)^-1 on the weights, 1 / c_j on the bias, per column (the
+        products in `dtype`: P is a metric, not a result, and float32 rounding only bends it)."""
         v, s, const = self.stats.eigvecs, self.stats.eigvals, self.stats.constant
         c = self.curvature[cols]
         lam = np.broadcast_to(_per_column(lam, cols), c.shape)[None, :]
@@ -154,7 +156,12 @@ class Problem:
         floor = 1e-10 * c[None, :] * max(float(s.max(initial=0.0)), 1.0)
         out = np.empty_like(q)
         w = q[:-1]
-        out[:-1][~const] = v @ ((v.T @ w[~const]) / np.maximum(denom, floor))
+        if self.dtype != v.dtype:  # the eigenbasis in the passes' precision (float32 for the CV solves)
+            if self._eigvecs is None:
+                self._eigvecs = v.astype(self.dtype)
+            v = self._eigvecs
+        scaled = (v.T @ w[~const].astype(v.dtype, copy=False)) / np.maximum(denom, floor).astype(v.dtype)
+        out[:-1][~const] = v @ scaled
         out[:-1][const] = w[const] / np.maximum(lam, floor[:1])
         out[-1] = q[-1] / c
         return out

@@ -312,7 +312,8 @@ def test_losses_compared_on_a_subsample_choose_as_the_full_comparison():
 
 
 def test_float32_passes_match_float64():
-    """The CV solves' float32 passes: objective and gradient within float32 rounding of float64."""
+    """The CV solves' float32 passes: objective, gradient and preconditioned gradient within float32
+    rounding of float64."""
     xs, y = _problem(12, n=500)
     x = (xs * np.geomspace(0.01, 100, xs.shape[1])).astype(np.float32)  # spread scales
     stats = Standardization.of(x)
@@ -322,6 +323,9 @@ def test_float32_passes_match_float64():
     f32, g32 = Problem(x, y, make_loss("asl", y), stats, dtype=np.float32).value_grad(theta, cols, 1e-2)
     np.testing.assert_allclose(f32, f64, rtol=1e-6)
     np.testing.assert_allclose(g32, g64, rtol=0, atol=1e-6 * np.abs(g64).max())
+    p64 = Problem(x, y, make_loss("asl", y), stats).precondition(g64, cols, 1e-2)
+    p32 = Problem(x, y, make_loss("asl", y), stats, dtype=np.float32).precondition(g64, cols, 1e-2)
+    np.testing.assert_allclose(p32, p64, rtol=0, atol=1e-5 * np.abs(p64).max())
 
 
 def test_oof_scores_are_the_cv_scores_of_the_chosen_head():
