@@ -22,8 +22,11 @@ sklearn's C is 1 / (lambda n)) are chosen together, unless given:
 3. With validation data, by the same paths on all the training rows scored on that data.
 4. With more training rows than `compare_rows` (5,000) and several candidates, the candidates
    are compared on a stratified subsample of about that many rows (`stratified_subsample`); only
-   the winner's path then runs on all rows, and chooses its lambda there. The comparison's
-   cost then no longer grows with N (a close call between losses may go either way).
+   the winner's path then runs on all rows, and chooses its lambda there: from one grid step
+   stronger than its best on the subsample, warm-started from the subsample's solution at that
+   point (more rows seldom want more regularisation; when the first point is the best, the whole
+   path runs). The comparison's cost then no longer grows with N (a close call between losses
+   may go either way).
 The standardisation statistics come from all training rows (also for the folds). The CV solves
 stop at `CV_GTOL` (scikit-learn's default tolerance) with float32 matrix products; the final one
 at `cfg.tol` in float64. Fixed chunking and seeded folds: the same inputs give the same bits.
@@ -258,7 +261,13 @@ def fit_head(
             sub = stratified_subsample(y, cfg.compare_rows, cfg.seed)
             best, table = _select(x, y, cfg, stats, candidates, grid, splits_of(sub), progress)
             history["compared_on"] = {"rows": int(len(sub)), "of": int(len(x)), "method": "stratified subsample"}
-            best, _ = _select(x, y, cfg, stats, [best["candidate"]], grid, splits_of(None), progress)
+            # its path on all rows starts one step stronger than its best on the subsample, from the
+            # subsample's solution there; if the best is that first point, the whole path runs
+            start = max(0, best["point"] - 2)
+            winner, warm = [best["candidate"]], best["thetas"][start]
+            best, _ = _select(x, y, cfg, stats, winner, grid[start:], splits_of(None), progress, warm)
+            if start > 0 and best["point"] == 1:
+                best, _ = _select(x, y, cfg, stats, winner, grid, splits_of(None), progress)
         else:
             best, table = _select(x, y, cfg, stats, candidates, grid, splits_of(None), progress)
         chosen, lam, theta0, oof = best["candidate"], best["weight_decay"], best["theta"], best["oof"]
@@ -330,9 +339,9 @@ def oof_scores(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, weight_decay: flo
     return out
 
 
-def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, splits, progress):
+def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, splits, progress, theta0=None):
     """Every candidate's path over `grid` on `splits`; (the best candidate's path result, the table)."""
-    results = [_path(x, y, cfg, stats, cand, grid, splits, progress) for cand in candidates]
+    results = [_path(x, y, cfg, stats, cand, grid, splits, progress, theta0) for cand in candidates]
     best = results[0]
     for r in results[1:]:
         if r["score"] > best["score"]:
@@ -345,17 +354,20 @@ def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, sp
     return best, table
 
 
-def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, progress) -> dict[str, Any]:
+def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, progress,
+          theta0: np.ndarray | None = None) -> dict[str, Any]:
     """One candidate's regularisation path: warm-started solves over `grid` on each split
-    (train rows, eval features, eval rows, eval targets), scored by `cfg.cv_metric`; stops
-    PATIENCE steps after the best."""
+    (train rows, eval features, eval rows, eval targets; the first from `theta0` if given),
+    scored by `cfg.cv_metric`; stops PATIENCE steps after the best. The result keeps each
+    point's mean solution over the splits (`thetas`)."""
     _, loss_name, pos_weight = cand
     problems = []
     for train_rows, _, _, _ in splits:
         y_fit = y if train_rows is None else y[train_rows]
         problems.append(Problem(x, y, _make(cfg, y_fit, loss_name, pos_weight), stats, rows=train_rows,
                                 dtype=np.float32))
-    thetas: list[np.ndarray | None] = [None] * len(splits)
+    thetas: list[np.ndarray | None] = [theta0] * len(splits)
+    means: list[np.ndarray] = []
     oof = np.zeros(y.shape, np.float32) if splits[0][2] is not None and len(splits) > 1 else None
     by_class = cfg.l2 == "per-class" and loss_name != "softmax"  # softmax couples its classes: shared
     class_stats: list[list[np.ndarray]] = []  # [point][split] per-class score terms
@@ -378,16 +390,17 @@ def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, pr
                 progress.update(1)
         value = float(np.mean(fold_scores))
         spread = float(np.std(fold_scores))
+        means.append(np.mean(thetas, axis=0))
         curve.append({"weight_decay": lam, "score": round(value, 6), "fold_scores": [round(v, 6) for v in fold_scores],
                       "iterations": iters})
         logger.info("loss %s, weight decay %g: %s %.6f", cand[0], lam, cfg.cv_metric, value)
         if best is None or value > best["score"]:
             best = {"candidate": cand, "weight_decay": lam, "score": value, "spread": spread,
-                    "theta": np.mean(thetas, axis=0), "oof": None if oof is None else oof.copy(), "point": len(curve)}
+                    "theta": means[-1], "oof": None if oof is None else oof.copy(), "point": len(curve)}
         elif len(curve) - best["point"] >= PATIENCE:
             break
     assert best is not None
-    best["curve"] = curve
+    best["curve"], best["thetas"] = curve, means
     if by_class:
         _choose_per_class(best, cfg.cv_metric, grid, class_stats, [y_eval for _, _, _, y_eval in splits])
     return best
