@@ -21,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "fit_thresholds",
     "fit_thresholds_from_scores",
+    "training_oof_scores",
     "apply_thresholds",
     "decide",
     "evaluate",
@@ -35,7 +36,9 @@ import importlib
 import warnings
 from typing import Any
 
-from graphfix.calibrate.calibration import Thresholds, apply_thresholds, evaluate, fit_thresholds, fit_thresholds_from_scores
+from graphfix.calibrate.calibration import (
+    Thresholds, apply_thresholds, evaluate, fit_thresholds, fit_thresholds_from_scores, training_oof_scores,
+)
 from graphfix.calibrate.decisions import decide, stored_decision
 from graphfix.calibrate.predictions import save_predictions
 from graphfix.calibrate.thresholds import parse_objective, search_thresholds

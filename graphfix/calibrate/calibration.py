@@ -11,13 +11,23 @@ that class ("fallback:train"), else the single micro-F1 threshold fitted on the 
 that do have enough positives ("fallback:global"; 0.5 if none has). `Thresholds.fallbacks`
 lists each such class with the reason; a class never ends up predicted everywhere silently:
 a tuned threshold at or below every held-out score is listed in `Thresholds.warnings`.
+
+Out-of-fold scores (`oof_scores`, `oof_y`; `training_oof_scores` makes them): the training rows
+scored by the cross-validation's fold heads (each trained without that row; the loss and lambda
+of the final head). A class with fewer than `oof_below` held-out positives gets its threshold
+from its held-out scores pooled with its out-of-fold scores (source "heldout+oof"; a class with
+too few positives in both still falls back to the global threshold). They replace the in-sample
+training scores of "fallback:train", which overrate the head on the rows it was fitted to.
+Each class's source (`Thresholds.sources`): "heldout", "heldout+oof", "train" or "global".
 """
 
 from __future__ import annotations
 
 __all__ = [
     "DEFAULT_MIN_POSITIVES",
+    "DEFAULT_OOF_BELOW",
     "Thresholds",
+    "training_oof_scores",
     "fit_thresholds",
     "fit_thresholds_from_scores",
     "apply_thresholds",
@@ -42,6 +52,10 @@ from graphfix.model import Model, set_metadata
 
 #: Default minimum number of held-out positives for a class to get its own tuned threshold.
 DEFAULT_MIN_POSITIVES = 3
+#: Default: classes with fewer held-out positives than this pool in the out-of-fold scores. Off
+#: (0): measured against held-out-only thresholds (benchmarks/bench_head_options.py --part oof)
+#: it raised macro-F1 but lowered micro-F1 (K=10: +0.005 / -0.010 on average).
+DEFAULT_OOF_BELOW = 0
 
 
 @dataclass
@@ -62,6 +76,9 @@ class Thresholds:
         at_least_one: Keep each image's top label even when below its threshold.
         heldout: Held-out metrics at these thresholds (`metrics.summarize`).
         warnings: Classes whose threshold predicts every held-out sample, and the like.
+        sources: Per class, the scores its threshold was fitted on: "heldout", "heldout+oof",
+            "train" (fallback:train) or "global".
+        oof_below: The out-of-fold limit when out-of-fold scores were given, else None.
     """
 
     values: np.ndarray
@@ -76,6 +93,8 @@ class Thresholds:
     at_least_one: bool = False
     heldout: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    oof_below: int | None = None
 
     @property
     def fallbacks(self) -> list[dict[str, Any]]:
@@ -91,9 +110,15 @@ class Thresholds:
         counts: dict[str, int] = {}
         for m in self.methods:
             counts[m] = counts.get(m, 0) + 1
+        sources: dict[str, int] = {}
+        for src in self.sources:
+            sources[src] = sources.get(src, 0) + 1
         return {
             "objective": self.objective,
             "min_positives": self.min_positives,
+            "oof_below": self.oof_below,
+            "sources": sources,
+            "heldout+oof": [self.labels[j] for j, src in enumerate(self.sources) if src == "heldout+oof"],
             "folds": self.folds,
             "at_least_one": self.at_least_one,
             "global_threshold": float(self.global_threshold),
@@ -109,7 +134,7 @@ class Thresholds:
             "labels": list(self.labels),
             "per_class": [
                 {"label": self.labels[j], "threshold": float(self.values[j]), "method": self.methods[j],
-                 "reason": self.reasons[j], "heldout_positives": self.positives[j]}
+                 "reason": self.reasons[j], "heldout_positives": self.positives[j], "source": self.sources[j]}
                 for j in range(len(self.labels))
             ],
             "heldout": self.heldout,
@@ -125,7 +150,10 @@ def _policy(
     min_positives: int,
     train_scores: np.ndarray | None,
     train_y: np.ndarray | None,
-) -> tuple[np.ndarray, list[str], list[str | None], np.ndarray, float]:
+    oof_scores: np.ndarray | None = None,
+    oof_y: np.ndarray | None = None,
+    oof_below: int = DEFAULT_OOF_BELOW,
+) -> tuple[np.ndarray, list[str], list[str | None], np.ndarray, float, list[str]]:
     obj = parse_objective(objective)
     res = search_thresholds(scores, y, obj)
     positives = res.positives
@@ -133,7 +161,7 @@ def _policy(
     if obj.kind == "micro-f1":
         methods = ["global"] * n_cls
         reasons: list[str | None] = [None if p else "no held-out positives; the global threshold applies" for p in positives]
-        return res.thresholds, methods, reasons, positives, float(res.thresholds[0]) if n_cls else 0.5
+        return res.thresholds, methods, reasons, positives, float(res.thresholds[0]) if n_cls else 0.5, ["global"] * n_cls
     enough = positives >= min_positives
     if enough.any():
         pooled = search_thresholds(scores[:, enough], y[:, enough], "micro-f1")
@@ -141,18 +169,33 @@ def _policy(
     else:
         global_t = 0.5
     values = res.thresholds.copy()
-    methods = []
-    reasons = []
-    train_res = None
-    if train_scores is not None and train_y is not None and (~enough).any():
-        idx = np.flatnonzero(~enough)
-        train_res = (idx, search_thresholds(train_scores[:, idx], train_y[:, idx], obj))
+    methods, reasons, sources = [], [], []
+    pooled_lookup = {}
+    if oof_scores is not None and oof_y is not None:  # held-out + out-of-fold scores for classes with few positives
+        idx = np.flatnonzero(positives < oof_below)
+        if len(idx):
+            both = search_thresholds(np.concatenate([scores[:, idx], oof_scores[:, idx]]),
+                                     np.concatenate([y[:, idx], oof_y[:, idx] != 0]), obj)
+            pooled_lookup = {int(j): (both, k) for k, j in enumerate(idx)}
     train_lookup = {}
-    if train_res is not None:
-        idx, tr = train_res
+    if train_scores is not None and train_y is not None and (~enough).any() and oof_scores is None:
+        idx = np.flatnonzero(~enough)
+        tr = search_thresholds(train_scores[:, idx], train_y[:, idx], obj)
         train_lookup = {int(j): (tr.thresholds[k], int(tr.positives[k]), tr.status[k]) for k, j in enumerate(idx)}
     for j in range(n_cls):
+        why = f"{int(positives[j])} held-out positive{'s' if positives[j] != 1 else ''}"
+        if j in pooled_lookup and pooled_lookup[j][0].positives[pooled_lookup[j][1]] >= min_positives:
+            both, k = pooled_lookup[j]
+            values[j] = both.thresholds[k]
+            n_oof = int(both.positives[k] - positives[j])
+            infeasible = both.status[k] == "infeasible"
+            methods.append("infeasible" if infeasible else "tuned")
+            reasons.append(f"{why} (< {oof_below}); fitted on them and {n_oof} out-of-fold training positives"
+                           + (f"; no cut reaches {obj.spec}" if infeasible else ""))
+            sources.append("heldout+oof")
+            continue
         if enough[j]:
+            sources.append("heldout")
             if res.status[j] == "infeasible":
                 methods.append("infeasible")
                 reasons.append(f"no cut reaches {obj.spec}; the max-precision cut is used (precision {res.objective[j]:.3f})")
@@ -160,20 +203,25 @@ def _policy(
                 methods.append("tuned")
                 reasons.append(None)
             continue
-        why = f"{int(positives[j])} held-out positive{'s' if positives[j] != 1 else ''} (< {min_positives})"
+        why += f" (< {min_positives})"
         if j in train_lookup and train_lookup[j][1] >= min_positives:
             values[j] = train_lookup[j][0]
             methods.append("fallback:train")
+            sources.append("train")
             reasons.append(f"{why}; threshold fitted on {train_lookup[j][1]} training positives")
         else:
             values[j] = np.float32(global_t)
             methods.append("fallback:global")
-            if train_scores is None:
+            sources.append("global")
+            if j in pooled_lookup:
+                n_oof = int(pooled_lookup[j][0].positives[pooled_lookup[j][1]] - positives[j])
+                reasons.append(f"{why}; only {n_oof} out-of-fold training positives: global micro-F1 threshold")
+            elif train_scores is None and oof_scores is None:
                 reasons.append(f"{why}; no training scores given: global micro-F1 threshold")
             else:
                 n_tr = train_lookup.get(j, (0, 0, ""))[1]
                 reasons.append(f"{why}; only {n_tr} training positives: global micro-F1 threshold")
-    return values.astype(np.float32), methods, reasons, positives, global_t
+    return values.astype(np.float32), methods, reasons, positives, global_t, sources
 
 
 def fit_thresholds_from_scores(
@@ -188,6 +236,9 @@ def fit_thresholds_from_scores(
     folds: int | None = None,
     at_least_one: bool = False,
     seed: int = 0,
+    oof_scores: np.ndarray | None = None,
+    oof_y: np.ndarray | None = None,
+    oof_below: int = DEFAULT_OOF_BELOW,
 ) -> Thresholds:
     """`fit_thresholds` on given scores [N, L] and targets [N, L] (no model needed).
 
@@ -202,6 +253,9 @@ def fit_thresholds_from_scores(
             same policy (Fan & Lin's CV threshold smoothing).
         at_least_one: Stored with the thresholds; applied by `decide`/the `labels` output.
         seed: Fold assignment seed.
+        oof_scores, oof_y: Out-of-fold training scores and targets (see the module docstring);
+            with them, `train_scores` are not used.
+        oof_below: Classes with fewer held-out positives pool in the out-of-fold scores (0: none).
     """
     obj = parse_objective(objective)
     scores = np.asarray(scores, dtype=np.float32)
@@ -215,8 +269,14 @@ def fit_thresholds_from_scores(
     y = y != 0
     n, n_cls = scores.shape
     names = list(labels) if labels is not None else [str(j) for j in range(n_cls)]
-    kw = dict(min_positives=min_positives, train_scores=train_scores, train_y=train_y)
-    values, methods, reasons, positives, global_t = _policy(scores, y, obj.spec, **kw)
+    if oof_below < 0:
+        raise GraphfixError("oof_below must be >= 0", kind="usage")
+    if oof_scores is not None and (oof_y is None or np.shape(oof_scores) != np.shape(oof_y)
+                                   or np.shape(oof_scores)[1:] != (n_cls,)):
+        raise GraphfixError(f"out-of-fold scores must be [N, {n_cls}] with targets of that shape", kind="usage")
+    kw = dict(min_positives=min_positives, train_scores=train_scores, train_y=train_y, oof_scores=oof_scores,
+              oof_y=oof_y, oof_below=oof_below)
+    values, methods, reasons, positives, global_t, sources = _policy(scores, y, obj.spec, **kw)
     warnings: list[str] = []
     if folds is not None:
         if not 2 <= int(folds) <= n:
@@ -245,7 +305,45 @@ def fit_thresholds_from_scores(
         values=values, labels=names, objective=obj.spec, methods=methods, reasons=reasons,
         positives=[int(p) for p in positives], global_threshold=global_t, min_positives=min_positives,
         folds=int(folds) if folds else None, at_least_one=at_least_one, heldout=heldout, warnings=warnings,
+        sources=sources, oof_below=oof_below if oof_scores is not None else None,
     )
+
+
+def training_oof_scores(
+    model: Model,
+    train_set: Dataset | str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    cache: bool = True,
+    progress: bool | None = None,
+    preprocess: Preprocess | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(out-of-fold scores [N, L], targets [N, L]) of the training rows, or None.
+
+    The CV of the model's `graphfix.training` record (its loss, lambda(s), k folds and seed) is
+    solved again on `train_set`'s features (`graphfix.train.head_fit.oof_scores`: k head-only
+    solves). None for a head that was not fitted that way: untrained, fine-tuned
+    (`--train-from`: the backbone changed), or fewer than 2k rows.
+    """
+    from graphfix.data.features import extract_features
+    from graphfix.data.scores import as_dataset
+    from graphfix.train.head_fit import TrainConfig, oof_scores
+    from graphfix.train.losses import LOSSES
+
+    t = model.metadata.get("training") or {}
+    if t.get("loss") not in LOSSES or t.get("train_from") or "cv_folds" not in t:
+        return None
+    data = as_dataset(model, train_set, preprocess)
+    folds = int(t["cv_folds"])
+    if len(data) < 2 * folds:
+        return None
+    x = extract_features(model, data, batch_size=batch_size, cache=cache, progress=progress)
+    cfg = TrainConfig(loss=t["loss"], pos_weight=t.get("pos_weight"), asl_gamma_neg=float(t.get("asl_gamma_neg", 4.0)),
+                      asl_gamma_pos=float(t.get("asl_gamma_pos", 0.0)), asl_clip=float(t.get("asl_clip", 0.05)),
+                      count=bool(t.get("count")), cv_folds=folds, seed=int(t.get("seed", 0)))
+    per_class = (t.get("l2_per_class") or {}).get("weight_decay")
+    lam = np.array(per_class, np.float64) if per_class else float(t["weight_decay"])
+    return oof_scores(x, data.y, cfg, lam), np.asarray(data.y)
 
 
 def fit_thresholds(
@@ -258,6 +356,7 @@ def fit_thresholds(
     folds: int | None = None,
     at_least_one: bool = False,
     seed: int = 0,
+    oof_below: int = DEFAULT_OOF_BELOW,
     batch_size: int = 64,
     cache: bool = True,
     progress: bool | None = None,
@@ -269,16 +368,23 @@ def fit_thresholds(
         model: A trained swapped model.
         heldout_set: Held-out data (Dataset, CSV or NPZ path).
         objective: f1 | f2 | fbeta:B | precision@P | recall@R | micro-f1.
-        train_set: Training data for the few-positive fallback.
+        train_set: Training data: its out-of-fold scores (`training_oof_scores`) for classes
+            with fewer than `oof_below` held-out positives; for a head without them, its
+            in-sample scores for the few-positive fallback.
+        oof_below: See `fit_thresholds_from_scores` (0: never pool; use the fallback).
         batch_size, cache, progress, preprocess: feature extraction settings.
     """
-    scores, y = model_scores(model, heldout_set, batch_size=batch_size, cache=cache, progress=progress, preprocess=preprocess)
-    train_scores = train_y = None
+    kw = dict(batch_size=batch_size, cache=cache, progress=progress, preprocess=preprocess)
+    scores, y = model_scores(model, heldout_set, **kw)
+    train_scores = train_y = oof = None
     if train_set is not None:
-        train_scores, train_y = model_scores(model, train_set, batch_size=batch_size, cache=cache, progress=progress, preprocess=preprocess)
+        oof = training_oof_scores(model, train_set, **kw) if oof_below > 0 else None
+        if oof is None:
+            train_scores, train_y = model_scores(model, train_set, **kw)
     return fit_thresholds_from_scores(
         scores, y, objective, labels=model_labels(model), train_scores=train_scores, train_y=train_y,
         min_positives=min_positives, folds=folds, at_least_one=at_least_one, seed=seed,
+        oof_scores=None if oof is None else oof[0], oof_y=None if oof is None else oof[1], oof_below=oof_below,
     )
 
 

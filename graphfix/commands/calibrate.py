@@ -3,7 +3,10 @@
 Exact per-class search by sorting (tied scores are never split) for --objective f1 (default),
 f2, fbeta:B, precision@P, recall@R, or one global threshold for micro-f1. Classes with fewer than
 --min-positives held-out positives fall back to thresholds fitted on --train data, else to the
-global micro-F1 threshold; the output says which classes fell back and why. Thresholds go into
+global micro-F1 threshold; the output says which classes fell back and why. With --train and
+--oof-below K, a class with fewer than K held-out positives gets its threshold from its held-out
+scores pooled with the training rows' out-of-fold scores (the head's CV folds solved again on the
+training features; the source of each class's threshold is reported). Thresholds go into
 `graphfix.thresholds` metadata and a bool `labels` output (probabilities >= thresholds).
 --test DATA reports metrics at 0.5 and at the fitted thresholds on a separate split; --report DIR
 writes report.json, index.html (one self-contained page: sortable per-class table, PR curves,
@@ -34,7 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", metavar="FEATURES_DIR", help="held-out features (graphfix features) in place of --heldout")
     parser.add_argument("--objective", default="f1",
                         help="f1 | f2 | fbeta:B | precision@P | recall@R | micro-f1 (default f1)")
-    parser.add_argument("--train", metavar="DATA", help="training data: thresholds for classes with few held-out positives")
+    parser.add_argument("--train", metavar="DATA",
+                        help="the training data: out-of-fold scores for classes with few held-out positives")
+    parser.add_argument("--oof-below", type=int, default=0, metavar="K",
+                        help="with --train: classes with fewer than K held-out positives pool their held-out and "
+                             "out-of-fold training scores (default 0: off, the in-sample fallback)")
     parser.add_argument("--test", metavar="DATA", help="evaluate at 0.5 and at the fitted thresholds on this split")
     parser.add_argument("--min-positives", type=positive_int, default=3, help="fewer held-out positives -> fallback (default 3)")
     parser.add_argument("--folds", type=int, help="average thresholds over K folds of the held-out set")
@@ -68,7 +75,7 @@ def _check_trained(model, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores
+    from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores, training_oof_scores
     from graphfix.data import model_scores
     from graphfix.commands._data import (
         check_data_path, load_data, preprocess_for, progress_for, record_skipped, report_skipped,
@@ -94,13 +101,18 @@ def run(args: argparse.Namespace) -> int:
     heldout, train, test = data
     kw = dict(batch_size=args.batch_size, cache=not args.no_cache, progress=progress_for(args), preprocess=prep)
     scores, y = model_scores(model, heldout, **kw)
-    train_scores = train_y = None
+    if args.oof_below < 0:
+        raise GraphfixError("--oof-below must be >= 0", kind="usage")
+    train_scores = train_y = oof = None
     if train is not None:
-        train_scores, train_y = model_scores(model, train, **kw)
+        oof = training_oof_scores(model, train, **kw) if args.oof_below > 0 else None
+        if oof is None:
+            train_scores, train_y = model_scores(model, train, **kw)
     labels = model.labels or [str(j) for j in range(scores.shape[1])]
     th = fit_thresholds_from_scores(
         scores, y, args.objective, labels=labels, train_scores=train_scores, train_y=train_y,
         min_positives=args.min_positives, folds=args.folds, at_least_one=args.at_least_one, seed=args.seed,
+        oof_scores=None if oof is None else oof[0], oof_y=None if oof is None else oof[1], oof_below=args.oof_below,
     )
     new = apply_thresholds(model, th, labels_output=not args.no_labels_output)
     record_skipped(new, "calibration", data)
@@ -130,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
     exported = write_output(args, new, out, also=report if args.report else None, parity_data=args.heldout, preprocess=prep)
     skipped = report_skipped(args, out, data)
     text = [f"objective {th.objective}: {sum(m == 'tuned' or m == 'global' for m in th.methods)}/{len(labels)} classes tuned"]
+    pooled = [(lab, p) for lab, p, src in zip(th.labels, th.positives, th.sources) if src == "heldout+oof"]
+    if pooled:
+        shown = ", ".join(f"{lab} ({p})" for lab, p in pooled[:20]) + (f" and {len(pooled) - 20} more" if len(pooled) > 20 else "")
+        text.append(f"  {len(pooled)} with < {th.oof_below} held-out positives, fitted on held-out + out-of-fold "
+                    f"training scores: {shown}")
     for fb in th.fallbacks:
         text.append(f"  {fb['label']}: {fb['method']} (t={fb['threshold']:.4f}): {fb['reason']}")
     for w in th.warnings:

@@ -188,11 +188,15 @@ def loss_table(s: dict) -> list[str]:
         return []
     how = _selected_by(s["selected_by"])
     spread = "" if how.startswith("validation") else " +- fold spread"
-    lines = [f"losses compared ({how}{spread}, each at its best lambda):"]
+    sub = s.get("compared_on")
+    where = f" on a stratified subsample of {sub['rows']} of {sub['of']} rows" if sub else ""
+    lines = [f"losses compared{where} ({how}{spread}, each at its best lambda):"]
     for r in rows:
         mark = "  <- chosen" if r["chosen"] else ""
         sd = "" if spread == "" else f" +- {r['spread']:.4f}"
         lines.append(f"  {r['loss']:<13} lambda {r['weight_decay']:<9.4g} {r['score']:.4f}{sd}{mark}")
+    if sub:
+        lines.append("  (the chosen loss's lambda was then chosen again on all rows: above)")
     return lines
 
 

@@ -18,7 +18,7 @@ the labels with a positive), and `--l2 per-class` keeps the shared lambda for it
 
 from __future__ import annotations
 
-__all__ = ["stratified_folds", "fold_positives"]
+__all__ = ["stratified_folds", "stratified_subsample", "fold_positives"]
 
 import numpy as np
 
@@ -62,3 +62,11 @@ def fold_positives(y: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
     """Positives of each label in each fold, [k, L]."""
     y = np.asarray(y) != 0
     return np.stack([y[f].sum(axis=0) for f in folds])
+
+
+def stratified_subsample(y: np.ndarray, n_rows: int, seed: int = 0) -> np.ndarray:
+    """About `n_rows` rows of `y` [n, L] (n / ceil(n / n_rows), give or take the folds' rounding),
+    every label's positives in proportion: the first of ceil(n / n_rows) stratified folds. Sorted
+    row indices."""
+    k = -(-len(y) // max(int(n_rows), 1))
+    return np.arange(len(y)) if k <= 1 else stratified_folds(y, k, seed)[0]

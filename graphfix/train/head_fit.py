@@ -20,16 +20,23 @@ sklearn's C is 1 / (lambda n)) are chosen together, unless given:
    warm-started from the folds' mean solution; the out-of-fold scores at the chosen point are
    kept (`HeadFit.oof_scores`).
 3. With validation data, by the same paths on all the training rows scored on that data.
+4. With more training rows than `compare_rows` (5,000) and several candidates, the candidates
+   are compared on a stratified subsample of about that many rows (`stratified_subsample`); only
+   the winner's path then runs on all rows, and chooses its lambda there: from one grid step
+   stronger than its best on the subsample, warm-started from the subsample's solution at that
+   point (more rows seldom want more regularisation; when the first point is the best, the whole
+   path runs). The comparison's cost then no longer grows with N (a close call between losses
+   may go either way).
 The standardisation statistics come from all training rows (also for the folds). The CV solves
-stop at `CV_GTOL`; the final one at `cfg.tol`. Everything is NumPy float64 with fixed chunking
-and seeded folds: the same inputs give the same bits.
+stop at `CV_GTOL` (scikit-learn's default tolerance) with float32 matrix products; the final one
+at `cfg.tol` in float64. Fixed chunking and seeded folds: the same inputs give the same bits.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "LAMBDA_GRID", "CV_GTOL", "CANDIDATES", "CV_METRICS", "TrainConfig", "HeadFit", "fit_head", "planned_solves",
-    "cv_score",
+    "cv_score", "oof_scores",
 ]
 
 import logging
@@ -40,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from graphfix.metrics import average_precision, mean_average_precision
-from graphfix.train.folds import fold_positives, stratified_folds
+from graphfix.train.folds import fold_positives, stratified_folds, stratified_subsample
 from graphfix.train.losses import LOSSES, Loss, make_loss
 from graphfix.train.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
 from graphfix.errors import GraphfixError
@@ -50,8 +57,9 @@ logger = logging.getLogger(__name__)
 #: Candidate L2 strengths, strong to weak (half decades from 10 to 1e-7; small sets of a few
 #: hundred rows often want more than 1, and the strong end is cheap).
 LAMBDA_GRID = tuple(float(10.0 ** (-k / 2)) for k in range(-2, 15))
-#: Gradient tolerance of the cross-validation solves (the final fit uses `TrainConfig.tol`).
-CV_GTOL = 1e-5
+#: Gradient tolerance of the cross-validation solves: scikit-learn's default for the same mean loss
+#: (the final fit uses `TrainConfig.tol`).
+CV_GTOL = 1e-4
 #: Grid steps past the best before the path stops.
 PATIENCE = 2
 #: Weight decay when the training set is too small to cross-validate (< 2 x folds samples).
@@ -75,6 +83,9 @@ class TrainConfig:
     asl_clip: float = 0.05
     count: bool = False
     cv_folds: int = 3
+    #: With several losses and more training rows than this, the losses are compared on a
+    #: stratified subsample of about this many rows; only the winner's path runs on all rows (0: never).
+    compare_rows: int = 5_000
     cv_metric: str = "map"
     l2: str = "shared"
     tol: float = 1e-6
@@ -101,6 +112,8 @@ class TrainConfig:
             raise GraphfixError(f"weight decay {self.weight_decay!r}: a number or 'auto'", kind="usage")
         if not isinstance(self.weight_decay, str) and not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise GraphfixError("weight decay must be a number >= 0", kind="usage")
+        if self.compare_rows < 0:
+            raise GraphfixError("compare_rows must be >= 0", kind="usage")
         if self.cv_folds < 2:
             raise GraphfixError("cross-validation needs at least 2 folds", kind="usage")
         if not self.tol > 0 or self.max_iter < 1:
@@ -138,11 +151,11 @@ def planned_solves(cfg: TrainConfig, n_rows: int, validation: bool) -> int:
     grid = len(LAMBDA_GRID) if isinstance(cfg.weight_decay, str) else 1
     if grid == 1 and n_cand == 1:
         return 1
-    if validation:
-        return n_cand * grid + 1
-    if n_rows < 2 * cfg.cv_folds:
+    if not validation and n_rows < 2 * cfg.cv_folds:
         return 1
-    return n_cand * grid * cfg.cv_folds + 1
+    per_path = grid * (1 if validation else cfg.cv_folds)
+    again = per_path if n_cand > 1 and 0 < cfg.compare_rows < n_rows else 0  # the winner's path on all rows
+    return n_cand * per_path + again + 1
 
 
 def _make(cfg: TrainConfig, y: np.ndarray, loss: str, pos_weight: str | None) -> Loss:
@@ -231,33 +244,44 @@ def fit_head(
     if len(grid) == 1 and len(candidates) == 1:
         lam = grid[0]
         history.update(selected_by="fixed")
-    elif validation:
-        splits = [(None, x_val, None, np.asarray(y_val))]
-        best, table = _select(x, y, cfg, stats, candidates, grid, splits, progress)
-        chosen, lam, theta0 = best["candidate"], best["weight_decay"], best["theta"]
-        history.update(selected_by=f"validation {metric}", cv=best["curve"])
-        per_class = best.get("per_class")
-    elif len(x) < 2 * cfg.cv_folds:
+    elif not validation and len(x) < 2 * cfg.cv_folds:
         chosen = candidates[0]
         lam = SMALL_SET_WEIGHT_DECAY if isinstance(cfg.weight_decay, str) else grid[0]
         history.update(selected_by=f"default ({len(x)} samples: too few for {cfg.cv_folds}-fold CV)")
         logger.warning("%d training samples: too few for %d-fold CV; loss %s, weight decay %g", len(x), cfg.cv_folds,
                        chosen[0], lam)
     else:
-        folds = stratified_folds(y, cfg.cv_folds, cfg.seed)
-        per_fold = fold_positives(y, folds)
-        splits = []
-        for k, held in enumerate(folds):
-            train_rows = np.sort(np.concatenate([f for i, f in enumerate(folds) if i != k]))
-            splits.append((train_rows, x, held, y[held]))
-        best, table = _select(x, y, cfg, stats, candidates, grid, splits, progress)
+        if validation:
+            y_val = np.asarray(y_val)
+            splits_of = lambda rows: [(rows, x_val, None, y_val)]  # noqa: E731
+        else:
+            splits_of = lambda rows: _cv_splits(x, y, cfg, rows)  # noqa: E731
+        if len(candidates) > 1 and 0 < cfg.compare_rows < len(x):
+            # many rows: compare the losses on a stratified subsample, then only the winner's path on all rows
+            sub = stratified_subsample(y, cfg.compare_rows, cfg.seed)
+            best, table = _select(x, y, cfg, stats, candidates, grid, splits_of(sub), progress)
+            history["compared_on"] = {"rows": int(len(sub)), "of": int(len(x)), "method": "stratified subsample"}
+            # its path on all rows starts one step stronger than its best on the subsample, from the
+            # subsample's solution there; if the best is that first point, the whole path runs
+            start = max(0, best["point"] - 2)
+            winner, warm = [best["candidate"]], best["thetas"][start]
+            best, _ = _select(x, y, cfg, stats, winner, grid[start:], splits_of(None), progress, warm)
+            if start > 0 and best["point"] == 1:
+                best, _ = _select(x, y, cfg, stats, winner, grid, splits_of(None), progress)
+        else:
+            best, table = _select(x, y, cfg, stats, candidates, grid, splits_of(None), progress)
         chosen, lam, theta0, oof = best["candidate"], best["weight_decay"], best["theta"], best["oof"]
         per_class = best.get("per_class")
-        short = [int(j) for j in np.flatnonzero(y.sum(axis=0) < cfg.cv_folds)]
-        history.update(selected_by=f"{cfg.cv_folds}-fold CV {metric}", cv_folds=cfg.cv_folds, cv=best["curve"],
-                       folds={"method": "iterative stratification", "rows": [len(f) for f in folds],
-                              "min_positives_per_fold": [int(v) for v in per_fold.min(axis=0)],
-                              "labels_with_fewer_positives_than_folds": short})
+        if validation:
+            history.update(selected_by=f"validation {metric}", cv=best["curve"])
+        else:
+            folds = stratified_folds(y, cfg.cv_folds, cfg.seed)
+            per_fold = fold_positives(y, folds)
+            short = [int(j) for j in np.flatnonzero(y.sum(axis=0) < cfg.cv_folds)]
+            history.update(selected_by=f"{cfg.cv_folds}-fold CV {metric}", cv_folds=cfg.cv_folds, cv=best["curve"],
+                           folds={"method": "iterative stratification", "rows": [len(f) for f in folds],
+                                  "min_positives_per_fold": [int(v) for v in per_fold.min(axis=0)],
+                                  "labels_with_fewer_positives_than_folds": short})
     if table is not None and len(candidates) > 1:
         history["losses"] = table
     name, loss_name, pos_weight = chosen
@@ -284,9 +308,40 @@ def fit_head(
     return HeadFit(weight=weight.T.astype(np.float32), bias=bias.astype(np.float32), history=history, oof_scores=oof)
 
 
-def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, splits, progress):
+def _cv_splits(x, y, cfg: TrainConfig, rows: np.ndarray | None) -> list[tuple]:
+    """The CV splits (train rows, eval features, eval rows, eval targets) of `rows` (None: all)."""
+    y_rows = y if rows is None else y[rows]
+    folds = stratified_folds(y_rows, cfg.cv_folds, cfg.seed)
+    if rows is not None:
+        folds = [rows[f] for f in folds]
+    splits = []
+    for k, held in enumerate(folds):
+        train_rows = np.sort(np.concatenate([f for i, f in enumerate(folds) if i != k]))
+        splits.append((train_rows, x, held, y[held]))
+    return splits
+
+
+def oof_scores(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, weight_decay: float | np.ndarray) -> np.ndarray:
+    """Out-of-fold scores [N, L] of one loss (`cfg.loss`, not auto) at `weight_decay` (one lambda,
+    or one per class): the CV folds of `fit_head` (same seed and k), each fold's head solved on the
+    other folds as the CV does (float32 passes, `CV_GTOL`) and scored on its own rows."""
+    cfg.validate()
+    y = np.asarray(y)
+    if cfg.loss == "auto" or len(x) != len(y) or len(x) < 2 * cfg.cv_folds:
+        raise GraphfixError(f"out-of-fold scores need one loss and at least {2 * cfg.cv_folds} rows", kind="usage")
+    _, loss_name, pos_weight = cfg.candidates()[0]
+    stats = Standardization.of(x)
+    out = np.zeros(y.shape, np.float32)
+    for train_rows, _, held, _ in _cv_splits(x, y, cfg, None):
+        problem = Problem(x, y, _make(cfg, y[train_rows], loss_name, pos_weight), stats, rows=train_rows,
+                          dtype=np.float32)
+        out[held] = _scores(problem, solve(problem, weight_decay, gtol=CV_GTOL).theta, x, held)
+    return out
+
+
+def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, splits, progress, theta0=None):
     """Every candidate's path over `grid` on `splits`; (the best candidate's path result, the table)."""
-    results = [_path(x, y, cfg, stats, cand, grid, splits, progress) for cand in candidates]
+    results = [_path(x, y, cfg, stats, cand, grid, splits, progress, theta0) for cand in candidates]
     best = results[0]
     for r in results[1:]:
         if r["score"] > best["score"]:
@@ -299,17 +354,21 @@ def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, sp
     return best, table
 
 
-def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, progress) -> dict[str, Any]:
+def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, progress,
+          theta0: np.ndarray | None = None) -> dict[str, Any]:
     """One candidate's regularisation path: warm-started solves over `grid` on each split
-    (train rows, eval features, eval rows, eval targets), scored by `cfg.cv_metric`; stops
-    PATIENCE steps after the best."""
+    (train rows, eval features, eval rows, eval targets; the first from `theta0` if given),
+    scored by `cfg.cv_metric`; stops PATIENCE steps after the best. The result keeps each
+    point's mean solution over the splits (`thetas`)."""
     _, loss_name, pos_weight = cand
     problems = []
     for train_rows, _, _, _ in splits:
         y_fit = y if train_rows is None else y[train_rows]
-        problems.append(Problem(x, y, _make(cfg, y_fit, loss_name, pos_weight), stats, rows=train_rows))
-    thetas: list[np.ndarray | None] = [None] * len(splits)
-    oof = np.zeros(y.shape, np.float32) if splits[0][0] is not None else None
+        problems.append(Problem(x, y, _make(cfg, y_fit, loss_name, pos_weight), stats, rows=train_rows,
+                                dtype=np.float32))
+    thetas: list[np.ndarray | None] = [theta0] * len(splits)
+    means: list[np.ndarray] = []
+    oof = np.zeros(y.shape, np.float32) if splits[0][2] is not None and len(splits) > 1 else None
     by_class = cfg.l2 == "per-class" and loss_name != "softmax"  # softmax couples its classes: shared
     class_stats: list[list[np.ndarray]] = []  # [point][split] per-class score terms
     curve: list[dict[str, Any]] = []
@@ -331,16 +390,17 @@ def _path(x, y, cfg: TrainConfig, stats: Standardization, cand, grid, splits, pr
                 progress.update(1)
         value = float(np.mean(fold_scores))
         spread = float(np.std(fold_scores))
+        means.append(np.mean(thetas, axis=0))
         curve.append({"weight_decay": lam, "score": round(value, 6), "fold_scores": [round(v, 6) for v in fold_scores],
                       "iterations": iters})
         logger.info("loss %s, weight decay %g: %s %.6f", cand[0], lam, cfg.cv_metric, value)
         if best is None or value > best["score"]:
             best = {"candidate": cand, "weight_decay": lam, "score": value, "spread": spread,
-                    "theta": np.mean(thetas, axis=0), "oof": None if oof is None else oof.copy(), "point": len(curve)}
+                    "theta": means[-1], "oof": None if oof is None else oof.copy(), "point": len(curve)}
         elif len(curve) - best["point"] >= PATIENCE:
             break
     assert best is not None
-    best["curve"] = curve
+    best["curve"], best["thetas"] = curve, means
     if by_class:
         _choose_per_class(best, cfg.cv_metric, grid, class_stats, [y_eval for _, _, _, y_eval in splits])
     return best

@@ -184,6 +184,7 @@ def train_head(
         "l2_per_class": hist.get("l2"),
         "losses": [{k: row[k] for k in ("loss", "weight_decay", "score", "spread", "chosen")}
                    for row in hist.get("losses") or []],
+        "compared_on": hist.get("compared_on"),
         "few_positives": few,
     }
     if train_from is not None:

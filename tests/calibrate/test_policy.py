@@ -121,3 +121,44 @@ def test_precision_objective_reports_infeasible():
     y = np.array([[0], [1], [0], [1]])
     th = fit_thresholds_from_scores(s, y, "precision@0.95", min_positives=1)
     assert th.methods == ["infeasible"] and "precision@0.95" in th.reasons[0]
+
+
+def test_few_heldout_positives_pool_the_out_of_fold_scores():
+    """A class with fewer than oof_below held-out positives: its threshold is the exact search on
+    its held-out and out-of-fold scores together; the others stay on the held-out ones. Each
+    class's source is stated (per class, in the summary stored as graphfix.calibration)."""
+    from graphfix.calibrate.thresholds import search_thresholds
+
+    s, y = _data()
+    y[:, 1] = 0
+    y[:4, 1] = 1  # 4 held-out positives: < 10
+    y[:, 2] = 0
+    y[:1, 2] = 1  # 1 held-out positive
+    os_, oy = _data(n=300, seed=7)
+    oy[:, 3] = 0  # class 3 (enough held-out positives) has none out of fold: not needed
+    th = fit_thresholds_from_scores(s, y, "f1", labels=list("abcd"), oof_scores=os_, oof_y=oy, oof_below=10)
+    assert th.sources == ["heldout", "heldout+oof", "heldout+oof", "heldout"]
+    assert th.methods == ["tuned"] * 4 and th.fallbacks == []
+    for j in (1, 2):
+        pooled = search_thresholds(np.concatenate([s[:, [j]], os_[:, [j]]]), np.concatenate([y[:, [j]], oy[:, [j]]]))
+        assert th.values[j] == pooled.thresholds[0]
+    assert th.values[0] == search_thresholds(s[:, [0]], y[:, [0]]).thresholds[0]
+    n_oof = int(oy[:, 1].sum())
+    assert th.reasons[1] == f"4 held-out positives (< 10); fitted on them and {n_oof} out-of-fold training positives"
+    summary = th.summary()
+    assert summary["sources"] == {"heldout": 2, "heldout+oof": 2} and summary["heldout+oof"] == ["b", "c"]
+    assert summary["oof_below"] == 10 and [c["source"] for c in th.to_dict()["per_class"]] == th.sources
+    json.dumps(th.to_dict())
+    # without out-of-fold scores nothing changes: held-out only, the class with 1 positive falls back
+    plain = fit_thresholds_from_scores(s, y, "f1", labels=list("abcd"))
+    assert plain.sources == ["heldout", "heldout", "global", "heldout"] and plain.summary()["oof_below"] is None
+    assert plain.values[1] == search_thresholds(s[:, [1]], y[:, [1]]).thresholds[0]
+    # too few positives even together: the global threshold, saying so
+    oy[:, 2] = 0
+    th = fit_thresholds_from_scores(s, y, "f1", oof_scores=os_, oof_y=oy, oof_below=10)
+    assert th.sources[2] == "global" and th.methods[2] == "fallback:global"
+    assert th.reasons[2] == "1 held-out positive (< 3); only 0 out-of-fold training positives: global micro-F1 threshold"
+    off = fit_thresholds_from_scores(s, y, "f1", oof_scores=os_, oof_y=oy)  # the default: oof_below 0, off
+    assert off.sources == ["heldout", "heldout", "global", "heldout"]
+    with pytest.raises(GraphfixError, match="out-of-fold scores must be"):
+        fit_thresholds_from_scores(s, y, "f1", oof_scores=os_[:, :3], oof_y=oy[:, :3])

@@ -58,3 +58,15 @@ def test_f1_scores_equal_sklearn_at_the_best_cuts(metric):
         pred[:, j] = scores[:, j] >= cuts[int(np.argmax(f1s))]
     expected = f1_score(y[:, :4], pred[:, :4], average="macro" if metric == "macro-f1" else "micro")
     assert cv_score(metric, y, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_stratified_subsample_keeps_each_labels_share():
+    from graphfix.train.folds import stratified_subsample
+
+    y = _long_tail(n=1200, seed=2)
+    sub = stratified_subsample(y, 400, seed=0)
+    assert len(sub) == 400 and np.array_equal(sub, np.unique(sub))
+    share = y[sub].sum(axis=0)
+    expected = y.sum(axis=0) / 3
+    assert (np.abs(share - expected) <= 1).all(), (share, expected)  # each label a third of its positives
+    assert np.array_equal(stratified_subsample(y, 5000), np.arange(len(y)))  # fewer rows than asked: all
