@@ -310,6 +310,7 @@ def export_int8(
     batch_size: int = 32,
     check: bool = True,
     progress: bool | None = None,
+    **parity: Any,
 ):
     """Export `model` as a QDQ int8 ONNX for TensorRT, calibrated on `calibration`, accuracy proven.
 
@@ -325,6 +326,8 @@ def export_int8(
             the drop is within budget.
         target, opset, batch, max_batch, check: As for `export`.
         batch_size: Rows per onnxruntime call.
+        progress: Bars for the `auto` search (None: on a terminal).
+        parity: `sample_inputs`, `sample_source`, `reference_path` of the fp32 export's parity run.
 
     Returns:
         An ExportResult whose `int8` holds the figures (also stored as `graphfix.int8`). Raises
@@ -346,7 +349,7 @@ def export_int8(
     calib, measure, measured_on = split_rows(calibration, heldout)
     start = time.perf_counter()
     result = export(model, None, target=target, fp16=False, opset=opset, batch=batch, max_batch=max_batch,
-                    verify=True, check=False)
+                    verify=True, check=False, **parity)
     fp32 = result.model
     inputs = [v for v in fp32.ir.graph.inputs if not v.is_initializer()]
     if len(inputs) != 1:
