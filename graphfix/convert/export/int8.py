@@ -372,9 +372,12 @@ def export_int8(
         scores = probabilities(int8, measure_feed)
         figures = accuracy(measure.y, reference, scores, thresholds, labels)
         search = None
-        if auto and _over(figures, budget):
+        if auto and _over(figures, budget) and q.candidates:
+            full = figures
             int8, scores, figures, search = _auto(q, calib, name, static, dtype, measure_feed, reference, measure.y,
                                                   thresholds, labels, budget, progress)
+            if len(search["float_nodes"]) == len(q.candidates):  # nothing quantized: not an int8 model
+                figures, search["all_float"] = full, True
         seconds = time.perf_counter() - t0
     kept = search["float_nodes"] if search else []
     info = {
@@ -389,8 +392,12 @@ def export_int8(
     }
     if search:
         info["auto"] = {k: v for k, v in search.items() if k != "float_nodes"}
-    if _over(figures, budget):
-        error = GraphfixError(_over_text(figures, budget, measured_on), kind="parity", path=model.path,
+    if _over(figures, budget) or (search or {}).get("all_float"):
+        text = _over_text(figures, budget, measured_on)
+        if (search or {}).get("all_float"):
+            text = ("int8 auto: the budget holds only with every layer unquantized; with every layer int8: "
+                    + text.removeprefix("int8 accuracy over budget: "))
+        error = GraphfixError(text, kind="parity", path=model.path,
                               hint="nothing was written; " + (
                                   "try another --int8-method, more --calibration rows or a larger --int8-budget"
                                   if auto else "try --int8 auto (keeps the most sensitive layers unquantized), "
