@@ -57,6 +57,8 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: Without --heldout: rows drawn (seeded) from --calibration to measure on, not calibrated on.
 SPLIT_SEED = 0
 SPLIT_FRACTION = 0.2
+#: Rows per calibration batch: onnxruntime's calibrator holds every activation of a batch at once.
+CALIBRATION_BATCH = 8
 #: Calibration rows the per-layer sensitivity of `--int8 auto` is measured on.
 SENSITIVITY_ROWS = 64
 #: Evaluation inputs up to this size are decoded once and kept (the auto search reruns them).
@@ -358,7 +360,7 @@ def export_int8(
     name = inputs[0].name
     dtype = inputs[0].dtype.numpy() if inputs[0].dtype is not None else np.float32
     static = inputs[0].shape[0] if inputs[0].shape is not None and isinstance(inputs[0].shape[0], int) else None
-    calib_feed = _Feeder(calib, name, batch_size, static, dtype)
+    calib_feed = _Feeder(calib, name, min(batch_size, CALIBRATION_BATCH), static, dtype)
     measure_feed = _Feeder(measure, name, batch_size, static, dtype)
     stored = model.thresholds
     thresholds = np.asarray(stored, np.float32) if stored else np.float32(0.5)
