@@ -194,9 +194,7 @@ def _row_bytes(ds: Dataset) -> int:
 
 def probabilities(model: Model, feeder: _Feeder) -> np.ndarray:
     """The model's `probabilities` output [N, L] on the feeder's rows (onnxruntime CPU)."""
-    from graphfix.model import cpu_session
-
-    sess = cpu_session(model.to_bytes(), model.path)
+    sess = model.session()
     out = []
     for x in feeder.batches():
         padded, rows = feeder.pad(x)
