@@ -8,7 +8,7 @@ train.npz --heldout heldout.npz` in a fresh process. The row says: exported (wit
 the layers kept float) or refused (exit 1 and its one line), or FAILED (anything else: a crash, a
 traceback, a wrong exit code).
 
-    python benchmarks/int8_corpora.py [--auto] [--only NAME,...] [--zoo DIR] [--rows 96] [--json]
+    python benchmarks/int8_corpora.py [--auto] [--method percentile|entropy|max] [--only NAME,...] [--zoo DIR] [--rows 96] [--json]
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def prepare(name: str, path: Path, kw: dict, folder: Path, rows: int) -> tuple[P
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--auto", action="store_true", help="export with --int8 auto")
+    p.add_argument("--method", default="percentile", choices=("percentile", "entropy", "max"))
     p.add_argument("--only", help="comma-separated model names")
     p.add_argument("--zoo", default=str(ROOT / "tests" / "zoo"))
     p.add_argument("--rows", type=int, default=96, help="calibration rows (as many held out)")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             out = folder / "int8.onnx"
             res = subprocess.run(
                 [sys.executable, "-m", "graphfix.cli", "export", str(model), "--target", "tensorrt", "--int8",
-                 *(["auto"] if args.auto else []), "--calibration", str(train), "--heldout", str(held),
+                 *(["auto"] if args.auto else []), "--int8-method", args.method, "--calibration", str(train), "--heldout", str(held),
                  "-o", str(out), "--json"], capture_output=True, text=True, env=env)
             seconds = round(time.perf_counter() - t, 1)
             try:
