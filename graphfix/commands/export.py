@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
     serving = _check_serving_args(args, default_out)
     model = load_model(args)
     if args.int8:
-        _check_trained(args, model)
+        from graphfix.convert.export.int8 import require_trained
+
+        require_trained(model, args.model)
     prep = preprocess_for(model, args, [args.calibration, args.heldout])
     int8_data = _int8_data(args, model, prep, out) if args.int8 else None
     # what baking, Triton and the output read
@@ -269,21 +271,9 @@ def _check_int8_args(args: argparse.Namespace) -> None:
     for flag, path in (("--calibration", args.calibration), ("--heldout", args.heldout)):
         check_data_path(path, flag)
         if path and is_shard_dir(path):
-            raise GraphfixError(f"{flag}: a features folder holds backbone outputs, not model inputs: it cannot "
-                                "calibrate or measure an int8 backbone", kind="usage", path=path,
-                                hint="give the CSV or NPZ the features were extracted from")
+            from graphfix.convert.export.int8 import features_refused
 
-
-def _check_trained(args: argparse.Namespace, model) -> None:
-    from graphfix.errors import GraphfixError
-    from graphfix.model import head_state
-
-    state = head_state(model)
-    if state in (None, "untrained"):
-        what = "has no graphfix head" if state is None else "has an untrained head (no graphfix.training)"
-        raise GraphfixError(f"the model {what}: int8 accuracy is measured on the trained multi-label head",
-                            kind="usage", path=args.model,
-                            hint="run `graphfix swap-head` and `graphfix train-head MODEL --train DATA` first")
+            raise features_refused(flag, path)
 
 
 def _int8_data(args: argparse.Namespace, model, prep, out: str | None):

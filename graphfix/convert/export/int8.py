@@ -26,7 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "METHODS", "DEFAULT_METHOD", "DEFAULT_BUDGET", "QUANTIZED_OPS", "SPLIT_SEED", "SPLIT_FRACTION",
-    "Int8Quantizer", "export_int8", "head_nodes", "split_rows", "accuracy", "probabilities",
+    "Int8Quantizer", "export_int8", "head_nodes", "split_rows", "features_refused", "require_trained", "accuracy", "probabilities",
 ]
 
 import contextlib
@@ -89,6 +89,26 @@ def head_nodes(model: Model) -> set[str]:
     return {n.name for n in seeds} | {n.name for n in downstream_nodes(o for n in seeds for o in n.outputs)}
 
 
+def require_trained(model: Model, path: str | None = None) -> None:
+    """Refuse (usage) a model whose graphfix head is missing or untrained: its int8 figures would mean nothing."""
+    from graphfix.model import head_state
+
+    state = head_state(model)
+    if state in (None, "untrained"):
+        what = "has no graphfix head" if state is None else "has an untrained head (no graphfix.training)"
+        raise GraphfixError(f"the model {what}: int8 accuracy is measured on the trained multi-label head",
+                            kind="usage", path=path or model.path,
+                            hint="run `graphfix swap-head` and `graphfix train-head MODEL --train DATA` first")
+    head_nodes(model)
+
+
+def features_refused(flag: str, path: str | None) -> GraphfixError:
+    """The error for a features folder given as int8 data."""
+    return GraphfixError(f"{flag}: a features folder holds backbone outputs, not model inputs: it cannot calibrate "
+                         "or measure an int8 backbone", kind="usage", path=path,
+                         hint="give the CSV or NPZ the features were extracted from")
+
+
 def split_rows(calibration: Dataset, heldout: Dataset | None, *, seed: int = SPLIT_SEED,
                fraction: float = SPLIT_FRACTION) -> tuple[Dataset, Dataset, str]:
     """(rows to calibrate on, rows to measure on, what the measured rows are in words).
@@ -97,9 +117,7 @@ def split_rows(calibration: Dataset, heldout: Dataset | None, *, seed: int = SPL
     one, file order kept) is set aside and the rest calibrates."""
     for ds, flag in ((calibration, "--calibration"), (heldout, "--heldout")):
         if ds is not None and ds.features is not None:
-            raise GraphfixError(f"{flag}: a features folder holds backbone outputs, not model inputs: it cannot "
-                                "calibrate or measure an int8 backbone", kind="usage", path=ds.source,
-                                hint="give the CSV or NPZ the features were extracted from")
+            raise features_refused(flag, ds.source)
     if heldout is not None:
         return calibration, heldout, f"{len(heldout)} rows of --heldout {_name(heldout)}"
     n = len(calibration)
@@ -334,7 +352,6 @@ def export_int8(
         GraphfixError(kind="parity") over budget, the figures in `error.result`.
     """
     from graphfix.convert.export import export
-    from graphfix.model import head_state
 
     if target != "tensorrt":
         raise GraphfixError(f"--int8 is for --target tensorrt, not {target}", kind="usage")
@@ -342,10 +359,7 @@ def export_int8(
         raise GraphfixError(f"unknown --int8-method {method!r}", kind="usage", hint="entropy, percentile or max")
     if not (budget >= 0 and np.isfinite(budget)):
         raise GraphfixError(f"bad --int8-budget {budget!r}", kind="usage", hint="a number >= 0, e.g. 0.005")
-    if head_state(model) in (None, "untrained"):
-        raise GraphfixError("the head is untrained: int8 accuracy on random head weights means nothing",
-                            kind="usage", path=model.path, hint="run `graphfix train-head MODEL --train DATA` first")
-    head_nodes(model)
+    require_trained(model)
     calib, measure, measured_on = split_rows(calibration, heldout)
     start = time.perf_counter()
     result = export(model, None, target=target, fp16=False, opset=opset, batch=batch, max_batch=max_batch,
