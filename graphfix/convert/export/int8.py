@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: --int8-method -> onnxruntime's CalibrationMethod name.
 METHODS = {"entropy": "Entropy", "percentile": "Percentile", "max": "MinMax"}
-#: Chosen by measurement (README, INT8): within budget where entropy and max were not, and fast.
+#: Chosen by measurement (benchmarks/int8_quantizers.py, open_nsfw on an image task): the mAP drop was
+#: -0.003 with percentile, 0.017 with entropy, 0.020 with max (equal on the digit mosaics).
 DEFAULT_METHOD = "percentile"
 #: Largest mAP drop fp32 -> int8 accepted by default.
 DEFAULT_BUDGET = 0.005
