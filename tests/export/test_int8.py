@@ -290,3 +290,39 @@ def test_refused_before_any_model_runs(benign, case, tmp_path, no_model_runs, ca
     assert (rc, stdout, no_model_runs) == (2, "", [])
     assert err.splitlines()[0] == f"graphfix: error: {expected}"
     assert not out.exists()
+
+
+def test_matmul_and_gemm_weights_are_per_output_channel(tmp_path):
+    """MatMul weights [K, N] get axis 1, Gemm (transB=1) weights [N, K] axis 0: one scale per output."""
+    from graphfix.convert.export.int8 import export_int8
+    from graphfix.data.datasets import Dataset
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        oh.make_node("Flatten", ["data"], ["flat"], name="flat"),
+        oh.make_node("MatMul", ["flat", "mm.w"], ["m1"], name="mm"),
+        oh.make_node("Relu", ["m1"], ["r1"], name="relu1"),
+        oh.make_node("Gemm", ["r1", "fc.w", "fc.b"], ["g1"], name="fc", transB=1),
+        oh.make_node("Relu", ["g1"], ["features"], name="relu2"),
+        oh.make_node("Gemm", ["features", "graphfix_head.weight", "graphfix_head.bias"], ["logits"],
+                     name="graphfix_head", transB=1),
+        oh.make_node("Sigmoid", ["logits"], ["probabilities"], name="graphfix_sigmoid"),
+    ]
+    inits = [onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("mm.w", rng.standard_normal((48, 24))), ("fc.w", rng.standard_normal((16, 24))), ("fc.b", np.zeros(16)),
+        ("graphfix_head.weight", rng.standard_normal((4, 16))), ("graphfix_head.bias", np.zeros(4)))]
+    graph = oh.make_graph(nodes, "mm", [oh.make_tensor_value_info("data", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])],
+                          [oh.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["N", 4])], inits)
+    proto = make_model(graph)
+    oh.set_model_props(proto, {"graphfix.labels": json.dumps(LABELS), "graphfix.training": json.dumps({"loss": "bce"})})
+    x = rng.standard_normal((40, 3, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 2, (40, 4)).astype(np.uint8)
+    out = tmp_path / "mm.onnx"
+    export_int8(Model.from_proto(proto), out, calibration=Dataset.from_arrays(x, y, LABELS), budget=1.0, check=False)
+    g = _qdq(str(out))
+    for node, shape, axis in (("mm", (48, 24), 1), ("fc", (16, 24), 0)):
+        dq = g["producers"][g["nodes"][node].input[1]]
+        w, scale, zp = (g["inits"][i] for i in dq.input)
+        assert dq.op_type == "DequantizeLinear" and w.dtype == np.int8 and w.shape == shape
+        assert {a.name: a.i for a in dq.attribute}["axis"] == axis and scale.shape == (shape[axis],) and not zp.any()
+    assert g["inits"]["graphfix_head.weight"].dtype == np.float32
