@@ -156,9 +156,12 @@ class _Feeder:
         self.starts = list(range(0, len(ds), self.batch_size))
         self._kept: dict[int, np.ndarray] = {}
         self._keep = len(ds) * _row_bytes(ds) <= _KEEP_BYTES
+        self.bar: Any = None  # a progress bar counting the batches served, while set
 
     def batch(self, i: int) -> np.ndarray:
         """Batch `i` (decoded once and kept when the whole set is small)."""
+        if self.bar is not None:
+            self.bar.update(1)
         if i in self._kept:
             return self._kept[i]
         start = self.starts[i]
@@ -382,9 +385,15 @@ def export_int8(
     with tempfile.TemporaryDirectory(prefix="graphfix-int8-") as work:
         q = Int8Quantizer(fp32, calib_feed, method, work)
         t0 = time.perf_counter()
-        int8 = q.quantize()
-        reference = probabilities(fp32, measure_feed)
-        scores = probabilities(int8, measure_feed)
+        from graphfix.progress import bar
+
+        with bar(total=len(calib_feed.starts) + 2 * len(measure_feed.starts), desc="int8 calibrate + measure",
+                 unit="batch") as calib_feed.bar:
+            measure_feed.bar = calib_feed.bar
+            int8 = q.quantize()
+            reference = probabilities(fp32, measure_feed)
+            scores = probabilities(int8, measure_feed)
+        calib_feed.bar = measure_feed.bar = None
         figures = accuracy(measure.y, reference, scores, thresholds, labels)
         search = None
         if auto and _over(figures, budget) and q.candidates:
