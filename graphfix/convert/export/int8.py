@@ -220,7 +220,11 @@ def probabilities(model: Model, feeder: _Feeder) -> np.ndarray:
     out = []
     for x in feeder.batches():
         padded, rows = feeder.pad(x)
-        out.append(sess.run(["probabilities"], {feeder.name: padded})[0][:rows])
+        try:
+            out.append(sess.run(["probabilities"], {feeder.name: padded})[0][:rows])
+        except Exception as exc:  # onnxruntime refuses a run (a quantized graph it cannot execute)
+            raise GraphfixError(f"onnxruntime cannot run the model on the int8 data: {_first_line(exc)}",
+                                kind="not_ready", path=model.path, hint="nothing was written") from exc
     return np.concatenate(out).astype(np.float32)
 
 
@@ -250,19 +254,27 @@ class Int8Quantizer:
         out = os.path.join(self.workdir, "int8.onnx")
         first = not os.path.exists(self.cache)
         big = _big(self.model)
-        with contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
-            quantize_static(
-                self.source, out, self.feeder.reader() if first else None, quant_format=QuantFormat.QDQ,
-                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=list(only) if only else None,
-                nodes_to_exclude=sorted(self.head | set(keep)), use_external_data_format=big,
-                calibrate_method=getattr(CalibrationMethod, METHODS[self.method]), extra_options=dict(_EXTRA),
-                calibration_cache_path=self.cache,
-            )
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
+                quantize_static(
+                    self.source, out, self.feeder.reader() if first else None, quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=list(only) if only else None,
+                    nodes_to_exclude=sorted(self.head | set(keep)), use_external_data_format=big,
+                    calibrate_method=getattr(CalibrationMethod, METHODS[self.method]), extra_options=dict(_EXTRA),
+                    calibration_cache_path=self.cache,
+                )
+        except GraphfixError:
+            raise  # a calibration row that cannot be read
+        except Exception as exc:  # onnxruntime.quantization cannot handle this graph
+            raise GraphfixError(f"onnxruntime.quantization failed: {_first_line(exc)}", kind="not_ready",
+                                path=self.model.path, hint="nothing was written") from exc
         self.tries += 1
         proto = onnx.load(out, load_external_data=True)
-        for key in [p.key for p in proto.metadata_props if not p.key.startswith("graphfix.")]:
-            _drop_prop(proto, key)  # onnxruntime's own marks (onnx.infer): not graphfix's to keep
+        kept = [(p.key, p.value) for p in proto.metadata_props if p.key.startswith("graphfix.")]
+        del proto.metadata_props[:]  # onnxruntime's own marks (onnx.infer) are not graphfix's to keep
+        for key, value in kept:
+            proto.metadata_props.add(key=key, value=value)
         proto.producer_name, proto.producer_version = self.model.ir.producer_name or "", self.model.ir.producer_version or ""
         from graphfix.convert.export.passes import HygienePass
 
@@ -271,11 +283,9 @@ class Int8Quantizer:
         return result
 
 
-def _drop_prop(proto, key: str) -> None:
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != key]
-    del proto.metadata_props[:]
-    for k, v in kept:
-        proto.metadata_props.add(key=k, value=v)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
