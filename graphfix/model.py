@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: Prefix of graphfix's keys in the model's metadata_props.
 META_PREFIX = "graphfix."
 #: Keys whose values are JSON documents.
-_JSON_KEYS = ("labels", "thresholds", "preprocess", "source", "head", "training", "calibration", "export")
+_JSON_KEYS = ("labels", "thresholds", "preprocess", "source", "head", "training", "calibration", "export", "int8")
 #: Protobuf size limit: above it the model is written with external data.
 _PROTO_LIMIT = 2**31 - 1
 #: Models with more weight bytes than this show a progress bar while saving.

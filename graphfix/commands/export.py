@@ -20,12 +20,26 @@ and are refused once the head is trained on the stored ones). --triton REPO writ
 Triton model repository REPO/NAME/{config.pbtxt, labels.txt, 1/model.onnx} (--name, default
 the output's stem; REPO is created when missing, in an existing folder), adding the bool `labels` output when thresholds are stored.
 
-Exit status: 0 exported and ready; 1 parity over tolerance (nothing written) or a readiness
-FAIL remains (the file is written); 2 bad input or usage.
+INT8 (--target tensorrt): --int8 --calibration DATA writes a QDQ ONNX (onnxruntime.quantization):
+weights per-channel symmetric int8, activations per-tensor symmetric int8 with ranges from
+--int8-method (percentile, default; entropy; max) on DATA's rows read through the stored
+graphfix.preprocess, Q/DQ on the inputs of Conv/Gemm/MatMul layers only, the head (Gemm, Sigmoid,
+decisions) fp32. fp32 and int8 are then measured on --heldout (else on a seeded 20% split of
+--calibration, not calibrated on): mAP, micro/macro-F1 at the stored thresholds and the largest
+per-class F1 drop; an mAP drop over --int8-budget (default 0.005) is refused with the figures
+(exit 1, nothing written). --int8 auto first keeps the most sensitive layers (measured on the
+calibration rows) unquantized until the budget holds; they run fp16 under TensorRT when the engine
+enables fp16. With --heldout, stored thresholds are re-fitted on the int8 scores (the calibrate
+rule) and stored. --int8 takes neither --fp16 nor --bake-preprocess; a features folder cannot
+calibrate a backbone.
+
+Exit status: 0 exported and ready; 1 parity over tolerance or int8 accuracy over budget (nothing
+written) or a readiness FAIL remains (the file is written); 2 bad input or usage.
 
 Example:
   graphfix export resnet-multilabel.onnx --target tensorrt --fp16 --max-batch 32 -o resnet-trt.onnx
   graphfix export calibrated.onnx --target tensorrt --bake-preprocess --triton models/ --name resnet
+  graphfix export calibrated.onnx --target tensorrt --int8 auto --calibration train.csv --heldout heldout.csv
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import sys
 
 from graphfix.commands._options import (
     add_fp16_arg, add_model_args, add_output_args, add_preprocess_args, default_output, emit, model_files, output_path,
+    positive_int,
 )
 
 
@@ -60,8 +75,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "(linear, half-pixel, no antialias)")
     serving.add_argument("--triton", metavar="REPO", help="write a Triton model repository entry REPO/NAME")
     serving.add_argument("--name", help="with --triton: the model name (default: the output's stem)")
+    int8 = parser.add_argument_group("int8 (TensorRT explicit quantization)")
+    int8.add_argument("--int8", nargs="?", const=True, default=False, type=_auto_mode, metavar="auto",
+                      help="quantize to int8 (QDQ) with --calibration, accuracy measured and held to --int8-budget; "
+                           "`--int8 auto` keeps the most sensitive layers unquantized until the budget holds")
+    int8.add_argument("--calibration", metavar="DATA", help="rows (.csv or .npz) that set the int8 ranges")
+    int8.add_argument("--heldout", metavar="DATA", help="rows to measure fp32 vs int8 on and to re-fit the stored "
+                      "thresholds on (default: a seeded 20%% of --calibration, not calibrated on)")
+    int8.add_argument("--int8-method", choices=("percentile", "entropy", "max"), default=None,
+                      help="activation range calibration (default percentile)")
+    int8.add_argument("--int8-budget", type=_budget, default=None, metavar="MAP_DROP",
+                      help="largest accepted mAP drop fp32 -> int8 (default 0.005)")
+    int8.add_argument("--batch-size", type=positive_int, default=32, help="rows per onnxruntime call (default 32)")
+    int8.add_argument("--workers", type=positive_int, default=None, help="image decoding threads (default: up to 8)")
+    int8.add_argument("--skip-bad", action="store_true",
+                      help="leave out CSV rows whose image is missing or unreadable (listed in OUT.skipped.csv)")
     add_preprocess_args(parser)
     add_output_args(parser)
+
+
+def _auto_mode(text: str) -> str:
+    """The value of `--int8 VALUE`: only "auto" (a bare --int8 is True)."""
+    if text.lower() != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or 'auto', not {text!r} (write --int8 after MODEL)")
+    return "auto"
+
+
+def _budget(text: str) -> float:
+    """--int8-budget: a number >= 0 (an mAP drop)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return value
 
 
 def load_inputs(path: str | None):
@@ -87,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.model import head_state
     from graphfix.errors import GraphfixError
 
+    _check_int8_args(args)
     inputs = model_files(args.model, args.params, args.weights) + ([args.inputs] if args.inputs else [])
-    default_out = default_output(args.model, f"-{args.target}" + ("-fp16" if args.fp16 else ""))
+    inputs += [p for p in (args.calibration, args.heldout) if p]
+    default_out = default_output(args.model, f"-{args.target}" + ("-fp16" if args.fp16 else "")
+                                 + ("-int8" if args.int8 else ""))
     # with --triton and no -o, only the repository is written
     out = None if (args.triton and not args.output) else output_path(args.output, default_out, inputs)
     batch = args.batch if args.batch == "dynamic" else _positive(args.batch, "--batch")
@@ -96,7 +147,12 @@ def run(args: argparse.Namespace) -> int:
 
     serving = _check_serving_args(args, default_out)
     model = load_model(args)
-    preprocess_for(model, args, [])
+    if args.int8:
+        from graphfix.convert.export.int8 import require_trained
+
+        require_trained(model, args.model)
+    prep = preprocess_for(model, args, [args.calibration, args.heldout])
+    int8_data = _int8_data(args, model, prep, out) if args.int8 else None
     # what baking, Triton and the output read
     model = store_preprocess(args, model, out or f"{args.triton}/{serving['name']}")
     state = head_state(model)
@@ -115,22 +171,36 @@ def run(args: argparse.Namespace) -> int:
         model, baked_check = _bake(args, model)
         reference = None
     try:
-        result = export(
-            model, out, target=args.target, fp16=args.fp16, opset=args.opset, batch=batch,
-            max_batch=args.max_batch, verify=not args.no_verify, sample_inputs=sample_inputs,
-            reference_path=reference, sample_source=source,
-        )
+        if int8_data is not None:
+            from graphfix.commands._data import progress_for
+            from graphfix.convert.export.int8 import DEFAULT_BUDGET, DEFAULT_METHOD, export_int8
+
+            result = export_int8(
+                model, out, calibration=int8_data[0], heldout=int8_data[1],
+                method=args.int8_method or DEFAULT_METHOD,
+                budget=DEFAULT_BUDGET if args.int8_budget is None else args.int8_budget, auto=args.int8 == "auto",
+                target=args.target, opset=args.opset, batch=batch, max_batch=args.max_batch,
+                batch_size=args.batch_size, progress=progress_for(args), sample_inputs=sample_inputs,
+                sample_source=source, reference_path=reference,
+            )
+        else:
+            result = export(
+                model, out, target=args.target, fp16=args.fp16, opset=args.opset, batch=batch,
+                max_batch=args.max_batch, verify=not args.no_verify, sample_inputs=sample_inputs,
+                reference_path=reference, sample_source=source,
+            )
     except GraphfixError as exc:
         partial = getattr(exc, "result", None)
         if exc.kind == "parity" and partial is not None:
             print(f"graphfix: error: {exc.one_line()}", file=sys.stderr)
             doc = {"ok": False, "command": "export", "error": exc.to_dict(), **partial.to_dict(), "head_state": state}
             doc["ok"] = False
-            emit(args, doc, parity_lines(partial.parity))
+            emit(args, doc, int8_lines(partial.int8, written=False) if partial.int8 else parity_lines(partial.parity))
             return exc.exit_code
         raise
     doc = {"command": "export", **result.to_dict(), "head_state": state}
     fp16 = {True: ", fp16", "auto": ", fp16 auto", False: ""}[args.fp16]
+    fp16 += {True: ", int8", "auto": ", int8 auto", False: ""}[args.int8]
     lines = [f"{f'wrote {result.path}' if result.path else 'exported'} ({args.target}{fp16}, "
              f"opset {args.opset}, {result.seconds:.2f} s)"]
     if args.bake_preprocess:
@@ -154,10 +224,16 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"  passes that changed the model: {', '.join(changed) or 'none'}")
     if result.parity is not None:
         lines += parity_lines(result.parity)
+    if result.int8 is not None:
+        lines += int8_lines(result.int8)
     lines += note_lines(result.notes)
     if result.report is not None:
         lines += ["  " + line for line in result.report.text()]
     warn_head_state(args, args.model, model.metadata)  # once it worked: an error stays the only line
+    if int8_data is not None:
+        from graphfix.commands._data import report_skipped
+
+        doc["skipped_rows"] = report_skipped(args, out, [d for d in int8_data if d is not None])
     emit(args, doc, lines)
     if result.report is not None and not result.report.ok:
         fails = ", ".join(sorted({f.id for f in result.report.failures}))
@@ -165,6 +241,81 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _check_int8_args(args: argparse.Namespace) -> None:
+    """Usage errors of the int8 options, before any work."""
+    from graphfix.commands._data import check_data_path
+    from graphfix.data.shards import is_shard_dir
+    from graphfix.errors import GraphfixError
+
+    given = [f for f, v in (("--calibration", args.calibration), ("--heldout", args.heldout),
+                            ("--int8-method", args.int8_method), ("--int8-budget", args.int8_budget),
+                            ("--skip-bad", args.skip_bad)) if v not in (None, False)]
+    if not args.int8:
+        if given:
+            raise GraphfixError(f"{given[0]} needs --int8", kind="usage")
+        return
+    if args.target != "tensorrt":
+        raise GraphfixError(f"--int8 is for --target tensorrt, not {args.target}", kind="usage",
+                            hint="the Q/DQ placement is TensorRT's; onnxruntime runs the file too")
+    for flag, other in (("--fp16", args.fp16), ("--bake-preprocess", args.bake_preprocess),
+                        ("--no-verify", args.no_verify)):
+        if other:
+            why = {"--fp16": "layers left unquantized run fp16 when the TensorRT engine enables fp16 (trtexec --fp16)",
+                   "--bake-preprocess": "calibration rows are preprocessed float inputs, not uint8 images",
+                   "--no-verify": "the int8 accuracy is always measured"}[flag]
+            raise GraphfixError(f"--int8 cannot be combined with {flag}", kind="usage", hint=why)
+    if not args.calibration:
+        raise GraphfixError("--int8 needs --calibration DATA (the rows that set the int8 ranges)", kind="usage")
+    for flag, path in (("--calibration", args.calibration), ("--heldout", args.heldout)):
+        check_data_path(path, flag)
+        if path and is_shard_dir(path):
+            from graphfix.convert.export.int8 import features_refused
+
+            raise features_refused(flag, path)
+
+
+def _int8_data(args: argparse.Namespace, model, prep, out: str | None):
+    """(calibration, heldout) data sets, every row and image header checked before any model runs."""
+    from graphfix.commands._data import load_data
+
+    return tuple(load_data(args, model, prep, [args.calibration, args.heldout], out))
+
+
+def int8_lines(info: dict, written: bool = True) -> list[str]:
+    """The int8 figures as text: fp32 vs int8 table, layers kept float, thresholds re-fitted."""
+    acc = info["accuracy"]
+    a, b = acc["fp32"], acc["int8"]
+    lines = [f"  int8: {info['method']} ranges on {info['calibration_rows']} calibration rows ({info['quantizer']}); "
+             f"weights {info['weights']}, activations {info['activations']}",
+             f"  accuracy on {acc['measured_on']}, at {'the stored thresholds' if acc['thresholds'] == 'stored' else 'threshold 0.5 (none stored)'}:",
+             f"    {'':<10}{'fp32':>8}{'int8':>9}{'change':>9}"]
+    for key, name in (("mAP", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
+        if a[key] is None or b[key] is None:
+            lines.append(f"    {name:<10}{'-':>8}{'-':>9}")
+        else:
+            lines.append(f"    {name:<10}{a[key]:>8.4f}{b[key]:>9.4f}{b[key] - a[key]:>+9.4f}")
+    worst = acc["largest_class_f1_drop"]
+    if worst["label"] is not None:
+        lines.append(f"    largest class F1 drop: {worst['label']} {worst['fp32']:.4f} -> {worst['int8']:.4f} "
+                     f"({-worst['drop']:+.4f})")
+    drop = acc["mAP_drop"]
+    lines.append(f"    mAP drop {drop:.4f} (budget {acc['budget']:g}): {'within' if drop <= acc['budget'] else 'OVER'}"
+                 if drop is not None else "    mAP not measurable (no positive labels)")
+    auto = info.get("auto")
+    if auto is not None:
+        kept = info["float_nodes"]
+        lines.append(f"  int8 auto: {len(kept)} of {auto['candidates']} layers kept unquantized "
+                     f"({auto['tries']} tries): {', '.join(kept) or 'none'}"
+                     + (" (they run fp16 under TensorRT when the engine enables fp16, else fp32)" if kept else ""))
+    refit = info.get("thresholds_refit")
+    if refit is not None:
+        lines.append(f"  thresholds re-fitted on the int8 scores ({refit['objective']}, {refit['rows']} held-out rows) "
+                     f"and stored: largest change {refit['max_change']:.4f}")
+    elif acc["thresholds"] == "stored" and written:
+        lines.append("  thresholds kept as fitted on fp32 scores (give --heldout to re-fit them on the int8 scores)")
+    return lines
 
 
 def _check_serving_args(args: argparse.Namespace, default_out: str) -> dict:

@@ -53,6 +53,8 @@ class ExportResult:
         report: The readiness Report of the exported model, None when not checked.
         notes: fp16 overflow/underflow and int64 findings of the passes.
         seconds: Total wall time.
+        int8: With --int8 (`int8.export_int8`): the quantization and its accuracy figures
+            (also stored as `graphfix.int8`).
     """
 
     model: Model
@@ -63,6 +65,7 @@ class ExportResult:
     report: Any = None
     notes: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    int8: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,6 +84,7 @@ class ExportResult:
             "notes": self.notes,
             "report": self.report.to_dict() if self.report is not None else None,
             "seconds": round(self.seconds, 3),
+            **({"int8": self.int8} if self.int8 is not None else {}),
         }
 
 
