@@ -8,7 +8,7 @@ nodes that bring parity within tolerance (a bisection with a progress bar). The 
 compared with the input in onnxruntime (fp32: max|diff| <= 1e-5 x max(1, max|ref|); fp16:
 probabilities within 1e-2) on inputs in the model's range: --inputs when given, else 8 seeded
 uint8 images for a uint8 image input, 0..255 images put through the stored graphfix.preprocess
-for a float image input, seeded varied floats otherwise. Then the C1-C16 readiness checklist.
+for a float image input, seeded varied floats otherwise. Then the C1-C17 readiness checklist.
 
 Serving: --bake-preprocess makes the model take uint8 images in an input named `image`
 (--layout nhwc|nchw, RGB; a tensor already called `image` is renamed inside the graph) and do

@@ -157,6 +157,11 @@ def test_qdq_structure_weights_per_channel_head_fp32(benign, tmp_path, capsys):
     ref = load_onnx(setup["model"]).run({"data": x})["probabilities"]
     got = load_onnx(str(out)).run({"data": x})["probabilities"]
     assert 0 < np.abs(ref - got).mean() < 0.02, np.abs(ref - got).mean()
+    # the file keeps every explicit-quantization rule `check --target tensorrt` knows (C17)
+    rc, stdout, err = _cli(capsys, "check", out, "--target", "tensorrt", "--json")
+    findings = json.loads(stdout)["findings"]
+    assert rc == 0 and not [f for f in findings if f["severity"] != "INFO"], findings
+    assert [f["rule"] for f in findings if f["id"] == "C17"] == ["qdq-summary"]
 
 
 def test_over_budget_is_refused_with_the_figures_and_nothing_written(hostile, tmp_path, capsys):
