@@ -54,6 +54,7 @@ def run_one(rel: str, rows: int) -> dict:
         "test_head_only": mean_average_precision(yt, s_head), "test_tuned": mean_average_precision(yt, s_tuned),
         "best_epoch": hist.get("best_epoch"), "epochs_run": hist.get("epochs_run"),
         "head_only_train_mAP": hist.get("head_only_train_mAP"), "before_cut_identical": kept, "seconds": seconds,
+        "activations": hist["activations"]["dtype"],
     }
 
 
@@ -66,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     rels = [r for r in CORPUS if not args.models or any(m in r for m in args.models)]
     results = []
     print("| model | val head-only | val last block | test head-only | test last block | kept epoch | "
-          "before cut identical | s |\n|---|---|---|---|---|---|---|---|", flush=True)
+          "before cut identical | activations | s |\n|---|---|---|---|---|---|---|---|---|", flush=True)
     for rel in rels:
         r = run_one(rel, args.rows)
         results.append(r)
         print(f"| {Path(rel).name} | {r['val_head_only']:.4f} | {r['val_tuned']:.4f} | {r['test_head_only']:.4f} | "
-              f"{r['test_tuned']:.4f} | {r['best_epoch']} | {r['before_cut_identical']} | {r['seconds']:.0f} |",
+              f"{r['test_tuned']:.4f} | {r['best_epoch']} | {r['before_cut_identical']} | {r['activations']} | "
+              f"{r['seconds']:.0f} |",
               flush=True)
     wins = sum(r["test_tuned"] > r["test_head_only"] for r in results)
     print(f"last block beats head-only on test mAP: {wins} of {len(results)}; "

@@ -57,7 +57,8 @@ PATIENCE = 5
 #: `--bn-stats`: BatchNormalization running statistics kept (default) or updated while fine-tuning.
 BN_STATS = ("frozen", "update")
 #: Activations are stored float16 when, on the first batch, the segment's features from the
-#: rounded activations are within this x max(1, |features|) of the float32 ones ...
+#: rounded activations are within this many standard deviations (each feature's, over the batch)
+#: of the float32 ones ...
 FP16_TOLERANCE = 1e-3
 #: ... and no value exceeds this (float16's largest is 65504: 16x headroom for later batches).
 FP16_RANGE = 4096.0
@@ -435,12 +436,16 @@ class _Activations:
 
     def _storage_dtype(self, acts: np.ndarray, ours: np.ndarray, feats: np.ndarray) -> Any:
         """float16 when the first batch's features from float16-rounded activations stay within
-        FP16_TOLERANCE x max(1, |features|) of the float32 ones and its values are within
-        FP16_RANGE, else float32."""
+        FP16_TOLERANCE of the float32 ones in units of each feature's spread in the batch (the head
+        trains on standardised features: an error small next to |features| can still be a whole
+        standard deviation of a feature that barely varies, and the head's weight on it is then
+        large) and its values are within FP16_RANGE, else float32."""
         if not np.isfinite(acts).all() or np.abs(acts).max(initial=0.0) > FP16_RANGE:
             return np.float32
         rounded = _forward(self.torch, self.seg, acts.astype(np.float16).astype(np.float32), len(acts))
-        self.fp16_error = float(np.abs(rounded - ours).max(initial=0.0)) / max(1.0, float(np.abs(feats).max(initial=0.0)))
+        floor = 1e-6 * max(1.0, float(np.abs(feats).max(initial=0.0)))
+        spread = np.maximum(feats.astype(np.float64).std(axis=0), floor)
+        self.fp16_error = float((np.abs(rounded - ours) / spread).max(initial=0.0))
         return np.float16 if self.fp16_error <= FP16_TOLERANCE else np.float32
 
     def take(self, rows: np.ndarray) -> Any:
@@ -554,10 +559,14 @@ class _Trainer:
         self.torch, self.seg, self.cache, self.y_all = torch, seg, cache, y_all
         self.rows, self.held, self.batch_size = rows, held, batch_size
         self.lam = float(fit.history["weight_decay"])
-        # the head is trained on standardised features (the starting ones' mean and sd), as the
-        # head-only solve: Adam's steps then mean the same whatever the features' scale
+        # the head is trained on centred features divided by their overall spread (one number: the
+        # root mean of the starting features' variances), so Adam's steps mean the same whatever the
+        # features' scale. Not one sd per feature: fine-tuning moves the features, and a feature that
+        # barely varied at the start would be amplified by its tiny sd (logits in the thousands,
+        # float32 probabilities saturated at 0 and 1: squeezenet_v1.1's teacher task)
         mu, sd = _mean_sd(cache.feats, rows)
-        sd = np.where(sd > 1e-6 * max(1.0, float(np.abs(mu).max(initial=0.0))), sd, 1.0)
+        spread = float(np.sqrt(np.mean(np.square(sd))))
+        sd = np.full_like(sd, spread if spread > 1e-6 * max(1.0, float(np.abs(mu).max(initial=0.0))) else 1.0)
         self.mu, self.sd = mu.astype(np.float32), sd.astype(np.float32)
         w, b = fit.weight.astype(np.float64), fit.bias.astype(np.float64)
         self.w = torch.nn.Parameter(torch.from_numpy((w * sd).astype(np.float32)))  # standardised weights
@@ -628,7 +637,11 @@ class _Trainer:
         return self._map(_scores(self.cache.feats, self.rows, *head), self.rows)
 
     def _map(self, z: np.ndarray, rows: np.ndarray) -> float:
-        value = mean_average_precision(self.y_all[rows], 1.0 / (1.0 + np.exp(-z)))
+        """mAP of logits `z` scored as the written model scores: float32 probabilities (large logits
+        saturate to 0 and 1 and tie there, as they do in onnxruntime's Sigmoid)."""
+        with np.errstate(over="ignore"):
+            p = np.float32(1.0) / (np.float32(1.0) + np.exp(-np.asarray(z, np.float32)))
+        value = mean_average_precision(self.y_all[rows], p)
         return -math.inf if math.isnan(value) else float(value)
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

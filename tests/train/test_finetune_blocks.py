@@ -126,3 +126,18 @@ def test_teacher_task_last_block_beats_head_only_and_keeps_the_backbone(rel):
             assert after[name] == data, name  # everything before the cut is bit-identical
     assert any(after.get(n) != before[n] for n in hist["trained_initializers"] if n in after) or \
         any(k.endswith(".finetuned") for k in after)
+
+
+def test_reported_validation_map_is_what_the_written_model_scores():
+    """squeezenet_v1.1's random features barely vary (sd ~6e-5), so the head's weights are ~1e5 and
+    its logits large: the validation mAP that picks the epoch must be the written model's own
+    (float32 probabilities, saturated and tied at 0 and 1 as onnxruntime gives them), not a float64
+    figure that no deployed model reproduces."""
+    model, shape = _load("fixtures/caffe/squeezenet_v1.1.prototxt")
+    tensor = resolve_train_from(model, "-1")
+    x = np.random.default_rng(0).standard_normal((700, *shape)).astype(np.float32)
+    y = _teacher_labels(model, tensor, x)
+    train, val = (Dataset.from_arrays(x[s], y[s], ["a", "b", "c"]) for s in (slice(0, 400), slice(400, 500)))
+    tuned, hist = train_head(model, train, val, train_from="-1", cache=False)
+    scores, yv = model_scores(tuned, val)
+    assert abs(mean_average_precision(yv, scores) - hist["val_mAP"]) < 1e-5, (hist["val_mAP"], hist["epoch_val_mAP"])
