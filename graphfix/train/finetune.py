@@ -59,7 +59,7 @@ BN_STATS = ("frozen", "update")
 #: Activations are stored float16 when, on the first batch, the segment's features from the
 #: rounded activations are within this many standard deviations (each feature's, over the batch)
 #: of the float32 ones ...
-FP16_TOLERANCE = 1e-3
+FP16_TOLERANCE = 1e-2
 #: ... and no value exceeds this (float16's largest is 65504: 16x headroom for later batches).
 FP16_RANGE = 4096.0
 
