@@ -22,6 +22,7 @@ with the table (timings are only comparable within one run).
 
     python benchmarks/finetune_quality.py --out /tmp/ftq                   # 600 / 300 / 600 images
     python benchmarks/finetune_quality.py --out /tmp/ftq --n-train 300 --n-val 150 --n-test 300 --runs head,-1
+    python benchmarks/finetune_quality.py --out /tmp/ftq --runs head-bce,-1 --lr 1e-4   # not the default lr
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the photo set's seed")
     p.add_argument("--runs", default="head,head-bce,-1,-2",
                    help="comma-separated: head (defaults), head-bce, and -N for --train-from -N (default head,head-bce,-1,-2)")
+    p.add_argument("--lr", help="pass --lr to the fine-tuned runs (default: train-head's own default)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     for key in args.runs.split(","):
         label, extra = RUNS.get(key) or (f"--train-from {key}", ["--train-from", key])
+        if args.lr and key not in RUNS:
+            label, extra = f"{label} --lr {args.lr}", [*extra, "--lr", args.lr]
         results[label] = res = run_one(key, extra, swapped, data, out, env)
         print(f"{label}: test mAP {res['mAP']:.4f}, macro-F1 {res['macro_f1']:.4f}, micro-F1 {res['micro_f1']:.4f}, "
               f"train-head {res['train_seconds']} s, calibrate {res['calibrate_seconds']} s", flush=True)
@@ -128,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         if r["epoch_val_mAP"]:
             print(f"{label}: val mAP by epoch (0 = head only): " + ", ".join(f"{v:.4f}" for v in r["epoch_val_mAP"]))
     load_after = os.getloadavg()
-    (out / "results.json").write_text(json.dumps({"runs": results, "seconds": round(total, 1),
+    (out / f"results{'-lr' + args.lr if args.lr else ''}.json").write_text(json.dumps({"runs": results, "seconds": round(total, 1),
                                                   "loadavg": [load_before, load_after]}, indent=2, sort_keys=True))
     print(f"total {total:.0f} s; load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at the end "
           f"({os.cpu_count()} CPUs)")
     print(f"command: python benchmarks/finetune_quality.py --out {args.out} --n-train {args.n_train} --n-val {args.n_val} "
-          f"--n-test {args.n_test} --seed {args.seed} --runs {args.runs}")
+          f"--n-test {args.n_test} --seed {args.seed} --runs {args.runs}" + (f" --lr {args.lr}" if args.lr else ""))
     return 0
 
 
