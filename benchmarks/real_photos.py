@@ -170,6 +170,7 @@ def generate(out: str | os.PathLike, *, n_train: int = 600, n_val: int = 300, n_
     paths = {"labels": str(out / "labels.txt")}
     summary: dict = {"seed": seed, "tail": tail, "labels": LABELS, "splits": {}}
     out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # written last: a set cut short is not reused by `ensure`
     (out / "labels.txt").write_text("\n".join(LABELS) + "\n")
     for k, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         rng = np.random.default_rng([seed, k])
