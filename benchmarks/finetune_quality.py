@@ -9,7 +9,7 @@ The acceptance run of issue 24, through the CLI as a user runs it (each command 
    Caffe ResNet-50-1by2 with its real weights: `bash fixtures/caffe/fetch_nsfw.sh .cache/nsfw`);
 3. `swap-head --labels labels.txt --size 224,224 --mean 104,117,123 --bgr` (open_nsfw's own
    preprocessing, stored in the model);
-4. per run, `train-head --train train.csv --val val.csv` with defaults only, plus
+4. per run, `train-head --train train.csv --val val.csv` (`--no-val`: without it) with defaults only, plus
    `--train-from -N` for the fine-tuned runs (`--loss bce` for a head-only run with the loss the
    fine-tuning uses), then `calibrate --heldout val.csv --test test.csv` (per-class F1
    thresholds on val); test mAP, macro-F1 and micro-F1 come from calibrate's JSON.
@@ -64,10 +64,12 @@ RUNS = {  # name -> train-head arguments beyond --train/--val
 }
 
 
-def run_one(name: str, extra: list[str], swapped: Path, data: dict[str, str], out: Path, env: dict[str, str]) -> dict:
+def run_one(name: str, extra: list[str], swapped: Path, data: dict[str, str], out: Path, env: dict[str, str], *,
+            val_in_training: bool = True) -> dict:
+    """train-head (with `extra`) then calibrate on val: test metrics, what train-head chose, and the times."""
     trained, calibrated = out / f"trained-{name}.onnx", out / f"calibrated-{name}.onnx"
-    th, t_train = cli("train-head", str(swapped), "--train", data["train"], "--val", data["val"], *extra,
-                      "-o", str(trained), env=env)
+    val = ["--val", data["val"]] if val_in_training else []
+    th, t_train = cli("train-head", str(swapped), "--train", data["train"], *val, *extra, "-o", str(trained), env=env)
     cal, t_cal = cli("calibrate", str(trained), "--heldout", data["val"], "--test", data["test"], "-o", str(calibrated),
                      env=env)
     s = th["history"]["settings"]
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="head,head-bce,-1,-2",
                    help="comma-separated: head (defaults), head-bce, and -N for --train-from -N (default head,head-bce,-1,-2)")
     p.add_argument("--lr", help="pass --lr to the fine-tuned runs (default: train-head's own default)")
+    p.add_argument("--no-val", action="store_true",
+                   help="train-head without --val (lambda by CV; fine-tuning holds out a tenth of train); val still calibrates")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         label, extra = RUNS.get(key) or (f"--train-from {key}", ["--train-from", key])
         if args.lr and key not in RUNS:
             label, extra = f"{label} --lr {args.lr}", [*extra, "--lr", args.lr]
-        results[label] = res = run_one(key, extra, swapped, data, out, env)
+        if args.no_val:
+            key, label = f"{key}-noval", f"{label} (no --val)"
+        results[label] = res = run_one(key, extra, swapped, data, out, env, val_in_training=not args.no_val)
         print(f"{label}: test mAP {res['mAP']:.4f}, macro-F1 {res['macro_f1']:.4f}, micro-F1 {res['micro_f1']:.4f}, "
               f"train-head {res['train_seconds']} s, calibrate {res['calibrate_seconds']} s", flush=True)
     total = time.perf_counter() - start
@@ -132,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         if r["epoch_val_mAP"]:
             print(f"{label}: val mAP by epoch (0 = head only): " + ", ".join(f"{v:.4f}" for v in r["epoch_val_mAP"]))
     load_after = os.getloadavg()
-    (out / f"results{'-lr' + args.lr if args.lr else ''}.json").write_text(json.dumps({"runs": results, "seconds": round(total, 1),
+    suffix = (f"-lr{args.lr}" if args.lr else "") + ("-noval" if args.no_val else "")
+    (out / f"results{suffix}.json").write_text(json.dumps({"runs": results, "seconds": round(total, 1),
                                                   "loadavg": [load_before, load_after]}, indent=2, sort_keys=True))
     print(f"total {total:.0f} s; load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at the end "
           f"({os.cpu_count()} CPUs)")
     print(f"command: python benchmarks/finetune_quality.py --out {args.out} --n-train {args.n_train} --n-val {args.n_val} "
-          f"--n-test {args.n_test} --seed {args.seed} --runs {args.runs}" + (f" --lr {args.lr}" if args.lr else ""))
+          f"--n-test {args.n_test} --seed {args.seed} --runs {args.runs}" + (f" --lr {args.lr}" if args.lr else "") + (" --no-val" if args.no_val else ""))
     return 0
 
 
