@@ -19,11 +19,17 @@ Data sets (nothing downloaded), each split train / held-out / test:
   training rows;
 - `small-S`: the same with 400 training rows (the regularisation choice is noisy);
 - `tail-S`: the same with the labels' priors spread from 0.5% to 30% (a long tail);
-- `corr-S`: 10 of the 20 labels are ORs / ANDs of pairs of the others (correlated labels).
+- `corr-S`: 10 of the 20 labels are ORs / ANDs of pairs of the others (correlated labels);
+- `photos`: features of a real pretrained backbone on real photographs: open_nsfw (Caffe
+  ResNet-50-1by2 with its real weights, `bash fixtures/caffe/fetch_nsfw.sh .cache/nsfw`,
+  `--nsfw-dir`) converted and swapped with its own preprocessing (224x224, BGR, mean 104,117,123)
+  on the real-photo set (`real_photos.py`: 20 labels, 600 / 300 / 600 images; needs the `bench`
+  extra, scikit-image). Both sides use the same cached backbone features (1024 per image).
 
     python benchmarks/head_quality.py --out /tmp/head-quality            # everything
     python benchmarks/head_quality.py --out /tmp/hq --sets tabular-0     # one set
     python benchmarks/head_quality.py --out /tmp/hq --quick --sets small-0,tail-0,corr-0   # defaults vs reference only
+    python benchmarks/head_quality.py --out /tmp/hq --sets photos                          # open_nsfw on real photos
 """
 
 from __future__ import annotations
@@ -37,15 +43,18 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+NSFW_DIR = HERE.parent / ".cache" / "nsfw"
 C_GRID = np.logspace(-4, 4, 17)
 
 
-def _digit_mosaics():
-    spec = importlib.util.spec_from_file_location("digit_mosaics", HERE / "digit_mosaics.py")
+def _benchmark(name: str):
+    """A sibling benchmark script (digit_mosaics, real_photos) as a module."""
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -85,7 +94,7 @@ def tabular_model(n_features: int, n_labels: int, path: Path, seed: int) -> None
     onnx.save(make_model(graph), os.fspath(path))
 
 
-def make_tabular(out: Path, seed: int, n: int = 4000, kind: str = "tabular") -> dict[str, str]:
+def make_tabular(out: Path, seed: int, n: int = 4000, kind: str = "tabular") -> dict[str, Any]:
     from sklearn.datasets import make_multilabel_classification
 
     x, y = make_multilabel_classification(n_samples=n, n_features=60, n_classes=20, n_labels=3, length=50,
@@ -106,12 +115,26 @@ def make_tabular(out: Path, seed: int, n: int = 4000, kind: str = "tabular") -> 
     tabular_model(x.shape[1], 20, out / "pretrained.onnx", seed)
     for name, part in (("train", slice(0, n // 2)), ("heldout", slice(n // 2, 3 * n // 4)), ("test", slice(3 * n // 4, n))):
         np.savez(out / f"{name}.npz", x=x[part], y=y[part].astype(np.uint8))
-        paths[f"{name}_npz"] = str(out / f"{name}.npz")
+        paths[f"{name}_data"] = str(out / f"{name}.npz")
     return paths
 
 
-def make_mosaics(out: Path) -> dict[str, str]:
-    return _digit_mosaics().generate(out, n_train=3000, n_heldout=1000, n_test=1000)
+def make_mosaics(out: Path) -> dict[str, Any]:
+    paths = _benchmark("digit_mosaics").generate(out, n_train=3000, n_heldout=1000, n_test=1000)
+    return {**paths, **{f"{k}_data": paths[f"{k}_npz"] for k in ("train", "heldout", "test")}}
+
+
+def make_photos(out: Path, nsfw_dir: Path) -> dict[str, Any]:
+    """open_nsfw converted to ONNX, and the real-photo set's CSVs (val is the held-out split)."""
+    proto, weights = nsfw_dir / "deploy.prototxt", nsfw_dir / "resnet_50_1by2_nsfw.caffemodel"
+    if not (proto.is_file() and weights.is_file()):
+        raise SystemExit(f"head_quality: {nsfw_dir}: no open_nsfw; run: bash fixtures/caffe/fetch_nsfw.sh {nsfw_dir}")
+    photos = _benchmark("real_photos").ensure(out / "photos")
+    out.mkdir(parents=True, exist_ok=True)
+    cli("convert", str(proto), "--weights", str(weights), "-o", str(out / "open_nsfw.onnx"))
+    return {"model": str(out / "open_nsfw.onnx"), "labels": photos["labels"],
+            "swap_args": ["--size", "224,224", "--mean", "104,117,123", "--bgr"],
+            "train_data": photos["train"], "heldout_data": photos["val"], "test_data": photos["test"]}
 
 
 # ----- runs ---------------------------------------------------------------------------------
@@ -120,10 +143,10 @@ def _test_metrics(doc: dict) -> dict[str, float]:
     return {"mAP": m["mAP"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"]}
 
 
-def graphfix_runs(out: Path, paths: dict[str, str], *, train_from: str | None, quick: bool = False) -> dict[str, dict]:
+def graphfix_runs(out: Path, paths: dict[str, Any], *, train_from: str | None, quick: bool = False) -> dict[str, dict]:
     swapped = out / "swapped.onnx"
-    cli("swap-head", paths["model"], "--labels", paths["labels"], "-o", str(swapped))
-    train, held, test = paths["train_npz"], paths["heldout_npz"], paths["test_npz"]
+    cli("swap-head", paths["model"], "--labels", paths["labels"], *paths.get("swap_args", []), "-o", str(swapped))
+    train, held, test = paths["train_data"], paths["heldout_data"], paths["test_data"]
     runs: dict[str, dict] = {}
 
     def pipeline(name: str, train_args: list[str], cal_args: list[str] = ()) -> dict:
@@ -156,26 +179,29 @@ def graphfix_runs(out: Path, paths: dict[str, str], *, train_from: str | None, q
     return runs
 
 
-def _decision_metrics(model_path: Path, test_npz: str) -> dict[str, float]:
+def _decision_metrics(model_path: Path, test: str) -> dict[str, float]:
     """Test metrics of the model's own `labels` output (its stored top-k / count decision)."""
     from graphfix import metrics
+    from graphfix.data import as_dataset
     from graphfix.model import Model
 
-    data = np.load(test_npz)
-    out = Model.load(model_path).run(data["x"])
-    y = data["y"]
+    model = Model.load(model_path)
+    ds = as_dataset(model, test)
+    runs = [model.run(x) for x in ds.batches(64)]
+    out = {k: np.concatenate([r[k] for r in runs]) for k in ("probabilities", "labels")}
+    y = ds.y
     return {"mAP": metrics.mean_average_precision(y, out["probabilities"]),
             "macro_f1": metrics.macro_f1(y, out["labels"]), "micro_f1": metrics.micro_f1(y, out["labels"])}
 
 
-def _features(swapped: Path, npz: str) -> tuple[np.ndarray, np.ndarray]:
-    from graphfix.data import feature_model
+def _features(swapped: Path, data: str) -> tuple[np.ndarray, np.ndarray]:
+    """The backbone features and targets of a data set (NPZ or CSV), as train-head computes them (cached)."""
+    from graphfix.data import as_dataset, extract_features
     from graphfix.model import Model
 
-    data = np.load(npz)
-    fm = feature_model(Model.load(swapped))
-    name = fm.output_names[0]
-    return fm.run(data["x"])[name].reshape(len(data["x"]), -1), data["y"]
+    model = Model.load(swapped)
+    ds = as_dataset(model, data)
+    return np.asarray(extract_features(model, ds)), ds.y
 
 
 def _map_scorer(estimator, x, y) -> float:
@@ -186,7 +212,7 @@ def _map_scorer(estimator, x, y) -> float:
     return float(np.mean([average_precision_score(y[:, j], scores[:, j]) for j in np.flatnonzero(present)]))
 
 
-def reference_run(out: Path, paths: dict[str, str]) -> dict:
+def reference_run(out: Path, paths: dict[str, Any]) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, KFold
     from sklearn.multiclass import OneVsRestClassifier
@@ -196,9 +222,9 @@ def reference_run(out: Path, paths: dict[str, str]) -> dict:
     from graphfix.calibrate import evaluate, fit_thresholds_from_scores
 
     swapped = out / "swapped.onnx"
-    xtr, ytr = _features(swapped, paths["train_npz"])
-    xho, yho = _features(swapped, paths["heldout_npz"])
-    xte, yte = _features(swapped, paths["test_npz"])
+    xtr, ytr = _features(swapped, paths["train_data"])
+    xho, yho = _features(swapped, paths["heldout_data"])
+    xte, yte = _features(swapped, paths["test_data"])
     start = time.perf_counter()
     pipe = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(tol=1e-6, max_iter=10000)))
     search = GridSearchCV(pipe, {"onevsrestclassifier__estimator__C": C_GRID}, scoring=_map_scorer,
@@ -217,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default="mosaics,tabular-0,tabular-1,tabular-2", help="comma-separated")
     p.add_argument("--tabular-samples", type=int, default=4000, help="rows of each tabular set (default 4000)")
     p.add_argument("--quick", action="store_true", help="only the defaults (and plain bce) against the reference")
+    p.add_argument("--nsfw-dir", default=str(NSFW_DIR), help="open_nsfw files for the photos set (fetch_nsfw.sh)")
     args = p.parse_args(argv)
     out = Path(args.out)
     os.environ.setdefault("GRAPHFIX_CACHE", str(out / "cache"))
@@ -225,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = out / name
         if name == "mosaics":
             paths = make_mosaics(folder)
+        elif name == "photos":
+            paths = make_photos(folder, Path(args.nsfw_dir))
         else:
             kind, seed = name.split("-")
             n = 800 if kind == "small" else args.tabular_samples
