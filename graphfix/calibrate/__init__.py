@@ -19,6 +19,7 @@ Deprecated re-exports (kept for one release; import them from their new homes):
 from __future__ import annotations
 
 __all__ = [
+    "check_trained",
     "fit_thresholds",
     "fit_thresholds_from_scores",
     "training_oof_scores",
@@ -37,7 +38,8 @@ import warnings
 from typing import Any
 
 from graphfix.calibrate.calibration import (
-    Thresholds, apply_thresholds, evaluate, fit_thresholds, fit_thresholds_from_scores, training_oof_scores,
+    Thresholds, apply_thresholds, check_trained, evaluate, fit_thresholds, fit_thresholds_from_scores,
+    training_oof_scores,
 )
 from graphfix.calibrate.decisions import decide, stored_decision
 from graphfix.calibrate.predictions import save_predictions

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_OOF_BELOW",
     "Thresholds",
     "training_oof_scores",
+    "check_trained",
     "fit_thresholds",
     "fit_thresholds_from_scores",
     "apply_thresholds",
@@ -346,6 +347,19 @@ def training_oof_scores(
     return oof_scores(x, data.y, cfg, lam), np.asarray(data.y)
 
 
+def check_trained(model: Model, untrained: bool = False, path: str | None = None) -> None:
+    """Refuse (usage) an untrained head, one from swap-head with no `graphfix.training`: its
+    weights are random, so thresholds fitted on it mean nothing. `untrained=True` allows it
+    (`calibrate --untrained`)."""
+    from graphfix.model import head_state
+
+    if head_state(model) == "untrained" and not untrained:
+        raise GraphfixError(
+            "the head is untrained (no graphfix.training: random weights from swap-head); thresholds fitted on it "
+            "mean nothing", kind="usage", path=path or model.path,
+            hint="run `graphfix train-head MODEL --train DATA` first, or pass --untrained to calibrate it anyway")
+
+
 def fit_thresholds(
     model: Model,
     heldout_set: Dataset | str | os.PathLike,
@@ -361,6 +375,7 @@ def fit_thresholds(
     cache: bool = True,
     progress: bool | None = None,
     preprocess: Preprocess | None = None,
+    untrained: bool = False,
 ) -> Thresholds:
     """Fit per-class thresholds on held-out data (see `fit_thresholds_from_scores`).
 
@@ -373,7 +388,9 @@ def fit_thresholds(
             in-sample scores for the few-positive fallback.
         oof_below: See `fit_thresholds_from_scores` (0: never pool; use the fallback).
         batch_size, cache, progress, preprocess: feature extraction settings.
+        untrained: Fit on an untrained head anyway (refused by default: see `check_trained`).
     """
+    check_trained(model, untrained)
     kw = dict(batch_size=batch_size, cache=cache, progress=progress, preprocess=preprocess)
     scores, y = model_scores(model, heldout_set, **kw)
     train_scores = train_y = oof = None

@@ -63,19 +63,10 @@ def _line(name: str, m: dict) -> str:
             f"subset-acc {m['subset_accuracy']:.4f}  Hamming {m['hamming_loss']:.4f}")
 
 
-def _check_trained(model, args: argparse.Namespace) -> None:
-    """Refuse an untrained head (exit 2) unless --untrained."""
-    from graphfix.model import head_state
-
-    if head_state(model) == "untrained" and not args.untrained:
-        raise GraphfixError(
-            "the head is untrained (no graphfix.training: random weights from swap-head); thresholds fitted on it "
-            "mean nothing", kind="usage", path=args.model,
-            hint="run `graphfix train-head MODEL --train DATA` first, or pass --untrained to calibrate it anyway")
-
-
 def run(args: argparse.Namespace) -> int:
-    from graphfix.calibrate import apply_thresholds, evaluate, fit_thresholds_from_scores, training_oof_scores
+    from graphfix.calibrate import (
+        apply_thresholds, check_trained, evaluate, fit_thresholds_from_scores, training_oof_scores,
+    )
     from graphfix.data import model_scores
     from graphfix.commands._data import (
         check_data_path, load_data, preprocess_for, progress_for, record_skipped, report_skipped,
@@ -95,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise GraphfixError("--report: is not a folder", kind="usage", path=args.report)
     model = load_model(args)
     check_output(args, model)  # --to's sources, before any backbone runs
-    _check_trained(model, args)
+    check_trained(model, args.untrained, args.model)
     prep = preprocess_for(model, args, [args.heldout, args.train, args.test])
     data = load_data(args, model, prep, [args.heldout, args.train, args.test], out)
     heldout, train, test = data

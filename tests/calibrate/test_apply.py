@@ -15,7 +15,10 @@ from graphfix.model import load_onnx
 def test_labels_output_matches_numpy(tiny_model, make, tmp_path):
     x, y = make(tiny_model, 120)
     ds = Dataset.from_arrays(x, y, tiny_model.labels)
-    th = fit_thresholds(tiny_model, ds, "f1", min_positives=1)
+    with pytest.raises(GraphfixError, match=r"the head is untrained \(no graphfix.training: random weights from "
+                                            r"swap-head\); thresholds fitted on it mean nothing"):
+        fit_thresholds(tiny_model, ds, "f1", min_positives=1)  # the API refuses as `calibrate` does
+    th = fit_thresholds(tiny_model, ds, "f1", min_positives=1, untrained=True)
     before = tiny_model.to_bytes()
     new = apply_thresholds(tiny_model, th)
     assert tiny_model.to_bytes() == before
