@@ -36,16 +36,18 @@ def memory_budget() -> int:
         return 8 << 30
 
 
-def over_budget(nbytes: int) -> bool:
-    """True when `nbytes` is over `memory_budget()`."""
-    return nbytes > memory_budget()
+def over_budget(nbytes: int, budget: int | None = None) -> bool:
+    """True when `nbytes` is over `budget` (default `memory_budget()`)."""
+    return nbytes > (memory_budget() if budget is None else budget)
 
 
-def allocate(shape: tuple[int, ...], target: Path | None, dtype: np.dtype = np.float32) -> tuple[np.ndarray, str | None]:
-    """An empty array of `shape`; above the memory budget a memory-mapped file (kept beside
-    `target` and its name returned, or, with no target, unlinked at once)."""
+def allocate(shape: tuple[int, ...], target: Path | None, dtype: np.dtype = np.float32,
+             budget: int | None = None) -> tuple[np.ndarray, str | None]:
+    """An empty array of `shape`; above the memory budget (or what is left of it: `budget`) a
+    memory-mapped file (kept beside `target` and its name returned, or, with no target,
+    unlinked at once)."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if not over_budget(nbytes):
+    if not over_budget(nbytes, budget):
         return np.empty(shape, dtype), None
     folder = target.parent if target is not None else Path(tempfile.gettempdir())
     folder.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphfix.data.datasets import Dataset
-from graphfix.data.arrays import allocate
+from graphfix.data.arrays import allocate, memory_budget
 from graphfix.data.features import feature_model, find_head_gemm, find_value
 from graphfix.metrics import mean_average_precision
 from graphfix.train.head_fit import TrainConfig, fit_head
@@ -365,7 +365,7 @@ def finetune(model: Model, train: Dataset, val: Dataset | None, cfg: TrainConfig
 
 class _Activations:
     """Activations at the cut and the head's features (onnxruntime) of every row of the data sets,
-    extracted once, in one array each within the memory budget (`graphfix.data.arrays.allocate`:
+    extracted once, in one array each within one shared memory budget (`graphfix.data.arrays.allocate`:
     in memory below it, an unlinked temporary file memory-mapped above it, so nothing is left on
     disk after an error or Ctrl-C). Activations are stored float16 when the first batch shows that
     exact enough (`fp16_error` <= FP16_TOLERANCE and values far inside float16's range), else
@@ -412,8 +412,10 @@ class _Activations:
                 if self.acts is None:
                     if dtype == np.float16:
                         dtype = self._storage_dtype(acts, ours, feats)
-                    self.acts, _ = allocate((self.rows, *acts.shape[1:]), None, dtype)
+                    # one budget for both arrays: the features (the smaller) first, the activations in what is left
                     self.feats, _ = allocate((self.rows, feats.shape[1]), None, np.float32)
+                    left = memory_budget() - (0 if isinstance(self.feats, np.memmap) else self.feats.nbytes)
+                    self.acts, _ = allocate((self.rows, *acts.shape[1:]), None, dtype, budget=left)
                 if self.acts.dtype == np.float16 and np.abs(acts).max(initial=0.0) > FP16_RANGE:
                     return False
                 self.acts[done : done + len(acts)] = acts

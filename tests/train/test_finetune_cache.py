@@ -40,6 +40,19 @@ def test_cache_over_the_budget_is_memory_mapped_and_gives_the_same_bytes(task, m
     assert list(tmp_path.iterdir()) == []  # the mapped file is gone (unlinked as soon as it was made)
 
 
+def test_activations_and_features_share_one_budget(task, monkeypatch, tmp_path):
+    model, train, val = task
+    kw = dict(train_from="r1", epochs=1, lr=3e-3, batch_size=64, cache=False)
+    acts, feats = 400 * 216 * 2, 400 * 8 * 4  # float16 activations 6x6x6, float32 features 8
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("GRAPHFIX_MEMORY_BUDGET", str(acts + feats))
+    _, h = train_head(model, train, val, **kw)
+    assert h["activations"]["memory_mapped"] is False and h["activations"]["bytes"] == acts
+    monkeypatch.setenv("GRAPHFIX_MEMORY_BUDGET", str(acts + feats - 1))  # each alone fits, both do not
+    _, h = train_head(model, train, val, **kw)
+    assert h["activations"]["memory_mapped"] is True
+
+
 def test_fp16_storage_rule_falls_back_to_float32(task, monkeypatch):
     model, train, val = task
     _, h16 = train_head(model, train, val, train_from="r1", epochs=2, cache=False)
