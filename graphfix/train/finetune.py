@@ -43,7 +43,7 @@ import onnx_ir as ir
 
 from graphfix.data.datasets import Dataset
 from graphfix.data.arrays import allocate, memory_budget
-from graphfix.data.features import feature_model, find_head_gemm, find_value
+from graphfix.data.features import activate, feature_model, find_head_gemm, find_value
 from graphfix.metrics import mean_average_precision
 from graphfix.train.head_fit import TrainConfig, fit_head
 from graphfix.train.torch_ops import OPS, TRAINED_INPUTS, WEIGHT_OPS, apply, batch_norm
@@ -568,12 +568,13 @@ class _Trainer:
         # float32 probabilities saturated at 0 and 1: squeezenet_v1.1's teacher task)
         mu, sd = _mean_sd(cache.feats, rows)
         spread = float(np.sqrt(np.mean(np.square(sd))))
-        sd = np.full_like(sd, spread if spread > 1e-6 * max(1.0, float(np.abs(mu).max(initial=0.0))) else 1.0)
-        self.mu, self.sd = mu.astype(np.float32), sd.astype(np.float32)
+        if not spread > 1e-6 * max(1.0, float(np.abs(mu).max(initial=0.0))):
+            spread = 1.0
+        self.mu, self.sd = mu.astype(np.float32), np.float32(spread)
         w, b = fit.weight.astype(np.float64), fit.bias.astype(np.float64)
-        self.w = torch.nn.Parameter(torch.from_numpy((w * sd).astype(np.float32)))  # standardised weights
+        self.w = torch.nn.Parameter(torch.from_numpy((w * spread).astype(np.float32)))  # standardised weights
         self.b = torch.nn.Parameter(torch.from_numpy((b + w @ mu).astype(np.float32)))
-        self.mu_t, self.sd_t = torch.from_numpy(self.mu), torch.from_numpy(self.sd)
+        self.mu_t, self.sd_t = torch.from_numpy(self.mu), torch.tensor(self.sd)
         self.loss_fn = _torch_loss(torch, cfg, y_train)
         self.start = {k: torch.from_numpy(v) for k, v in seg.initial.items()}
 
@@ -641,9 +642,7 @@ class _Trainer:
     def _map(self, z: np.ndarray, rows: np.ndarray) -> float:
         """mAP of logits `z` scored as the written model scores: float32 probabilities (large logits
         saturate to 0 and 1 and tie there, as they do in onnxruntime's Sigmoid)."""
-        with np.errstate(over="ignore"):
-            p = np.float32(1.0) / (np.float32(1.0) + np.exp(-np.asarray(z, np.float32)))
-        value = mean_average_precision(self.y_all[rows], p)
+        value = mean_average_precision(self.y_all[rows], activate(z, "Sigmoid"))
         return -math.inf if math.isnan(value) else float(value)
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
