@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 MX = REPO / "fixtures" / "mxnet"
@@ -29,6 +34,7 @@ def caffe_paths(name: str) -> tuple[Path, Path]:
     return CAFFE / f"{name}.prototxt", CAFFE / f"{name}.caffemodel"
 
 
+@functools.lru_cache(maxsize=None)
 def mxnet_python() -> str | None:
     """A Python that imports mxnet: $GRAPHFIX_MXNET_PYTHON, .venv-mxnet, or this one; else None."""
     for cand in (os.environ.get("GRAPHFIX_MXNET_PYTHON"), str(REPO / ".venv-mxnet" / "bin" / "python"), sys.executable):
@@ -37,6 +43,34 @@ def mxnet_python() -> str | None:
             if ok:
                 return cand
     return None
+
+
+def require_mxnet() -> str:
+    """`mxnet_python()`, or skip the test when no Python here imports mxnet."""
+    python = mxnet_python()
+    if python is None:
+        pytest.skip("mxnet is not importable (make .venv-mxnet: pip install -r fixtures/mxnet/requirements-mxnet.txt)")
+    return python
+
+
+def mxnet_job(name: str, prefix: str | Path, inputs: str | Path, io: dict) -> dict:
+    """One job of mxnet_check.py: written files `prefix`, an NPZ of inputs, the sidecar's io names."""
+    return {"name": name, "prefix": str(prefix), "input": str(inputs), "data": io["data"], "label": io["label"],
+            "head": io["head"]}
+
+
+def run_mxnet_check(mode: str, jobs: list[dict], folder: Path, *, mkldnn: bool = False) -> Any:
+    """Run `mxnet_check.py MODE` (forward | fit | step) on `jobs` in real MXNet and return its output
+    arrays (np.load of the NPZ it writes); MKLDNN is off unless `mkldnn`. Skips without mxnet."""
+    python = require_mxnet()
+    (folder / "jobs.json").write_text(json.dumps(jobs))
+    out = folder / f"{mode}.npz"
+    env = dict(os.environ) if mkldnn else {**os.environ, "MXNET_MKLDNN_ENABLED": "0"}
+    script = REPO / "tests" / "convert" / "writeback" / "mxnet_check.py"
+    done = subprocess.run([python, str(script), mode, str(folder / "jobs.json"), str(out)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return np.load(out)
 
 
 WB = REPO / "fixtures" / "writeback"

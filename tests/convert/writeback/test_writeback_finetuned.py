@@ -6,8 +6,6 @@ changed initializer with no exact place is refused with one line naming it."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,9 @@ from graphfix.convert.writeback import write_back
 from graphfix.data import Dataset, feature_model
 from graphfix.train.finetune import resolve_train_from, segment_nodes, train_from_candidates
 from tests.convert.caffe.caffe_helpers import caffe_writer
-from tests.convert.writeback.helpers import MX_MODELS, REPO, caffe_paths, mx_paths, mx_shape, mxnet_python
+from tests.convert.writeback.helpers import (
+    MX_MODELS, caffe_paths, mx_paths, mx_shape, mxnet_job, require_mxnet, run_mxnet_check,
+)
 
 
 # ----- helpers ----------------------------------------------------------------------------------
@@ -74,22 +74,14 @@ def _perturbed(model: gf.Model, spec: str, stats: bool = True, seed: int = 0) ->
 
 def _mxnet_forward(written: dict[str, tuple[gf.Model, dict, Path]], tmp_path: Path) -> dict[str, float]:
     """Max abs diff of real MXNet 1.x on the written files vs the ONNX model, per job."""
-    python = mxnet_python()
-    if python is None:
-        pytest.skip("mxnet is not importable (make .venv-mxnet: pip install -r fixtures/mxnet/requirements-mxnet.txt)")
+    require_mxnet()
     jobs, refs = [], {}
     for name, (model, summary, prefix) in written.items():
         x = np.random.default_rng(3).standard_normal((3, *_input_shape(model, name.split(":")[0]))).astype(np.float32)
         np.savez(tmp_path / f"{name}.npz", x=x)
         refs[name] = model.run({"data": x})["probabilities"]
-        jobs.append({"name": name, "prefix": str(prefix), "input": str(tmp_path / f"{name}.npz"),
-                     "data": summary["io"]["data"], "label": summary["io"]["label"], "head": summary["io"]["head"]})
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    script = str(REPO / "tests" / "convert" / "writeback" / "mxnet_check.py")
-    done = subprocess.run([python, script, "forward", str(tmp_path / "jobs.json"), str(tmp_path / "fwd.npz")],
-                          capture_output=True, text=True, env={**os.environ, "MXNET_MKLDNN_ENABLED": "0"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    fwd = np.load(tmp_path / "fwd.npz")
+        jobs.append(mxnet_job(name, prefix, tmp_path / f"{name}.npz", summary["io"]))
+    fwd = run_mxnet_check("forward", jobs, tmp_path)
     return {name: float(np.max(np.abs(fwd[name] - want))) for name, want in refs.items()}
 
 
@@ -325,7 +317,21 @@ def test_refuses_caffe_constant_from_layer_attributes(tmp_path):
                    "layer 'sum' (Eltwise), not one of its blobs; the caffe files cannot hold it exactly (nothing written)")
 
 
-def _mx_net(folder: Path, nodes: list[dict], arrays: dict[str, np.ndarray]) -> tuple[gf.Model, Path]:
+def _mx_net(folder: Path, body: list[dict], arrays: dict[str, np.ndarray],
+            rng: np.random.Generator) -> tuple[gf.Model, Path]:
+    """An MXNet classifier: `body` (data first, a 4-channel map last) + global average Pooling +
+    FullyConnected(5) (its weight drawn from `rng`) + SoftmaxOutput, written as symbol + params,
+    loaded and swapped to 3 labels."""
+    k = len(body)
+    nodes = [*body,
+             {"op": "Pooling", "name": "pool", "attrs": {"global_pool": "True", "kernel": "(1, 1)", "pool_type": "avg"},
+              "inputs": [[k - 1, 0, 0]]},
+             _var("fc_weight"), _var("fc_bias"),
+             {"op": "FullyConnected", "name": "fc", "attrs": {"num_hidden": "5"},
+              "inputs": [[k, 0, 0], [k + 1, 0, 0], [k + 2, 0, 0]]},
+             _var("softmax_label"),
+             {"op": "SoftmaxOutput", "name": "softmax", "inputs": [[k + 3, 0, 0], [k + 4, 0, 0]]}]
+    arrays = {**arrays, "fc_weight": rng.standard_normal((5, 4)).astype(np.float32), "fc_bias": np.zeros(5, np.float32)}
     heads = [[len(nodes) - 1, 0, 0]]
     doc = {"nodes": nodes, "arg_nodes": [i for i, n in enumerate(nodes) if n["op"] == "null"], "heads": heads,
            "attrs": {"mxnet_version": ["int", 10901]}}
@@ -345,17 +351,9 @@ def _shared_weight_net(folder: Path) -> tuple[gf.Model, Path]:
     nodes = [_var("data"), _var("w"),
              {"op": "Convolution", "name": "conv1", "attrs": conv, "inputs": [[0, 0, 0], [1, 0, 0]]},
              {"op": "Activation", "name": "relu1", "attrs": {"act_type": "relu"}, "inputs": [[2, 0, 0]]},
-             {"op": "Convolution", "name": "conv2", "attrs": conv, "inputs": [[3, 0, 0], [1, 0, 0]]},
-             {"op": "Pooling", "name": "pool", "attrs": {"global_pool": "True", "kernel": "(1, 1)", "pool_type": "avg"},
-              "inputs": [[4, 0, 0]]},
-             _var("fc_weight"), _var("fc_bias"),
-             {"op": "FullyConnected", "name": "fc", "attrs": {"num_hidden": "5"}, "inputs": [[5, 0, 0], [6, 0, 0], [7, 0, 0]]},
-             _var("softmax_label"),
-             {"op": "SoftmaxOutput", "name": "softmax", "inputs": [[8, 0, 0], [9, 0, 0]]}]
+             {"op": "Convolution", "name": "conv2", "attrs": conv, "inputs": [[3, 0, 0], [1, 0, 0]]}]
     rng = np.random.default_rng(0)
-    arrays = {"w": rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.2,
-              "fc_weight": rng.standard_normal((5, 4)).astype(np.float32), "fc_bias": np.zeros(5, np.float32)}
-    return _mx_net(folder, nodes, arrays)
+    return _mx_net(folder, nodes, {"w": rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.2}, rng)
 
 
 def test_refuses_mxnet_untied_shared_weight(tmp_path):
@@ -384,17 +382,9 @@ def test_refuses_mxnet_constant_from_node_attributes(tmp_path):
     conv = {"kernel": "(3, 3)", "num_filter": "4", "pad": "(1, 1)", "no_bias": "True"}
     nodes = [_var("data"), _var("w"),
              {"op": "Convolution", "name": "conv1", "attrs": conv, "inputs": [[0, 0, 0], [1, 0, 0]]},
-             {"op": "_mul_scalar", "name": "scaled", "attrs": {"scalar": "0.5"}, "inputs": [[2, 0, 0]]},
-             {"op": "Pooling", "name": "pool", "attrs": {"global_pool": "True", "kernel": "(1, 1)", "pool_type": "avg"},
-              "inputs": [[3, 0, 0]]},
-             _var("fc_weight"), _var("fc_bias"),
-             {"op": "FullyConnected", "name": "fc", "attrs": {"num_hidden": "5"}, "inputs": [[4, 0, 0], [5, 0, 0], [6, 0, 0]]},
-             _var("softmax_label"),
-             {"op": "SoftmaxOutput", "name": "softmax", "inputs": [[7, 0, 0], [8, 0, 0]]}]
+             {"op": "_mul_scalar", "name": "scaled", "attrs": {"scalar": "0.5"}, "inputs": [[2, 0, 0]]}]
     rng = np.random.default_rng(0)
-    model, _ = _mx_net(tmp_path, nodes, {"w": rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
-                                         "fc_weight": rng.standard_normal((5, 4)).astype(np.float32),
-                                         "fc_bias": np.zeros(5, np.float32)})
+    model, _ = _mx_net(tmp_path, nodes, {"w": rng.standard_normal((4, 4, 3, 3)).astype(np.float32)}, rng)
     tuned, names = _perturbed(model, "conv1", stats=False)
     scalar = next(n for n in names if n.startswith("scaled_"))
     msg = _refused(lambda: write_back(tuned, tmp_path / "out", to="mxnet"), tmp_path)

@@ -6,8 +6,6 @@ and trains one step in real MXNet 1.9.1; the Caffe training prototxt silences it
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -16,7 +14,9 @@ import graphfix as gf
 from graphfix.convert.caffe._caffemodel import read_caffemodel
 from graphfix.convert.writeback import write_back
 from tests.conftest import run_cli
-from tests.convert.writeback.helpers import MTCNN, MTCNN_SHAPE, REPO, caffe_train_net, mxnet_python
+from tests.convert.writeback.helpers import (
+    MTCNN, MTCNN_SHAPE, caffe_train_net, mxnet_job, require_mxnet, run_mxnet_check,
+)
 
 SYMBOL, PARAMS = MTCNN / "mtcnn_det2-symbol.json", MTCNN / "mtcnn_det2-0000.params"
 PROTOTXT, CAFFEMODEL = MTCNN / "mtcnn_det2.prototxt", MTCNN / "mtcnn_det2.caffemodel"
@@ -64,9 +64,7 @@ def test_mxnet_trains_one_step(tmp_path):
     graphfix's box and probabilities; the train symbol runs Module.forward_backward + update, the
     head moves by exactly the sigmoid cross-entropy gradient, the trunk moves, the BlockGrad-ed box
     layer does not."""
-    python = mxnet_python()
-    if python is None:
-        pytest.skip("mxnet is not importable (make .venv-mxnet: pip install -r fixtures/mxnet/requirements-mxnet.txt)")
+    require_mxnet()
     prefix = tmp_path / "mt"
     proc = run_cli("swap-head", SYMBOL, "--input-shape", MTCNN_SHAPE, "--labels", "5", "--seed", "1",
                    "--to", "mxnet", "-o", prefix, "--json")
@@ -77,14 +75,7 @@ def test_mxnet_trains_one_step(tmp_path):
     x = np.load(MTCNN / "mtcnn_det2-ref.npz")["input_b3"]
     y = (rng.random((3, 5)) > 0.5).astype(np.float32)
     np.savez(tmp_path / "xy.npz", x=x, y=y)
-    jobs = [{"name": "mt", "prefix": str(prefix), "input": str(tmp_path / "xy.npz"), "data": io["data"],
-             "label": io["label"], "head": io["head"]}]
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    script = str(REPO / "tests" / "convert" / "writeback" / "mxnet_check.py")
-    done = subprocess.run([python, script, "step", str(tmp_path / "jobs.json"), str(tmp_path / "out.npz")],
-                          capture_output=True, text=True, env={**os.environ, "MXNET_MKLDNN_ENABLED": "0"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = np.load(tmp_path / "out.npz")
+    out = run_mxnet_check("step", [mxnet_job("mt", prefix, tmp_path / "xy.npz", io)], tmp_path)
     ours = model.run({"data": x})
     np.testing.assert_allclose(out["mt.deploy0"], ours["conv5_2_output"], atol=1e-5)
     np.testing.assert_allclose(out["mt.deploy1"], ours["probabilities"], atol=1e-5)

@@ -4,8 +4,6 @@ them with bit-identical weights, output is deterministic."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import pytest
 import graphfix as gf
 from graphfix.convert.mxnet._params import read_params
 from graphfix.convert.writeback import write_back
-from tests.convert.writeback.helpers import MX_MODELS, REPO, mx_paths, mx_shape, mxnet_python
+from tests.convert.writeback.helpers import MX_MODELS, REPO, mx_paths, mx_shape, mxnet_job, require_mxnet, run_mxnet_check
 
 
 def _swapped(name: str) -> gf.Model:
@@ -78,23 +76,15 @@ def test_deterministic(tmp_path):
 
 def test_in_mxnet(written, tmp_path):
     """Real MXNet: the deploy files give graphfix's probabilities; the train symbol fits one step."""
-    python = mxnet_python()
-    if python is None:
-        pytest.skip("mxnet is not importable (make .venv-mxnet: pip install -r fixtures/mxnet/requirements-mxnet.txt)")
+    require_mxnet()
     jobs, refs = [], {}
     for name, (model, summary, prefix) in written.items():
         x = np.load(REPO / "fixtures" / "mxnet" / name / f"{name}-ref.npz")["input_b3"]
         np.savez(tmp_path / f"{name}.npz", x=x)
         refs[name] = model.run({"data": x})["probabilities"]
-        jobs.append({"name": name, "prefix": str(prefix), "input": str(tmp_path / f"{name}.npz"),
-                     "data": summary["io"]["data"], "label": summary["io"]["label"], "head": summary["io"]["head"]})
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    script = str(REPO / "tests" / "convert" / "writeback" / "mxnet_check.py")
-    for mode, env in (("forward", {}), ("fit", {"MXNET_MKLDNN_ENABLED": "0"})):
-        done = subprocess.run([python, script, mode, str(tmp_path / "jobs.json"), str(tmp_path / f"{mode}.npz")],
-                              capture_output=True, text=True, env={**os.environ, **env})
-        assert done.returncode == 0, done.stderr[-2000:]
-    fwd, fit = np.load(tmp_path / "forward.npz"), np.load(tmp_path / "fit.npz")
+        jobs.append(mxnet_job(name, prefix, tmp_path / f"{name}.npz", summary["io"]))
+    fwd = run_mxnet_check("forward", jobs, tmp_path, mkldnn=True)
+    fit = run_mxnet_check("fit", jobs, tmp_path)
     lines = []
     for name, want in refs.items():
         diff = float(np.max(np.abs(fwd[name] - want)))
