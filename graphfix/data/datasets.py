@@ -31,7 +31,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -105,6 +105,18 @@ class Dataset:
         """A data set from in-memory arrays (validated like an NPZ)."""
         x, y = _check_arrays(np.asarray(x), np.asarray(y), None)
         return cls(y=y, labels=list(labels) if labels else [str(j) for j in range(y.shape[1])], x=x)
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> Dataset:
+        """The rows `rows` of this data set, in that order: targets, and the inputs, image paths,
+        CSV lines or features it holds (everything else as it is)."""
+        idx = np.asarray(rows, dtype=np.intp)
+        pick = [int(i) for i in idx]
+        return replace(
+            self, y=self.y[idx], x=None if self.x is None else self.x[idx],
+            paths=None if self.paths is None else [self.paths[i] for i in pick],
+            lines=None if self.lines is None else [self.lines[i] for i in pick],
+            features=None if self.features is None else self.features[idx],
+        )
 
     def fingerprint(self) -> str:
         """sha256 of what the features depend on: the arrays, or each image's path, size and mtime."""
@@ -427,8 +439,7 @@ def _check_images(ds: Dataset, shown: list[str], skip_bad: bool, workers: int | 
             hints.append("raise the limit with --max-pixels")
         listed = [(f"line {b.line}: " if b.line is not None else "") + f"{b.path}: {b.problem}" for b in bad]
         raise problems_error(listed, ds.source, "bad image", total=len(ds.paths), hint="; ".join(hints))
-    return Dataset(y=ds.y[keep], labels=ds.labels, paths=[ds.paths[i] for i in keep], preprocess=ds.preprocess,
-                   source=ds.source, lines=[lines[i] for i in keep] if ds.lines else None, skipped=bad)
+    return replace(ds.take(keep), skipped=bad)
 
 
 def skipped_summary(*datasets: Dataset | None) -> dict | None:

@@ -35,7 +35,6 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -130,21 +129,11 @@ def split_rows(calibration: Dataset, heldout: Dataset | None, *, seed: int = SPL
     measure, keep = np.sort(order[:take]), np.sort(order[take:])
     words = (f"{take} rows of --calibration {_name(calibration)} (seeded split, seed {seed}: "
              f"{take} measure, {n - take} calibrate)")
-    return _subset(calibration, keep), _subset(calibration, measure), words
+    return calibration.take(keep), calibration.take(measure), words
 
 
 def _name(ds: Dataset) -> str:
     return os.path.basename(ds.source) if ds.source else "the data set"
-
-
-def _subset(ds: Dataset, rows: np.ndarray) -> Dataset:
-    """The rows `rows` of a data set (arrays indexed, image lists picked)."""
-    pick = [int(i) for i in rows]
-    return replace(
-        ds, y=ds.y[rows], x=None if ds.x is None else ds.x[rows],
-        paths=None if ds.paths is None else [ds.paths[i] for i in pick],
-        lines=None if ds.lines is None else [ds.lines[i] for i in pick],
-    )
 
 
 class _Feeder:
@@ -482,7 +471,7 @@ def _auto(q: Int8Quantizer, calib: Dataset, name: str, static, dtype, measure_fe
     Returns (model, scores, figures, search notes) of the smallest k found (all kept: over budget)."""
     from graphfix.progress import bar
 
-    probe = _Feeder(_subset(calib, np.arange(min(SENSITIVITY_ROWS, len(calib)))), name, q.feeder.batch_size, static,
+    probe = _Feeder(calib.take(np.arange(min(SENSITIVITY_ROWS, len(calib)))), name, q.feeder.batch_size, static,
                     dtype)
     base = probabilities(q.model, probe)
     sensitivity: dict[str, float] = {}
