@@ -222,8 +222,7 @@ class Int8Quantizer:
     `workdir`), then quantizes with any set of layers left in float, cheaply."""
 
     def __init__(self, model: Model, feeder: _Feeder, method: str, workdir: str) -> None:
-        if method not in METHODS:
-            raise GraphfixError(f"unknown --int8-method {method!r}", kind="usage", hint="entropy, percentile or max")
+        _check_method(method)
         self.model, self.feeder, self.method = model, feeder, method
         self.head = head_nodes(model)
         self.candidates = [n.name for n in model.ir.graph if n.op_type in QUANTIZED_OPS and n.domain in ("", "ai.onnx")
@@ -270,6 +269,11 @@ class Int8Quantizer:
         result = Model.from_proto(proto, path=self.model.path)
         HygienePass()(result.ir)
         return result
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise GraphfixError(f"unknown --int8-method {method!r}", kind="usage", hint="entropy, percentile or max")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -358,8 +362,7 @@ def export_int8(
 
     if target != "tensorrt":
         raise GraphfixError(f"--int8 is for --target tensorrt, not {target}", kind="usage")
-    if method not in METHODS:
-        raise GraphfixError(f"unknown --int8-method {method!r}", kind="usage", hint="entropy, percentile or max")
+    _check_method(method)
     if not (budget >= 0 and np.isfinite(budget)):
         raise GraphfixError(f"bad --int8-budget {budget!r}", kind="usage", hint="a number >= 0, e.g. 0.005")
     require_trained(model)
@@ -513,11 +516,12 @@ def _auto(q: Int8Quantizer, calib: Dataset, name: str, static, dtype, measure_fe
 
 def _refit(int8: Model, source: Model, scores: np.ndarray, y: np.ndarray, labels) -> tuple[Model, dict]:
     """Thresholds re-fitted on the int8 scores with the stored fitting rule, stored in the int8 model."""
-    from graphfix.calibrate.calibration import apply_thresholds, fit_thresholds_from_scores
+    from graphfix.calibrate.calibration import DEFAULT_MIN_POSITIVES, apply_thresholds, fit_thresholds_from_scores
 
     rule = source.metadata.get("calibration") or {}
     th = fit_thresholds_from_scores(
-        scores, y, rule.get("objective") or "f1", labels=labels, min_positives=rule.get("min_positives") or 3,
+        scores, y, rule.get("objective") or "f1", labels=labels,
+        min_positives=rule.get("min_positives") or DEFAULT_MIN_POSITIVES,
         at_least_one=bool(rule.get("at_least_one")),
     )
     with_labels = "labels" in source.output_names
