@@ -20,6 +20,7 @@ ratio is 0/0 count as 0 unless said otherwise.
 from __future__ import annotations
 
 __all__ = [
+    "cut_counts",
     "confusion_counts",
     "precision_recall_f1",
     "micro_f1",
@@ -103,20 +104,23 @@ def samples_f1(y: np.ndarray, pred: np.ndarray) -> float:
     return float(per.mean())
 
 
-def precision_recall_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One class: precision, recall and threshold at each distinct score, highest score first.
-
-    The cut at threshold `t[k]` predicts `score >= t[k]`; tied scores form one cut.
-    """
+def cut_counts(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """One class, at each distinct score, highest first: (true positives, rows predicted
+    positive, positives, threshold). The cut at threshold `t[k]` predicts `score >= t[k]`;
+    tied scores form one cut."""
     y = np.asarray(y).reshape(-1) != 0
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-s, kind="stable")
     s, y = s[order], y[order]
     last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each tie group
-    tp = np.cumsum(y)[last]
-    k = last + 1
-    positives = int(y.sum())
-    return _div(tp, k), _div(tp, positives) if positives else np.zeros(len(k)), s[last]
+    return np.cumsum(y)[last], last + 1, int(y.sum()), s[last]
+
+
+def precision_recall_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One class: precision, recall and threshold at each distinct score, highest score first
+    (the cuts of `cut_counts`)."""
+    tp, k, positives, thresholds = cut_counts(y, scores)
+    return _div(tp, k), _div(tp, positives) if positives else np.zeros(len(k)), thresholds
 
 
 def _per_class_ap(y: np.ndarray, scores: np.ndarray, ap) -> np.ndarray:

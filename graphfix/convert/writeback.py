@@ -351,7 +351,7 @@ def tuned_weights(model: Model, spec: HeadSpec, to: str, graph_src: str, weights
                 f"{list(old.shape)}: it cannot be written back", kind="usage", path=model.path,
             )
         if new.tobytes() != old.tobytes():
-            changed[name] = TunedWeight(name, np.asarray(new).reshape(old.shape), np.asarray(old))
+            changed[name] = TunedWeight(name, np.asarray(new), np.asarray(old))
     return Tuning(changed, reference)
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from graphfix.metrics import average_precision, mean_average_precision
+from graphfix.metrics import average_precision, cut_counts, mean_average_precision
 from graphfix.train.folds import fold_positives, stratified_folds, stratified_subsample
 from graphfix.train.losses import LOSSES, Loss, make_loss
 from graphfix.train.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
@@ -185,12 +185,7 @@ def _best_f1_counts(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     tp, fp, fn = np.zeros(n_cls), np.zeros(n_cls), np.zeros(n_cls)
     has = y.any(axis=0)
     for j in np.flatnonzero(has):
-        order = np.argsort(-scores[:, j], kind="stable")
-        s, t = scores[order, j], y[order, j]
-        last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
-        ctp = np.cumsum(t)[last]
-        k = last + 1
-        pos = int(t.sum())
+        ctp, k, pos, _ = cut_counts(y[:, j], scores[:, j])
         b = int(np.argmax(2.0 * ctp / (k + pos)))
         tp[j], fp[j], fn[j] = ctp[b], k[b] - ctp[b], pos - ctp[b]
     return tp, fp, fn, has
