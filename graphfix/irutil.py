@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["input_at", "const_array", "graph_names", "fresh_name", "downstream_nodes", "varint"]
+__all__ = ["input_at", "const_array", "is_constant", "graph_names", "fresh_name", "downstream_nodes", "varint"]
 
 from typing import Iterable
 
@@ -19,21 +19,40 @@ def input_at(node: ir.Node, index: int) -> ir.Value | None:
     return node.inputs[index] if index < len(node.inputs) else None
 
 
-def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The NumPy value of an initializer or Constant-node output (through Identity nodes:
-    TorchScript writes a tensor equal to an earlier one as an Identity of it), else None."""
-    if value is None:
-        return None
+def _behind_identity(value: ir.Value) -> ir.Value:
+    """The value an Identity chain copies (TorchScript writes a tensor equal to an earlier one as an
+    Identity of it), or `value` itself."""
     for _ in range(16):
         producer = value.producer()
         if value.const_value is not None or producer is None or producer.op_type != "Identity" \
                 or producer.domain not in ("", "ai.onnx") or not producer.inputs or producer.inputs[0] is None:
             break
         value = producer.inputs[0]
+    return value
+
+
+def _constant_node(value: ir.Value) -> bool:
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx")
+
+
+def is_constant(value: ir.Value | None) -> bool:
+    """Whether `value` is an initializer or a Constant-node output (through Identity nodes), without
+    reading its data (cheap on large weights)."""
+    if value is None:
+        return False
+    value = _behind_identity(value)
+    return value.const_value is not None or value.is_initializer() or _constant_node(value)
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The NumPy value of an initializer or Constant-node output (through Identity nodes), else None."""
+    if value is None:
+        return None
+    value = _behind_identity(value)
     tensor = value.const_value
     if tensor is None:
-        producer = value.producer()
-        if producer is None or producer.op_type != "Constant" or producer.domain not in ("", "ai.onnx"):
+        if not _constant_node(value):
             return None
         try:
             tensor = ir.convenience.get_const_tensor(value)

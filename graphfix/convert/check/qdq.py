@@ -44,7 +44,7 @@ import onnx_ir as ir
 
 from graphfix.convert.check._context import CheckContext
 from graphfix.convert.check._report import FAIL, INFO, WARN
-from graphfix.irutil import const_array, input_at
+from graphfix.irutil import const_array, input_at, is_constant
 
 logger = logging.getLogger(__name__)
 
@@ -66,28 +66,12 @@ def has_qdq(graph: ir.Graph) -> bool:
     return any(_is_qdq(n) for n in graph)
 
 
-def _constant(value: ir.Value | None) -> bool:
-    """An initializer, a Constant output, or either through Identity (cheap: no arrays made)."""
-    while value is not None:
-        if value.const_value is not None or value.is_initializer():
-            return True
-        producer = value.producer()
-        if producer is None:
-            return False
-        if producer.op_type == "Constant":
-            return True
-        if producer.op_type != "Identity":
-            return False
-        value = input_at(producer, 0)
-    return False
-
-
 def _weight(value: ir.Value | None) -> bool:
     """A constant, or a constant put through QuantizeLinear (onnxruntime's AddQDQPairToWeight)."""
-    if _constant(value):
+    if is_constant(value):
         return True
     producer = value.producer() if value is not None else None
-    return producer is not None and producer.op_type == "QuantizeLinear" and _constant(input_at(producer, 0))
+    return producer is not None and producer.op_type == "QuantizeLinear" and is_constant(input_at(producer, 0))
 
 
 def dequantized_constant(value: ir.Value | None) -> bool:
@@ -160,7 +144,7 @@ def _params(ctx: CheckContext, node: ir.Node) -> None:
     scale, zero_point = input_at(node, 1), input_at(node, 2)
     block = node.attributes.get_int("block_size", 0)
     for what, value in (("scale", scale), ("zero point", zero_point)):
-        if value is not None and not _constant(value):
+        if value is not None and not is_constant(value):
             ctx.add("C17", FAIL, f"{op} {what} is computed, not a constant", "make it an initializer",
                     node=node, rule="qdq-constant")
     scales = const_array(scale) if scale is not None else None
@@ -194,7 +178,7 @@ def _type(ctx: CheckContext, node: ir.Node) -> None:
     if op == "DequantizeLinear" and source is not None and source.op_type == "QuantizeLinear":
         return  # the QuantizeLinear reports its own type
     weight = op == "DequantizeLinear" and _weight(input_at(node, 0)) or \
-        op == "QuantizeLinear" and _constant(input_at(node, 0))
+        op == "QuantizeLinear" and is_constant(input_at(node, 0))
     if qtype is None or qtype == ir.DataType.INT8:
         return
     if qtype == ir.DataType.FLOAT8E4M3FN:
@@ -221,7 +205,7 @@ def _per_channel(ctx: CheckContext, node: ir.Node) -> None:
     if scales is None or scales.size <= 1 or ctx.opset < 13:
         return  # below opset 13 there is no axis: qdq-opset says so
     data = input_at(node, 0)
-    weight = _weight(data) if node.op_type == "DequantizeLinear" else _constant(data)
+    weight = _weight(data) if node.op_type == "DequantizeLinear" else is_constant(data)
     if not weight:
         ctx.add("C17", FAIL, f"per-channel {node.op_type} on an activation ({scales.size} scales; TensorRT "
                 "quantizes activations per-tensor)", "use one scale for activations", node=node, rule="qdq-per-channel")
