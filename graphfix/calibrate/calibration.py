@@ -339,9 +339,12 @@ def training_oof_scores(
     if len(data) < 2 * folds:
         return None
     x = extract_features(model, data, batch_size=batch_size, cache=cache, progress=progress)
-    cfg = TrainConfig(loss=t["loss"], pos_weight=t.get("pos_weight"), asl_gamma_neg=float(t.get("asl_gamma_neg", 4.0)),
-                      asl_gamma_pos=float(t.get("asl_gamma_pos", 0.0)), asl_clip=float(t.get("asl_clip", 0.05)),
-                      count=bool(t.get("count")), cv_folds=folds, seed=int(t.get("seed", 0)))
+    d = TrainConfig  # the defaults of what the record may leave out
+    cfg = TrainConfig(loss=t["loss"], pos_weight=t.get("pos_weight"),
+                      asl_gamma_neg=float(t.get("asl_gamma_neg", d.asl_gamma_neg)),
+                      asl_gamma_pos=float(t.get("asl_gamma_pos", d.asl_gamma_pos)),
+                      asl_clip=float(t.get("asl_clip", d.asl_clip)), count=bool(t.get("count")), cv_folds=folds,
+                      seed=int(t.get("seed", d.seed)))
     per_class = (t.get("l2_per_class") or {}).get("weight_decay")
     lam = np.array(per_class, np.float64) if per_class else float(t["weight_decay"])
     return oof_scores(x, data.y, cfg, lam), np.asarray(data.y)
