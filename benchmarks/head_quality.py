@@ -11,6 +11,9 @@ For each data set, in one process:
   with a positive), refitted on the whole training set; its per-class thresholds are fitted on
   the held-out scores with the same exact F1 search and few-positive policy that graphfix uses,
   so the rows differ only in the head.
+- the noise of the comparison: a 95% paired-bootstrap interval of default - reference for each
+  metric, over the test rows resampled (1000 rounds, the same rows for both; the thresholds are
+  not refitted, so the held-out set's own noise is not in it).
 
 Data sets (nothing downloaded), each split train / held-out / test:
 - `mosaics`: digit mosaics (`digit_mosaics.py`, long-tailed, a CNN's 32 backbone features);
@@ -179,19 +182,44 @@ def graphfix_runs(out: Path, paths: dict[str, Any], *, train_from: str | None, q
     return runs
 
 
-def _decision_metrics(model_path: Path, test: str) -> dict[str, float]:
-    """Test metrics of the model's own `labels` output (its stored top-k / count decision)."""
-    from graphfix import metrics
+def _outputs(model_path: Path, test: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(targets, probabilities, the model's own `labels` decisions) on the test set."""
     from graphfix.data import as_dataset
     from graphfix.model import Model
 
     model = Model.load(model_path)
     ds = as_dataset(model, test)
     runs = [model.run(x) for x in ds.batches(64)]
-    out = {k: np.concatenate([r[k] for r in runs]) for k in ("probabilities", "labels")}
-    y = ds.y
-    return {"mAP": metrics.mean_average_precision(y, out["probabilities"]),
-            "macro_f1": metrics.macro_f1(y, out["labels"]), "micro_f1": metrics.micro_f1(y, out["labels"])}
+    return np.asarray(ds.y), *(np.concatenate([r[k] for r in runs]) for k in ("probabilities", "labels"))
+
+
+def _decision_metrics(model_path: Path, test: str) -> dict[str, float]:
+    """Test metrics of the model's own `labels` output (its stored top-k / count decision)."""
+    y, probabilities, labels = _outputs(model_path, test)
+    return _metrics(y, probabilities, labels)
+
+
+def _metrics(y: np.ndarray, scores: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    from graphfix import metrics
+
+    return {"mAP": metrics.mean_average_precision(y, scores), "macro_f1": metrics.macro_f1(y, pred),
+            "micro_f1": metrics.micro_f1(y, pred)}
+
+
+def paired_bootstrap(y: np.ndarray, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                     rounds: int = 1000, seed: int = 0) -> dict[str, list[float]]:
+    """95% intervals of metric(a) - metric(b) over test rows resampled with replacement (the
+    same rows for both; a and b are (scores, decisions)): how much of a difference the test
+    set's size alone can make."""
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {"mAP": [], "macro_f1": [], "micro_f1": []}
+    for _ in range(rounds):
+        rows = rng.integers(0, len(y), len(y))
+        ma, mb = _metrics(y[rows], a[0][rows], a[1][rows]), _metrics(y[rows], b[0][rows], b[1][rows])
+        for k in diffs:
+            diffs[k].append(ma[k] - mb[k])
+    return {k: [round(float(np.nanpercentile(v, 2.5)), 4), round(float(np.nanpercentile(v, 97.5)), 4)]
+            for k, v in diffs.items()}
 
 
 def _features(swapped: Path, data: str) -> tuple[np.ndarray, np.ndarray]:
@@ -220,6 +248,7 @@ def reference_run(out: Path, paths: dict[str, Any]) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from graphfix.calibrate import evaluate, fit_thresholds_from_scores
+    from graphfix.calibrate.decisions import decide
 
     swapped = out / "swapped.onnx"
     xtr, ytr = _features(swapped, paths["train_data"])
@@ -232,9 +261,11 @@ def reference_run(out: Path, paths: dict[str, Any]) -> dict:
     search.fit(xtr.astype(np.float64), ytr)
     seconds = time.perf_counter() - start
     th = fit_thresholds_from_scores(search.predict_proba(xho), yho, "f1")
-    m = evaluate(search.predict_proba(xte), yte, th)
+    scores = search.predict_proba(xte)
+    m = evaluate(scores, yte, th)
     return {"mAP": m["mAP"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"], "train_seconds": round(seconds, 2),
-            "C": float(search.best_params_["onevsrestclassifier__estimator__C"])}
+            "C": float(search.best_params_["onevsrestclassifier__estimator__C"]),
+            "_outputs": (scores, decide(scores, th.values, at_least_one=th.at_least_one))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             paths = make_tabular(folder, int(seed), n, kind)
         runs = graphfix_runs(folder, paths, train_from="p1" if name == "mosaics" else None, quick=args.quick)
         runs["sklearn reference"] = reference_run(folder, paths)
+        y, probabilities, labels = _outputs(folder / "calibrated-default.onnx", paths["test_data"])
+        runs["default"]["ci95_vs_reference"] = paired_bootstrap(
+            y, (probabilities, labels), runs["sklearn reference"].pop("_outputs"))
         results[name] = runs
         print(f"\n## {name}\n")
         print("| run | test mAP | macro-F1 | micro-F1 | train s | chosen |")
@@ -270,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {run} | {m['mAP']:.4f}{diff} | {m['macro_f1']:.4f} ({m['macro_f1'] - ref['macro_f1']:+.4f}) | "
                   f"{m['micro_f1']:.4f} ({m['micro_f1'] - ref['micro_f1']:+.4f}) | {m.get('train_seconds', '')} | "
                   f"{_chosen(m)} |")
+        ci = runs["default"]["ci95_vs_reference"]
+        print("\ndefault - reference, 95% paired-bootstrap interval over test rows: " + ", ".join(
+            f"{k} [{lo:+.4f}, {hi:+.4f}]" for k, (lo, hi) in ci.items()))
         sys.stdout.flush()
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     worst = min(min(r["default"][k] - r["sklearn reference"][k] for k in ("mAP", "macro_f1", "micro_f1")) for r in results.values())

@@ -169,19 +169,26 @@ def test_train_head_says_lambda_c_validation_map_and_few_positives(pipe, tmp_pat
     lam = s["weight_decay"]
     assert s["C"] == pytest.approx(1 / (lam * 150)) and s["selected_by"] == "validation mAP"
     lines = res.stdout.splitlines()
-    assert s["loss_requested"] == "auto" and s["loss"] in ("bce", "asl", "softmax")
+    assert s["loss_requested"] == "auto" and s["loss"] in ("bce", "asl", "softmax", "squared")
     name = s["loss"] + ("-balanced" if s["pos_weight"] else "")
     assert lines[0] == f"trained head: loss {name} (auto), 150 training rows, 50 validation rows"
     assert lines[1] == (f"regularisation: lambda {lam:.4g}, C = 1/(lambda*N) = {1 / (lam * 150):.4g} (sklearn's C on "
                         f"standardised features, N = 150); chosen by validation set mAP {s['selection_score']:.4f} "
                         f"(best of {len(doc['history']['cv'])} values)")
-    assert lines[2].startswith(f"solver: {s['iterations']} L-BFGS iterations, max |gradient| ")
-    assert lines[3] == f"validation set mAP {s['val_mAP']:.4f}" and lines[-1] == f"wrote {tmp_path / 't.onnx'}"
+    # --standardize auto: the squared loss's score under each scale, and the scale kept
+    sc = s["scale_choice"]["scales"]
+    assert s["standardize_requested"] == "auto" and s["standardize"] == s["scale_choice"]["chosen"]
+    assert lines[2] == (f"features scaled {s['standardize']} (auto: the squared loss's best score under each: "
+                        f"per-feature {sc['per-feature']['score']:.4f} +- {sc['per-feature']['spread']:.4f}, "
+                        f"global {sc['global']['score']:.4f} +- {sc['global']['spread']:.4f}; "
+                        "global only when higher by more than one standard error)")
+    assert lines[3].startswith(f"solver: {s['iterations']} L-BFGS iterations, max |gradient| ")
+    assert lines[4] == f"validation set mAP {s['val_mAP']:.4f}" and lines[-1] == f"wrote {tmp_path / 't.onnx'}"
     # the losses --loss auto compared, each at its best lambda, the kept one marked
-    assert lines[4] == "losses compared (validation set mAP, each at its best lambda):"
+    assert lines[5] == "losses compared (validation set mAP, each at its best lambda):"
     rows = {r["loss"]: r for r in s["losses"]}
-    assert [ln.split()[0] for ln in lines[5:9]] == list(rows) == ["bce", "bce-balanced", "asl", "softmax"]
-    for ln in lines[5:9]:
+    assert [ln.split()[0] for ln in lines[6:11]] == list(rows) == ["bce", "bce-balanced", "asl", "softmax", "squared"]
+    for ln in lines[6:11]:
         r = rows[ln.split()[0]]
         assert ln == (f"  {r['loss']:<13} lambda {r['weight_decay']:<9.4g} {r['score']:.4f}"
                       + ("  <- chosen" if r["chosen"] else ""))
@@ -214,9 +221,10 @@ def test_train_from_prints_epochs_and_says_validation_set(tmp_path, monkeypatch)
     assert len(curve) == 4 and s["val_source"] == "validation set" and s["selected_by"] == "validation mAP"
     lines = res.stdout.splitlines()
     assert "chosen by validation set mAP" in lines[1] and "CV" not in res.stdout
-    assert lines[3] == "fine-tuning from relu2 for 3 epochs; mAP on the validation set by epoch (0 = head only):"
-    assert lines[4] == "  " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(curve))
-    assert lines[5] == f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f})"
+    assert lines[2].startswith(f"features scaled {s['standardize']} (auto: ")  # the epoch-0 head's scale
+    assert lines[4] == "fine-tuning from relu2 for 3 epochs; mAP on the validation set by epoch (0 = head only):"
+    assert lines[5] == "  " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(curve))
+    assert lines[6] == f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f})"
     assert curve[s["best_epoch"]] == max(curve)
 
 
@@ -228,7 +236,8 @@ def test_head_progress_bar_has_a_total(capsys):
     x, y = make_data(model, 60)
     train_head(model, Dataset.from_arrays(x, y, model.labels), progress=True, cache=False)
     err = capsys.readouterr().err
-    assert "head: 0/205 solves" in err  # 4 losses x 17 weight decays x 3 folds + the final solve (paths may stop early)
+    # 2 scales x the squared loss's path + 5 losses, each 17 weight decays x 3 folds, + the final solve (paths may stop early)
+    assert "head: 0/358 solves" in err
     assert "solve" in err and "205solve" not in err
 
 

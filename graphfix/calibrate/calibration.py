@@ -344,10 +344,15 @@ def training_oof_scores(
                       asl_gamma_neg=float(t.get("asl_gamma_neg", d.asl_gamma_neg)),
                       asl_gamma_pos=float(t.get("asl_gamma_pos", d.asl_gamma_pos)),
                       asl_clip=float(t.get("asl_clip", d.asl_clip)), count=bool(t.get("count")), cv_folds=folds,
-                      seed=int(t.get("seed", d.seed)))
+                      seed=int(t.get("seed", d.seed)), standardize=t.get("standardize", "per-feature"))
     per_class = (t.get("l2_per_class") or {}).get("weight_decay")
     lam = np.array(per_class, np.float64) if per_class else float(t["weight_decay"])
-    return oof_scores(x, data.y, cfg, lam), np.asarray(data.y)
+    scores = oof_scores(x, data.y, cfg, lam)
+    if t.get("platt"):  # a least-squares head: its scores as the head's probabilities
+        from graphfix.train.losses import platt
+
+        scores = platt(scores, np.array(t["platt"]["a"]), np.array(t["platt"]["c"])).astype(np.float32)
+    return scores, np.asarray(data.y)
 
 
 def check_trained(model: Model, untrained: bool = False, path: str | None = None) -> None:

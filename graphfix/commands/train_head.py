@@ -4,10 +4,12 @@ Features are computed with onnxruntime (the backbone only, cached on disk). The 
 fitted to convergence: features standardised (folded back into the head's weights), full-batch
 L-BFGS stopping on the gradient norm, the L2 strength chosen by k-fold cross-validation on the
 training set scored by mAP (--val DATA scores on that set instead; --weight-decay X fixes it).
-Losses: auto (default: bce, balanced bce, asl and softmax, each on its own CV regularisation
-path, the best by --cv-metric kept and the comparison printed), bce, bce with --pos-weight
-balanced, asl (asymmetric loss), softmax (1/k targets; `probabilities` becomes a Softmax and a
-`label_count` output is trained beside it for --decision count). --train-from TENSOR also fine-tunes the layers between TENSOR and the head
+Losses: auto (default: bce, balanced bce, asl, softmax and squared, each on its own CV
+regularisation path, compared by --cv-metric; the first within one standard error of the best is
+kept and the comparison printed), bce, bce with --pos-weight balanced, asl (asymmetric loss),
+squared (least squares on the 0/1 targets, Platt-scaled to probabilities on the out-of-fold
+scores), softmax (1/k targets; `probabilities` becomes a Softmax and a `label_count` output is
+trained beside it for --decision count). --train-from TENSOR also fine-tunes the layers between TENSOR and the head
 (torch, pip install 'graphfix[train]'). Same inputs and --seed give a byte-identical model.
 
 Data: CSV (`path,labels` with `;`-separated names, or `path,<name>,...` 0/1 columns), NPZ
@@ -30,12 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", metavar="DATA", help="training data (.csv, .npz or a features folder)")
     parser.add_argument("--features", metavar="FEATURES_DIR", help="training features (graphfix features) in place of --train")
     parser.add_argument("--val", metavar="DATA", help="validation data: picks the weight decay instead of CV, reports val mAP")
-    parser.add_argument("--loss", choices=("auto", "bce", "asl", "softmax"), default="auto",
-                        help="default auto: bce, balanced bce, asl and softmax compared by --cv-metric, the best kept")
+    parser.add_argument("--loss", choices=("auto", "bce", "asl", "squared", "softmax"), default="auto",
+                        help="default auto: bce, balanced bce, asl, softmax and squared compared by --cv-metric; the first "
+                             "within one standard error of the best is kept")
     parser.add_argument("--cv-metric", choices=("map", "macro-f1", "micro-f1"), default="map",
                         help="the score that chooses the loss and the weight decay (default map)")
     parser.add_argument("--l2", choices=("shared", "per-class"), default="shared",
                         help="one weight decay for all labels (default), or one per label chosen on the same CV folds")
+    parser.add_argument("--standardize", choices=("auto", "per-feature", "global"), default="auto",
+                        help="the features' scale under the L2 penalty: each feature's own std, one std for all (their "
+                             "relative scales kept), or auto (default: global only when the squared loss's CV score "
+                             "under it is higher by more than one standard error)")
     parser.add_argument("--pos-weight", choices=("balanced",),
                         help="bce: weight positives by negatives/positives per class (forces --loss bce)")
     parser.add_argument("--weight-decay", default="auto",
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         model, train, val, loss=args.loss, weight_decay=wd, pos_weight=args.pos_weight,
         sigmoid_only=args.to != "onnx",  # --to mxnet|caffe write Sigmoid heads only
         asl_gamma_neg=args.asl_gamma_neg, asl_gamma_pos=args.asl_gamma_pos, asl_clip=args.asl_clip,
-        cv_folds=args.cv_folds, cv_metric=args.cv_metric, l2=args.l2, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
+        cv_folds=args.cv_folds, cv_metric=args.cv_metric, l2=args.l2, standardize=args.standardize, tol=args.tol, max_iter=args.max_iter, decision=args.decision, top_k=args.top_k,
         train_from=args.train_from, epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
         bn_stats=args.bn_stats, keep_best_on_interrupt=args.keep_best_on_interrupt,
         seed=args.seed, features_batch_size=args.batch_size, cache=not args.no_cache,
@@ -133,6 +140,8 @@ def training_line(s: dict) -> str:
             f"chosen by {_selected_by(str(s.get('selected_by')))}")
     if s.get("selection_score") is not None:
         line += f" {s['selection_score']:.4f}"
+    if s.get("standardize") == "global":
+        line += ", features scaled global"
     line += f", {s.get('iterations')} iterations" + ("" if s.get("converged", True) else " (NOT converged)")
     if s.get("val_mAP") is not None:
         line += f", validation mAP {s['val_mAP']:.4f}"
@@ -158,6 +167,7 @@ def summary_lines(s: dict, history: dict) -> list[str]:
         chosen += f" {s['selection_score']:.4f} (best of {s['lambda_values']} values)"
     lines.append(f"regularisation: lambda {s['weight_decay']:.4g}, C = 1/(lambda*N) = {c} "
                  f"(sklearn's C on standardised features, N = {history.get('train_samples', s['train_samples'])}); {chosen}")
+    lines += scale_lines(s)
     lines.append(f"solver: {s['iterations']} L-BFGS iterations, max |gradient| {s['grad_norm']:.2e}, "
                  f"objective {s['objective']:.6g}" + ("" if s["converged"] else " (NOT converged: raise --max-iter)"))
     if s.get("train_from"):
@@ -181,6 +191,17 @@ def summary_lines(s: dict, history: dict) -> list[str]:
     return lines + loss_table(s)
 
 
+def scale_lines(s: dict) -> list[str]:
+    """How the features were scaled, and the squared loss's scores that chose it (--standardize auto)."""
+    choice = s.get("scale_choice")
+    if not choice:
+        return [f"features scaled {s['standardize']}"] if s.get("standardize") not in (None, "per-feature") else []
+    rows = choice["scales"]
+    scores = ", ".join(f"{k} {v['score']:.4f} +- {v['spread']:.4f}" for k, v in rows.items())
+    return [f"features scaled {choice['chosen']} (auto: the squared loss's best score under each: {scores}; "
+            "global only when higher by more than one standard error)"]
+
+
 def loss_table(s: dict) -> list[str]:
     """The losses `--loss auto` compared: each one's best lambda and selection score +- fold spread."""
     rows = s.get("losses") or []
@@ -195,6 +216,10 @@ def loss_table(s: dict) -> list[str]:
         mark = "  <- chosen" if r["chosen"] else ""
         sd = "" if spread == "" else f" +- {r['spread']:.4f}"
         lines.append(f"  {r['loss']:<13} lambda {r['weight_decay']:<9.4g} {r['score']:.4f}{sd}{mark}")
+    top = max(rows, key=lambda r: r["score"])
+    if not top["chosen"]:
+        lines.append(f"  ({top['loss']} scored highest, by less than one standard error (fold spread / sqrt(k)): "
+                     "the first loss within it is kept)")
     if sub:
         lines.append("  (the chosen loss's lambda was then chosen again on all rows: above)")
     return lines

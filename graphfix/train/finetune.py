@@ -340,8 +340,8 @@ def finetune(model: Model, train: Dataset, val: Dataset | None, cfg: TrainConfig
         keep_best_on_interrupt: On Ctrl-C (KeyboardInterrupt) during the epochs, return the best
             epoch so far (`interrupted_epoch` in the history) instead of re-raising.
     """
-    if cfg.loss == "softmax":
-        raise GraphfixError("--train-from trains the bce and asl losses (not softmax)", kind="usage")
+    if cfg.loss in ("softmax", "squared"):
+        raise GraphfixError(f"--train-from trains the bce and asl losses (not {cfg.loss})", kind="usage")
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise GraphfixError("--epochs >= 0, --train-batch-size >= 1 and --lr > 0 are needed", kind="usage")
     if bn_stats not in BN_STATS:

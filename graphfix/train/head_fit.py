@@ -8,9 +8,12 @@ Gemm on the backbone's output.
 The loss and the L2 strength (`weight_decay`, lambda in mean loss + lambda / 2 ||w||^2;
 sklearn's C is 1 / (lambda n)) are chosen together, unless given:
 1. `loss="auto"` (default) compares the `CANDIDATES` (bce, bce with balanced positive weights,
-   asl, softmax with 1/k targets), each on its own regularisation path, and keeps the best by
-   the selection score (`cv_metric`: mAP, or macro-/micro-F1 with each class cut at its best-F1
-   threshold); ties go to the earlier candidate. A named loss is the only candidate.
+   asl, softmax with 1/k targets, least squares), each on its own regularisation path, by the
+   selection score (`cv_metric`: mAP, or macro-/micro-F1 with each class cut at its best-F1
+   threshold), and keeps the first one in that order whose score is within one standard error
+   of the top score (the folds' spread / sqrt(k); Hastie, Tibshirani & Friedman, ESL 7.10): a
+   later loss replaces bce only when it wins by more than the folds' noise (with validation data,
+   one split: the top score). A named loss is the only candidate.
 2. Without validation data, by k-fold cross-validation on the training set (`cv_folds` = 3,
    multi-label stratified folds, `graphfix.train.folds`): per fold a path over `LAMBDA_GRID`
    from strong to weak regularisation, each solve warm-started from the previous one, scored on
@@ -27,6 +30,10 @@ sklearn's C is 1 / (lambda n)) are chosen together, unless given:
    point (more rows seldom want more regularisation; when the first point is the best, the whole
    path runs). The comparison's cost then no longer grows with N (a close call between losses
    may go either way).
+5. A least-squares head (loss "squared") is fitted to the 0/1 targets; its scores become
+   probabilities by per-class Platt scaling (`losses.platt_fit`) on the out-of-fold scores at the
+   chosen point (else on the validation scores, else on the training scores), folded into the
+   head's weight and bias, so the head stays one Gemm + Sigmoid (`history["platt"]`).
 The standardisation statistics come from all training rows (also for the folds). The CV solves
 stop at `CV_GTOL` (scikit-learn's default tolerance) with float32 matrix products; the final one
 at `cfg.tol` in float64. Fixed chunking and seeded folds: the same inputs give the same bits.
@@ -35,20 +42,20 @@ at `cfg.tol` in float64. Fixed chunking and seeded folds: the same inputs give t
 from __future__ import annotations
 
 __all__ = [
-    "LAMBDA_GRID", "CV_GTOL", "CANDIDATES", "CV_METRICS", "TrainConfig", "HeadFit", "fit_head", "planned_solves",
+    "LAMBDA_GRID", "CV_GTOL", "CANDIDATES", "CV_METRICS", "SCALES", "TrainConfig", "HeadFit", "fit_head", "planned_solves",
     "cv_score", "oof_scores",
 ]
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from graphfix.metrics import average_precision, cut_counts, mean_average_precision
 from graphfix.train.folds import fold_positives, stratified_folds, stratified_subsample
-from graphfix.train.losses import LOSSES, Loss, make_loss
+from graphfix.train.losses import LOSSES, Loss, make_loss, platt, platt_fit
 from graphfix.train.solver import CHUNK_ROWS, Problem, Standardization, raw_parameters, solve
 from graphfix.errors import GraphfixError
 
@@ -66,7 +73,9 @@ PATIENCE = 2
 SMALL_SET_WEIGHT_DECAY = 1e-2
 #: The losses `loss="auto"` compares, in tie-break order: (name, loss, pos_weight).
 CANDIDATES = (("bce", "bce", None), ("bce-balanced", "bce", "balanced"), ("asl", "asl", None),
-              ("softmax", "softmax", None))
+              ("softmax", "softmax", None), ("squared", "squared", None))
+#: How the features are scaled before the L2 penalty (`Standardization`), the default first.
+SCALES = ("per-feature", "global")
 #: Selection scores: name -> how it is printed.
 CV_METRICS = {"map": "mAP", "macro-f1": "macro-F1", "micro-f1": "micro-F1"}
 
@@ -94,6 +103,9 @@ class TrainConfig:
     #: With loss "auto": compare only the losses whose head is Sigmoid(logits) (what write-back
     #: to MXNet and Caffe can hold), not softmax.
     sigmoid_only: bool = False
+    #: The features' scale: "per-feature" std, "global" (one std for all), or "auto" (chosen by
+    #: the squared loss's CV path under each, when the L2 strength or the loss is chosen).
+    standardize: str = "auto"
 
     def validate(self) -> None:
         if self.loss not in LOSSES + ("auto",):
@@ -106,6 +118,8 @@ class TrainConfig:
             raise GraphfixError("the label-count head goes with the softmax loss", kind="usage")
         if self.l2 not in ("shared", "per-class"):
             raise GraphfixError(f"unknown l2 {self.l2!r}", kind="usage", hint="shared | per-class")
+        if self.standardize not in SCALES + ("auto",):
+            raise GraphfixError(f"unknown standardize {self.standardize!r}", kind="usage", hint="auto | " + " | ".join(SCALES))
         if self.cv_metric not in CV_METRICS:
             raise GraphfixError(f"unknown cv metric {self.cv_metric!r}", kind="usage", hint=" | ".join(CV_METRICS))
         if isinstance(self.weight_decay, str) and self.weight_decay != "auto":
@@ -155,7 +169,8 @@ def planned_solves(cfg: TrainConfig, n_rows: int, validation: bool) -> int:
         return 1
     per_path = grid * (1 if validation else cfg.cv_folds)
     again = per_path if n_cand > 1 and 0 < cfg.compare_rows < n_rows else 0  # the winner's path on all rows
-    return n_cand * per_path + again + 1
+    probe = len(SCALES) * per_path if cfg.standardize == "auto" else 0  # the squared path under each scale
+    return probe + n_cand * per_path + again + 1
 
 
 def _make(cfg: TrainConfig, y: np.ndarray, loss: str, pos_weight: str | None) -> Loss:
@@ -228,14 +243,13 @@ def fit_head(
     y = np.asarray(y)
     if len(x) != len(y) or len(x) == 0:
         raise GraphfixError(f"{len(x)} feature rows for {len(y)} target rows", kind="bad_input")
-    stats = Standardization.of(x)
     candidates = cfg.candidates()
     grid = LAMBDA_GRID if isinstance(cfg.weight_decay, str) else (float(cfg.weight_decay),)
     metric = CV_METRICS[cfg.cv_metric]
-    history: dict[str, Any] = {"solver": "lbfgs", "standardized": True, "train_samples": int(len(x)),
-                               "cv_metric": cfg.cv_metric}
-    theta0, oof, chosen, table, per_class = None, None, candidates[0], None, None
+    history: dict[str, Any] = {"solver": "lbfgs", "train_samples": int(len(x)), "cv_metric": cfg.cv_metric}
+    theta0, oof, chosen, table, per_class, stats = None, None, candidates[0], None, None, None
     validation = x_val is not None and y_val is not None
+    scale = "per-feature" if cfg.standardize == "auto" else cfg.standardize
     if len(grid) == 1 and len(candidates) == 1:
         lam = grid[0]
         history.update(selected_by="fixed")
@@ -251,9 +265,14 @@ def fit_head(
             splits_of = lambda rows: [(rows, x_val, None, y_val)]  # noqa: E731
         else:
             splits_of = lambda rows: _cv_splits(x, y, cfg, rows)  # noqa: E731
-        if len(candidates) > 1 and 0 < cfg.compare_rows < len(x):
+        sub = stratified_subsample(y, cfg.compare_rows, cfg.seed) if 0 < cfg.compare_rows < len(x) else None
+        if cfg.standardize == "auto":
+            scale, history["scale_choice"] = _choose_scale(x, y, cfg, grid, splits_of(sub), progress)
+            if sub is not None:
+                history["scale_choice"]["compared_on"] = {"rows": int(len(sub)), "of": int(len(x))}
+        stats = Standardization.of(x, scale=scale)
+        if len(candidates) > 1 and sub is not None:
             # many rows: compare the losses on a stratified subsample, then only the winner's path on all rows
-            sub = stratified_subsample(y, cfg.compare_rows, cfg.seed)
             best, table = _select(x, y, cfg, stats, candidates, grid, splits_of(sub), progress)
             history["compared_on"] = {"rows": int(len(sub)), "of": int(len(x)), "method": "stratified subsample"}
             # its path on all rows starts one step stronger than its best on the subsample, from the
@@ -279,6 +298,9 @@ def fit_head(
                                   "labels_with_fewer_positives_than_folds": short})
     if table is not None and len(candidates) > 1:
         history["losses"] = table
+    if stats is None:  # nothing was chosen: the named (or default) scale
+        stats = Standardization.of(x, scale=scale)
+    history["standardize"] = scale
     name, loss_name, pos_weight = chosen
     history.update(loss=loss_name, pos_weight=pos_weight, candidate=name)
     problem = Problem(x, y, _make(cfg, y, loss_name, pos_weight), stats)
@@ -294,6 +316,18 @@ def fit_head(
     if not np.isfinite(result.theta).all():
         raise GraphfixError("training diverged (non-finite weights)", kind="failed", hint="set --weight-decay > 0")
     weight, bias = raw_parameters(result.theta, stats)
+    if loss_name == "squared":  # least-squares scores -> probabilities: Platt scaling per class
+        if oof is not None:
+            on, s, y_s = "out-of-fold", oof, y
+        elif validation:
+            on, s, y_s = "validation", _scores(problem, result.theta, x_val), np.asarray(y_val)
+        else:
+            on, s, y_s = "training", _scores(problem, result.theta, x), y
+        a, c = platt_fit(s, y_s)
+        weight, bias = weight * a, bias * a + c
+        if oof is not None:
+            oof = platt(oof, a, c).astype(np.float32)
+        history["platt"] = {"fitted_on": on, "a": [float(v) for v in a], "c": [float(v) for v in c]}
     history.update(weight_decay=lam, C=(1.0 / (lam * len(x)) if lam > 0 else None), **result.summary())
     history["converged"] = all(s in ("gtol", "ftol") for s in result.status)
     if not history["converged"]:
@@ -325,7 +359,7 @@ def oof_scores(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, weight_decay: flo
     if cfg.loss == "auto" or len(x) != len(y) or len(x) < 2 * cfg.cv_folds:
         raise GraphfixError(f"out-of-fold scores need one loss and at least {2 * cfg.cv_folds} rows", kind="usage")
     _, loss_name, pos_weight = cfg.candidates()[0]
-    stats = Standardization.of(x)
+    stats = Standardization.of(x, scale="per-feature" if cfg.standardize == "auto" else cfg.standardize)
     out = np.zeros(y.shape, np.float32)
     for train_rows, _, held, _ in _cv_splits(x, y, cfg, None):
         problem = Problem(x, y, _make(cfg, y[train_rows], loss_name, pos_weight), stats, rows=train_rows,
@@ -334,13 +368,34 @@ def oof_scores(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, weight_decay: flo
     return out
 
 
+def _choose_scale(x, y, cfg: TrainConfig, grid, splits, progress) -> tuple[str, dict[str, Any]]:
+    """`standardize="auto"`: the squared loss's path (cheap: its solves take one or two
+    iterations) on `splits` under each of `SCALES`; a later scale replaces the default
+    per-feature one only when its score beats it by more than one standard error (as the loss
+    choice). (The chosen scale, its record for the history.)"""
+    probe = replace(cfg, l2="shared")
+    rows = {}
+    for scale in SCALES:
+        r = _path(x, y, probe, Standardization.of(x, scale=scale), ("squared", "squared", None), grid, splits, progress)
+        rows[scale] = {"score": round(r["score"], 6), "spread": round(r["spread"], 6), "weight_decay": r["weight_decay"]}
+    base = rows[SCALES[0]]
+    margin = base["spread"] / math.sqrt(len(splits))
+    chosen = next((sc for sc in SCALES[1:] if rows[sc]["score"] > base["score"] + margin), SCALES[0])
+    for scale, row in rows.items():
+        logger.info("scale %s: squared loss CV %s %.4f +- %.4f", scale, cfg.cv_metric, row["score"], row["spread"])
+    return chosen, {"chosen": chosen, "by": "squared loss", "scales": rows}
+
+
 def _select(x, y, cfg: TrainConfig, stats: Standardization, candidates, grid, splits, progress, theta0=None):
     """Every candidate's path over `grid` on `splits`; (the best candidate's path result, the table)."""
     results = [_path(x, y, cfg, stats, cand, grid, splits, progress, theta0) for cand in candidates]
-    best = results[0]
+    top = results[0]
     for r in results[1:]:
-        if r["score"] > best["score"]:
-            best = r
+        if r["score"] > top["score"]:
+            top = r
+    # the one-standard-error rule: the first candidate within one standard error of the top score
+    margin = top["spread"] / math.sqrt(len(splits))
+    best = next(r for r in results if r["score"] >= top["score"] - margin)
     table = [{"loss": r["candidate"][0], "weight_decay": r["weight_decay"], "score": round(r["score"], 6),
               "spread": round(r["spread"], 6), "chosen": r is best, "curve": r["curve"]} for r in results]
     for row in table:

@@ -45,6 +45,7 @@ def train_head(
     cv_folds: int = 3,
     cv_metric: str = "map",
     l2: str = "shared",
+    standardize: str = "auto",
     sigmoid_only: bool = False,
     tol: float = 1e-6,
     max_iter: int = 1000,
@@ -68,8 +69,9 @@ def train_head(
         model: A swapped model (not changed).
         train_set: Training data (Dataset, CSV or NPZ path).
         val_set: Validation data: picks the L2 strength instead of cross-validation.
-        loss: "auto" (the best of bce, balanced bce, asl and softmax by the selection score),
-            "bce", "asl" or "softmax" (1/k targets; `probabilities` becomes a Softmax and a
+        loss: "auto" (the best of bce, balanced bce, asl, softmax and squared by the selection
+            score), "bce", "asl", "squared" (least squares on the 0/1 targets, Platt-scaled to
+            probabilities) or "softmax" (1/k targets; `probabilities` becomes a Softmax and a
             `label_count` output is added). `train_from` fine-tunes with bce unless told.
         weight_decay: lambda of mean loss + lambda/2 ||w||^2 on standardised features, or "auto"
             (k-fold CV on the training set, or `val_set`, scored by mAP).
@@ -77,6 +79,10 @@ def train_head(
         asl_gamma_neg, asl_gamma_pos, asl_clip: ASL parameters.
         cv_folds: k of the cross-validation.
         cv_metric: "map", "macro-f1" or "micro-f1": the score that chooses the loss and lambda.
+        standardize: The features' scale under the L2 penalty: "per-feature" (each feature's own
+            std), "global" (one std for all: their relative scales kept, as on raw features) or
+            "auto" (chosen by the squared loss's CV score under each; global only when it wins
+            by more than one standard error).
         sigmoid_only: With loss "auto", leave softmax out (a Sigmoid head: write-back to MXNet
             and Caffe holds only those).
         l2: "shared" (one lambda) or "per-class" (one per label, chosen on the same folds; shared
@@ -115,7 +121,7 @@ def train_head(
         loss=loss, weight_decay=weight_decay, pos_weight=pos_weight, asl_gamma_neg=float(asl_gamma_neg),
         asl_gamma_pos=float(asl_gamma_pos), asl_clip=float(asl_clip), count=loss in ("softmax", "auto"),
         cv_folds=int(cv_folds), cv_metric=cv_metric, l2=l2, tol=float(tol), max_iter=int(max_iter), seed=int(seed),
-        sigmoid_only=bool(sigmoid_only),
+        sigmoid_only=bool(sigmoid_only), standardize=standardize,
     )
     cfg.validate()
     if decision not in DECISIONS:
@@ -160,7 +166,8 @@ def train_head(
         add_rank_labels_output(new, top_k=top_k if decision == "topk" else None)
     settings = {k: v for k, v in cfg.to_dict().items() if chosen_loss == "asl" or not k.startswith("asl_")}
     settings.update(loss=chosen_loss, pos_weight=hist.get("pos_weight", pos_weight), count=chosen_loss == "softmax",
-                    loss_requested=loss)
+                    loss_requested=loss, standardize=hist.get("standardize", cfg.standardize),
+                    standardize_requested=standardize)
     positives = np.asarray(train.y).sum(axis=0)
     few = {name: int(n) for name, n in zip(train.labels, positives) if n < MIN_POSITIVES}
     chosen = [c["score"] for c in hist.get("cv") or [] if c["weight_decay"] == hist["weight_decay"]]
@@ -185,6 +192,8 @@ def train_head(
         "losses": [{k: row[k] for k in ("loss", "weight_decay", "score", "spread", "chosen")}
                    for row in hist.get("losses") or []],
         "compared_on": hist.get("compared_on"),
+        "platt": hist.get("platt"),
+        "scale_choice": hist.get("scale_choice"),
         "few_positives": few,
     }
     if train_from is not None:

@@ -9,7 +9,12 @@ A *group* is a set of output columns whose loss is coupled; groups are solved in
 2. `SigmoidLoss("asl")`: asymmetric loss (Ben-Baruch, Ridnik et al., ICCV 2021):
    L+ = -(1-p)^g+ log p, L- = -p_m^g- log(1-p_m), p_m = max(p - clip, 0); one group per class.
    Not convex for g- > 0: the solver stops at a stationary point.
-3. `SoftmaxCountLoss`: softmax cross-entropy against 1/k targets over rows with k >= 1 labels
+3. `SquaredLoss`: least squares on the 0/1 targets, 1/2 (z - y)^2, one group per class (a
+   ridge-regression probe; its fitted values are scores, not probabilities: `platt` maps them to
+   probabilities by per-class Platt scaling, fitted after the solve by `graphfix.train.head_fit`).
+   Its Hessian is the features' covariance, which the solver's preconditioner inverts exactly, so a
+   solve takes one or two iterations.
+4. `SoftmaxCountLoss`: softmax cross-entropy against 1/k targets over rows with k >= 1 labels
    (Mahajan et al., ECCV 2018), one group over the L class columns; with `count=True` one more
    column, a Poisson regression of k (log link: `label_count = exp(z)`), its own group.
 
@@ -20,12 +25,12 @@ Logs are computed from the logits (softplus), never from clipped probabilities.
 
 from __future__ import annotations
 
-__all__ = ["LOSSES", "Loss", "SigmoidLoss", "SoftmaxCountLoss", "make_loss"]
+__all__ = ["LOSSES", "Loss", "SigmoidLoss", "SquaredLoss", "SoftmaxCountLoss", "make_loss", "platt", "platt_fit"]
 
 import numpy as np
 
 #: Loss names accepted by `train_head`.
-LOSSES = ("bce", "asl", "softmax")
+LOSSES = ("bce", "asl", "squared", "softmax")
 
 
 def _softplus_sigmoid(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +171,77 @@ class SigmoidLoss(Loss):
         return _sigmoid(z)
 
 
+class SquaredLoss(Loss):
+    """1/2 (z - y)^2 per class: one independent group per class, curvature 1."""
+
+    def __init__(self, n_labels: int) -> None:
+        self.n_columns = n_labels
+        self.groups = np.arange(n_labels)
+
+    def denominators(self, y: np.ndarray) -> np.ndarray:
+        return np.full(self.n_columns, float(max(len(y), 1)))
+
+    def evaluate(self, z: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dz = z - y[:, cols]
+        sums = np.zeros(self.n_columns)
+        sums[cols] = 0.5 * (dz * dz).sum(axis=0)
+        return sums, dz
+
+    def initial_bias(self, y: np.ndarray) -> np.ndarray:
+        return y.mean(axis=0).astype(np.float64) if len(y) else np.zeros(self.n_columns)
+
+    def curvature(self, y: np.ndarray) -> np.ndarray:
+        return np.ones(self.n_columns)
+
+    def activate(self, z: np.ndarray) -> np.ndarray:
+        return z  # scores; `platt` makes them probabilities
+
+
+def platt_fit(scores: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class Platt scaling: (a [L], c [L]) with sigmoid(a s + c) fitted to the targets by
+    Newton's method on the cross-entropy, with Platt's smoothed targets ((n+ + 1) / (n+ + 2) for
+    a positive, 1 / (n- + 2) for a negative; Lin, Lin & Weng 2007), so separable scores still give
+    a finite slope. A class with one kind of target gets a = 0 and its smoothed prior."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(y) != 0
+    n_pos = y.sum(axis=0).astype(np.float64)
+    n_neg = len(y) - n_pos
+    t = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    a = np.zeros(s.shape[1])
+    prior = t.mean(axis=0)
+    c = np.log(prior / (1 - prior))
+    both = (n_pos > 0) & (n_neg > 0)
+    for _ in range(iterations):
+        p = _sigmoid(a * s + c)
+        r, w = p - t, np.maximum(p * (1 - p), 1e-12)
+        ga, gc = (r * s).sum(axis=0), r.sum(axis=0)
+        haa, hac, hcc = (w * s * s).sum(axis=0), (w * s).sum(axis=0), w.sum(axis=0)
+        det = np.maximum(haa * hcc - hac * hac, 1e-300)
+        da = np.where(both, (hcc * ga - hac * gc) / det, 0.0)
+        dc = np.where(both, (haa * gc - hac * ga) / det, 0.0)
+        step = np.ones_like(a)  # halve until the cross-entropy does not rise
+        f0 = _xent(a * s + c, t)
+        for _ in range(30):
+            worse = _xent((a - step * da) * s + c - step * dc, t) > f0 + 1e-12
+            if not worse.any():
+                break
+            step = np.where(worse, step / 2, step)
+        a, c = a - step * da, c - step * dc
+        if np.abs(step * da).max(initial=0.0) < 1e-12 and np.abs(step * dc).max(initial=0.0) < 1e-12:
+            break
+    return a, c
+
+
+def _xent(z: np.ndarray, t: np.ndarray) -> np.ndarray:
+    softplus, _ = _softplus_sigmoid(z)
+    return (softplus - t * z).sum(axis=0)
+
+
+def platt(scores: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Probabilities sigmoid(a s + c) of per-class scores [n, L]."""
+    return _sigmoid(np.asarray(scores, np.float64) * a + c)
+
+
 class SoftmaxCountLoss(Loss):
     """Softmax cross-entropy with 1/k targets (group 0), plus a Poisson label count (group 1)."""
 
@@ -231,6 +307,8 @@ def make_loss(name: str, y: np.ndarray, *, pos_weight: str | None = None, asl_ga
     n_labels = y.shape[1]
     if name == "softmax":
         return SoftmaxCountLoss(n_labels, count=count)
+    if name == "squared":
+        return SquaredLoss(n_labels)
     pw = None
     if pos_weight == "balanced":
         pos = y.sum(axis=0).astype(np.float64)

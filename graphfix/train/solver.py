@@ -17,7 +17,7 @@ Solver (Nocedal & Wright, Numerical Optimization, 2nd ed., alg. 7.4 and 3.5):
 1. One L-BFGS per group, vectorised across groups: own memory pairs, own step, own stopping test;
    converged groups leave the active set, so later passes only compute the remaining columns.
 2. Initial inverse Hessian gamma * P with the preconditioner P = (c_j Cov + lambda I)^-1 for the
-   weights of column j (Cov the feature correlation matrix, eigen-decomposed once; c_j the loss's
+   weights of column j (Cov the standardised features' covariance, eigen-decomposed once; c_j the loss's
    curvature at the start) and 1 / c_j for the bias: the exact inverse Hessian of a quadratic
    model of the loss, so steps are well scaled for any feature scaling or correlation.
 3. A weak-Wolfe line search per group (Armijo c1 = 1e-4, curvature c2 = 0.9): step 1 first,
@@ -57,8 +57,13 @@ def _chunks(n: int, rows: np.ndarray | None):
 
 @dataclass
 class Standardization:
-    """Per-feature mean and std, the constant features (std 1, never weighted) and the eigenbasis
-    of the other features' correlation matrix."""
+    """Per-feature mean and scale, the constant features (scale 1, never weighted) and the
+    eigenbasis of the other features' covariance in that scale.
+
+    `scale` "per-feature": each feature's own std (the covariance becomes the correlation
+    matrix); "global": one std for all the non-constant features (the root mean of their
+    variances), which keeps the features' relative scales: an L2 penalty then shrinks
+    low-variance features more, as on raw features (see `graphfix.train.head_fit`)."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -67,7 +72,7 @@ class Standardization:
     eigvecs: np.ndarray
 
     @classmethod
-    def of(cls, x: np.ndarray, rows: np.ndarray | None = None) -> "Standardization":
+    def of(cls, x: np.ndarray, rows: np.ndarray | None = None, scale: str = "per-feature") -> "Standardization":
         """Statistics of `x` [n, F] (float64 accumulation, streamed)."""
         n_feat = x.shape[1]
         total = np.zeros(n_feat)
@@ -85,6 +90,10 @@ class Standardization:
         const = std <= 1e-6 * np.maximum(np.abs(mean), 1.0)
         std = np.where(const, 1.0, std)
         keep = ~const
+        if scale == "global" and keep.any():
+            std = np.where(const, 1.0, float(np.sqrt(np.mean(var[keep]))))
+        elif scale not in ("per-feature", "global"):
+            raise ValueError(scale)
         corr = cov[np.ix_(keep, keep)] / np.outer(std[keep], std[keep])
         eigvals, eigvecs = np.linalg.eigh((corr + corr.T) / 2)
         return cls(mean=mean, std=std, constant=const, eigvals=np.clip(eigvals, 0.0, None), eigvecs=eigvecs)
