@@ -266,11 +266,12 @@ def fit_head(
         else:
             splits_of = lambda rows: _cv_splits(x, y, cfg, rows)  # noqa: E731
         sub = stratified_subsample(y, cfg.compare_rows, cfg.seed) if 0 < cfg.compare_rows < len(x) else None
+        stats = Standardization.of(x, scale=scale)
         if cfg.standardize == "auto":
-            scale, history["scale_choice"] = _choose_scale(x, y, cfg, grid, splits_of(sub), progress)
+            scale, history["scale_choice"] = _choose_scale(x, y, cfg, stats, grid, splits_of(sub), progress)
             if sub is not None:
                 history["scale_choice"]["compared_on"] = {"rows": int(len(sub)), "of": int(len(x))}
-        stats = Standardization.of(x, scale=scale)
+            stats = stats.with_scale(scale)
         if len(candidates) > 1 and sub is not None:
             # many rows: compare the losses on a stratified subsample, then only the winner's path on all rows
             best, table = _select(x, y, cfg, stats, candidates, grid, splits_of(sub), progress)
@@ -368,7 +369,7 @@ def oof_scores(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, weight_decay: flo
     return out
 
 
-def _choose_scale(x, y, cfg: TrainConfig, grid, splits, progress) -> tuple[str, dict[str, Any]]:
+def _choose_scale(x, y, cfg: TrainConfig, stats: Standardization, grid, splits, progress) -> tuple[str, dict[str, Any]]:
     """`standardize="auto"`: the squared loss's path (cheap: its solves take one or two
     iterations) on `splits` under each of `SCALES`; a later scale replaces the default
     per-feature one only when its score beats it by more than one standard error (as the loss
@@ -376,7 +377,7 @@ def _choose_scale(x, y, cfg: TrainConfig, grid, splits, progress) -> tuple[str, 
     probe = replace(cfg, l2="shared")
     rows = {}
     for scale in SCALES:
-        r = _path(x, y, probe, Standardization.of(x, scale=scale), ("squared", "squared", None), grid, splits, progress)
+        r = _path(x, y, probe, stats.with_scale(scale), ("squared", "squared", None), grid, splits, progress)
         rows[scale] = {"score": round(r["score"], 6), "spread": round(r["spread"], 6), "weight_decay": r["weight_decay"]}
     base = rows[SCALES[0]]
     margin = base["spread"] / math.sqrt(len(splits))

@@ -70,6 +70,9 @@ class Standardization:
     constant: np.ndarray
     eigvals: np.ndarray
     eigvecs: np.ndarray
+    scale: str = "per-feature"
+    #: The non-constant features' covariance in raw units (for `with_scale`).
+    cov: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, x: np.ndarray, rows: np.ndarray | None = None, scale: str = "per-feature") -> "Standardization":
@@ -85,18 +88,28 @@ class Standardization:
             count += len(xc)
         mean = total / max(count, 1)
         cov = gram / max(count, 1) - np.outer(mean, mean)
-        var = np.clip(np.diag(cov), 0.0, None)
-        std = np.sqrt(var)
+        std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
         const = std <= 1e-6 * np.maximum(np.abs(mean), 1.0)
-        std = np.where(const, 1.0, std)
         keep = ~const
-        if scale == "global" and keep.any():
-            std = np.where(const, 1.0, float(np.sqrt(np.mean(var[keep]))))
-        elif scale not in ("per-feature", "global"):
+        cov = cov[np.ix_(keep, keep)]
+        blank = cls(mean=mean, std=np.where(const, 1.0, std), constant=const, eigvals=np.zeros(0),
+                    eigvecs=np.zeros((0, 0)), scale="", cov=(cov + cov.T) / 2)
+        return blank.with_scale(scale)
+
+    def with_scale(self, scale: str) -> "Standardization":
+        """The same statistics under `scale` ("per-feature" or "global"; no pass over the data)."""
+        if scale == self.scale:
+            return self
+        if scale not in ("per-feature", "global"):
             raise ValueError(scale)
-        corr = cov[np.ix_(keep, keep)] / np.outer(std[keep], std[keep])
-        eigvals, eigvecs = np.linalg.eigh((corr + corr.T) / 2)
-        return cls(mean=mean, std=std, constant=const, eigvals=np.clip(eigvals, 0.0, None), eigvecs=eigvecs)
+        keep = ~self.constant
+        own = np.sqrt(np.clip(np.diag(self.cov), 0.0, None))
+        std = np.ones_like(self.mean)
+        std[keep] = own if scale == "per-feature" else float(np.sqrt(np.mean(own**2))) if keep.any() else 1.0
+        scaled = self.cov / np.outer(std[keep], std[keep])
+        eigvals, eigvecs = np.linalg.eigh(scaled)
+        return Standardization(mean=self.mean, std=std, constant=self.constant, eigvals=np.clip(eigvals, 0.0, None),
+                               eigvecs=eigvecs, scale=scale, cov=self.cov)
 
 
 class Problem:

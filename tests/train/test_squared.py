@@ -164,3 +164,22 @@ def test_auto_scale_follows_the_squared_loss_cv(signal, noise, expected):
     assert choice["chosen"] == rule == fit.history["standardize"] == expected, choice
     forced = fit_head(x, y, TrainConfig(loss="bce", standardize=expected))
     np.testing.assert_array_equal(forced.weight, fit.weight)  # the same fit as naming that scale
+
+
+def test_with_scale_needs_no_second_pass():
+    """`Standardization.with_scale` gives the statistics `of` computes under that scale, from the
+    covariance it keeps; per-feature -> global -> per-feature comes back to the same."""
+    from graphfix.train.solver import Standardization
+
+    x, _ = _scale_problem(3.0, 0.2)
+    per = Standardization.of(x)
+    glob = Standardization.of(x, scale="global")
+    moved = per.with_scale("global")
+    np.testing.assert_array_equal(moved.std, glob.std)
+    np.testing.assert_allclose(moved.eigvals, glob.eigvals, rtol=1e-10, atol=1e-12)
+    assert len(set(glob.std[~glob.constant].tolist())) == 1
+    back = moved.with_scale("per-feature")
+    np.testing.assert_array_equal(back.std, per.std)
+    np.testing.assert_allclose(back.eigvals, per.eigvals, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError):
+        per.with_scale("raw")
