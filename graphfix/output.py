@@ -238,6 +238,7 @@ class OutputSet:
         """
         dest = os.fspath(dest)
         if dest in _SHOWN:
+            self._last = dest  # an error while writing it names the destination it stands for
             return dest
         real = check_output(dest, self._inputs)
         real = os.path.realpath(real) if os.path.islink(real) else real
