@@ -19,8 +19,9 @@ gone on this host, or reused by a younger process) is removed by the next write 
 
 One command, one set: a path staged by an open set is written in place by any writer given it
 (`Model.save`, `atomic_write`, a nested OutputSet) and committed by that set, and writers of
-several files take the set to stage into (`triton.write_repository(..., files=)`), so everything
-a command writes (`export -o X --triton R`: X, R/NAME/..., X's skipped-rows list) lands together.
+several files take the set to stage into (`into=` of `triton.write_repository` and
+`writeback.write_back`), so everything one command writes lands together (`export -o X --triton R`:
+X, R/NAME/... and X's skipped-rows list; `calibrate --to mxnet --report DIR`: the files and DIR).
 
 Destination rules (`check_output`): not one of the command's inputs (symlinks, `..` and hard links
 resolved); a regular file or absent (devices, FIFOs and sockets are refused, never replaced); an

@@ -198,10 +198,10 @@ def record_skipped(model: Any, key: str, datasets: Sequence[Dataset | None]) -> 
 
 
 def report_skipped(args: argparse.Namespace, out: str | None, datasets: Sequence[Dataset | None], *,
-                   files: Any = None) -> dict | None:
+                   into: Any = None) -> dict | None:
     """After the output is written: the rows `--skip-bad` left out go to `skipped_list_path(out)`
     and one line on stderr says how many and where (unless -q). Returns the `--json` field
-    ({"count", "list", "rows"}), or None when nothing was left out. With `files` (an open
+    ({"count", "list", "rows"}), or None when nothing was left out. With `into` (an open
     `graphfix.output.OutputSet`) the list is staged there, committed with the output."""
     from graphfix.data.datasets import save_skipped
 
@@ -210,7 +210,7 @@ def report_skipped(args: argparse.Namespace, out: str | None, datasets: Sequence
         return None
     dest = skipped_list_path(out) if out else None
     if dest:
-        save_skipped(rows, files.path(dest) if files is not None else dest)
+        save_skipped(rows, into.path(dest) if into is not None else dest)
     if not getattr(args, "quiet", False):
         where = f"listed in {dest}" if dest else "first: " + "; ".join(str(r) for r in rows[:3]) + (
             " ..." if len(rows) > 3 else "")

@@ -199,11 +199,11 @@ def run(args: argparse.Namespace) -> int:
                 from graphfix.convert.triton import write_repository
 
                 triton_files = write_repository(result.model, args.triton, serving["name"], target=args.target,
-                                                fp16=bool(args.fp16), max_batch=args.max_batch, files=files)
+                                                fp16=bool(args.fp16), max_batch=args.max_batch, into=files)
             if int8_data is not None:
                 from graphfix.commands._data import report_skipped
 
-                skipped = report_skipped(args, out, [d for d in int8_data if d is not None], files=files)
+                skipped = report_skipped(args, out, [d for d in int8_data if d is not None], into=files)
     except GraphfixError as exc:
         if staged is not None and exc.path == staged:
             exc.path = out

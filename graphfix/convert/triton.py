@@ -1,7 +1,8 @@
 """A Triton Inference Server model repository for an exported model.
 
 `write_repository(model, "repo", "resnet")` writes, all files or none (a `graphfix.output.OutputSet`
-of its own, or the caller's `files=`: then with the caller's other outputs); `repo` is created when missing, its parent must exist, as for -o):
+of its own, or the caller's `into=`, committed with the caller's other outputs; `repo` is created
+when missing, its parent must exist, as for -o):
 
     repo/resnet/config.pbtxt     platform onnxruntime_onnx, inputs/outputs with dtypes and dims
     repo/resnet/labels.txt       one label per line, `label_filename` of `probabilities`
@@ -157,7 +158,7 @@ def check_repository(repo: str | os.PathLike, name: str) -> Path:
 
 def write_repository(
     model: Model, repo: str | os.PathLike, name: str, *, target: str = "tensorrt", fp16: bool = False,
-    max_batch: int | None = None, files: OutputSet | None = None,
+    max_batch: int | None = None, into: OutputSet | None = None,
 ) -> list[str]:
     """Write `repo/name/{config.pbtxt, labels.txt, 1/model.onnx}`; returns the files written.
 
@@ -166,7 +167,7 @@ def write_repository(
     removed again, so no partial repository is left.
 
     Args:
-        files: An open OutputSet to stage into: the repository is then committed (or not) with
+        into: An open OutputSet to stage into: the repository is then committed (or not) with
             the rest of that set (`graphfix export -o X --triton R`); else a set of its own.
 
     Raises:
@@ -180,7 +181,7 @@ def write_repository(
         raise GraphfixError("a label name contains a line break; Triton's labels file is one per line",
                             kind="usage", path=model.path)
     names = ["config.pbtxt", *([LABELS_FILE] if labels else []), "1/model.onnx"]
-    with contextlib.nullcontext(files) if files is not None else OutputSet() as staging:
+    with contextlib.nullcontext(into) if into is not None else OutputSet() as staging:
         if not final.parent.is_dir():
             staging.folder(final.parent)  # created, and removed again on failure
         staging.folder(final)
