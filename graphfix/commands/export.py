@@ -245,6 +245,9 @@ def run(args: argparse.Namespace) -> int:
         lines += ["  " + line for line in result.report.text()]
     warn_head_state(args, args.model, model.metadata)  # once it worked: an error stays the only line
     if int8_data is not None:
+        from graphfix.commands._data import warn_skipped
+
+        warn_skipped(args, skipped)
         doc["skipped_rows"] = skipped
     emit(args, doc, lines)
     if result.report is not None and not result.report.ok:

@@ -191,3 +191,60 @@ def test_success_writes_the_same_bytes_everywhere_every_time(src, tmp_path):
     res = run_cli("export", src, "--target", "cpu", "-o", alone, "-q")
     assert res.returncode == 0, res.stderr
     assert alone.read_bytes() == runs[0][0] and not _leftovers(tmp_path)
+
+
+@pytest.fixture
+def int8_setup(tmp_path) -> Path:
+    """A trained 6x6-image model `t.onnx` and `bad.csv`: five good rows and two bad images."""
+    pil = pytest.importorskip("PIL.Image")
+    import numpy as np
+
+    from tests.tiny_heads import build_swapped
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(5):
+        pil.fromarray(np.full((6, 6, 3), 40 * i, np.uint8)).save(folder / f"im{i}.png")
+    (folder / "bad.png").write_text("not a png\n")
+    rows = ["path,labels"] + [f"im{i}.png,c{i % 3}" for i in range(5)]
+    (folder / "good.csv").write_text("\n".join(rows) + "\n")
+    (folder / "bad.csv").write_text("\n".join(rows + ["bad.png,c0", "gone.png,c1"]) + "\n")
+    build_swapped(n_labels=3, size=6).save(folder / "m.onnx")
+    assert main(["train-head", str(folder / "m.onnx"), "--train", str(folder / "good.csv"), "-o",
+                 str(folder / "t.onnx"), "--no-cache", "-q"]) == 0
+    return folder
+
+
+@pytest.mark.parametrize("fail", [None, "config.pbtxt"])
+def test_int8_skipped_rows_list_commits_with_the_rest(int8_setup, tmp_path, monkeypatch, capsys, fail):
+    """--int8 --skip-bad -o X --triton R: X, X's skipped-rows list and R/t land together; a rename
+    failing while the set is committed (after the list was staged) leaves none of them."""
+    import graphfix.output as output
+
+    real_replace = os.replace
+
+    def replace(a, b):
+        if os.path.basename(b) == fail:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), a)
+        real_replace(a, b)
+
+    monkeypatch.setattr(output.os, "replace", replace)
+    out = tmp_path / "exports" / "x.onnx"
+    out.parent.mkdir()
+    repo = tmp_path / "models"
+    capsys.readouterr()
+    code = main(["export", str(int8_setup / "t.onnx"), "--target", "tensorrt", "--int8", "--calibration",
+                 str(int8_setup / "bad.csv"), "--skip-bad", "--heldout", str(int8_setup / "good.csv"),
+                 "--int8-budget", "1", "-o", str(out), "--triton", str(repo), "--name", "t",
+                 *(["-q"] if fail is None else [])])  # a failure: no --skip-bad warning, the error is the only line
+    err = capsys.readouterr().err
+    if fail is None:
+        assert code == 0 and err == "", err
+        assert sorted(p.name for p in out.parent.iterdir()) == ["x.onnx", "x.skipped.csv"]
+        assert (out.parent / "x.skipped.csv").read_text().count("\n") == 3  # header + two bad rows
+        assert sorted(_tree(repo)) == ["t", "t/1", "t/1/model.onnx", "t/config.pbtxt", "t/labels.txt"]
+    else:
+        assert code == 1
+        assert _one_line(err) == f"graphfix: error: {repo / 't' / fail}: cannot write (Input/output error)"
+        assert list(out.parent.iterdir()) == [] and not repo.exists()
+    assert not _leftovers(tmp_path)
