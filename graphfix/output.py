@@ -17,6 +17,12 @@ so writers that derive companion names from the file name (`x.onnx` -> `x.onnx.d
 every file in a staging folder is committed. A staging folder left by a killed process (its PID
 gone on this host, or reused by a younger process) is removed by the next write into that folder.
 
+One command, one set: a path staged by an open set is written in place by any writer given it
+(`Model.save`, `atomic_write`, a nested OutputSet) and committed by that set, and writers of
+several files take the set to stage into (`into=` of `triton.write_repository` and
+`writeback.write_back`), so everything one command writes lands together (`export -o X --triton R`:
+X, R/NAME/... and X's skipped-rows list; `calibrate --to mxnet --report DIR`: the files and DIR).
+
 Destination rules (`check_output`): not one of the command's inputs (symlinks, `..` and hard links
 resolved); a regular file or absent (devices, FIFOs and sockets are refused, never replaced); an
 existing folder takes `default_name` inside it or is refused; the name fits the name limit; the
@@ -226,8 +232,15 @@ class OutputSet:
         return self._staging[folder]
 
     def path(self, dest: str | os.PathLike) -> str:
-        """The staged path of `dest` (same base name, in the staging folder); checks `dest` first."""
+        """The staged path of `dest` (same base name, in the staging folder); checks `dest` first.
+
+        A path an open set already staged is returned as it is: the writer writes it in place and
+        that set commits it (so `atomic_write(files.path(x))` joins the set `files`).
+        """
         dest = os.fspath(dest)
+        if dest in _SHOWN:
+            self._last = dest  # an error while writing it names the destination it stands for
+            return dest
         real = check_output(dest, self._inputs)
         real = os.path.realpath(real) if os.path.islink(real) else real
         folder = os.path.dirname(os.path.abspath(real))
@@ -358,11 +371,7 @@ class OutputSet:
 def staged(path: str | os.PathLike) -> Iterator[str]:
     """A path to write `path` at: `path` itself when an open OutputSet staged it (the outer set
     commits it), else the staged path of a new one-file set committed when the block ends."""
-    path = os.fspath(path)
-    if path in _SHOWN:
-        yield path
-        return
-    with OutputSet([path]) as files:
+    with OutputSet() as files:
         yield files.path(path)
 
 

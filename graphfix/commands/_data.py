@@ -6,7 +6,7 @@ from __future__ import annotations
 
 __all__ = [
     "preprocess_for", "progress_for", "parse_floats", "check_data_path", "load_data", "skipped_list_path",
-    "record_skipped", "report_skipped",
+    "record_skipped", "report_skipped", "warn_skipped",
 ]
 
 import argparse
@@ -197,10 +197,13 @@ def record_skipped(model: Any, key: str, datasets: Sequence[Dataset | None]) -> 
         set_metadata(model.ir, **{key: {**(model.metadata.get(key) or {}), "skipped": summary}})
 
 
-def report_skipped(args: argparse.Namespace, out: str | None, datasets: Sequence[Dataset | None]) -> dict | None:
+def report_skipped(args: argparse.Namespace, out: str | None, datasets: Sequence[Dataset | None], *,
+                   into: Any = None) -> dict | None:
     """After the output is written: the rows `--skip-bad` left out go to `skipped_list_path(out)`
-    and one line on stderr says how many and where (unless -q). Returns the `--json` field
-    ({"count", "list", "rows"}), or None when nothing was left out."""
+    and one line on stderr says how many and where (`warn_skipped`). Returns the `--json` field
+    ({"count", "list", "rows"}), or None when nothing was left out. With `into` (an open
+    `graphfix.output.OutputSet`) the list is staged there, committed with the output, and the
+    caller warns once the set is committed (an error must stay the only line)."""
     from graphfix.data.datasets import save_skipped
 
     rows = [r for d in datasets if d is not None for r in d.skipped]
@@ -208,10 +211,19 @@ def report_skipped(args: argparse.Namespace, out: str | None, datasets: Sequence
         return None
     dest = skipped_list_path(out) if out else None
     if dest:
-        save_skipped(rows, dest)
-    if not getattr(args, "quiet", False):
-        where = f"listed in {dest}" if dest else "first: " + "; ".join(str(r) for r in rows[:3]) + (
-            " ..." if len(rows) > 3 else "")
-        print(f"graphfix: warning: --skip-bad left out {len(rows)} row{'s' if len(rows) != 1 else ''} "
-              f"with a bad image, {where}", file=sys.stderr)
-    return {"count": len(rows), "list": dest, "rows": [str(r) for r in rows]}
+        save_skipped(rows, into.path(dest) if into is not None else dest)
+    doc = {"count": len(rows), "list": dest, "rows": [str(r) for r in rows]}
+    if into is None:
+        warn_skipped(args, doc)
+    return doc
+
+
+def warn_skipped(args: argparse.Namespace, doc: dict | None) -> None:
+    """The one stderr line of `report_skipped`'s result: how many rows were left out and where (unless -q)."""
+    if not doc or getattr(args, "quiet", False):
+        return
+    rows = doc["rows"]
+    where = f"listed in {doc['list']}" if doc["list"] else "first: " + "; ".join(rows[:3]) + (
+        " ..." if len(rows) > 3 else "")
+    print(f"graphfix: warning: --skip-bad left out {len(rows)} row{'s' if len(rows) != 1 else ''} "
+          f"with a bad image, {where}", file=sys.stderr)

@@ -69,8 +69,8 @@ def _sources(args: argparse.Namespace, model) -> list[str] | None:
 def write_output(args: argparse.Namespace, model, out: str, *, also=None, **export: Any) -> dict[str, Any] | None:
     """Write `model` to `out` as ONNX (`write_model`: --target etc.), or as PREFIX files for --to.
 
-    `also(files)` writes more files (a report) into a `graphfix.output.OutputSet`: with the ONNX
-    model in the same set, after the write-back set otherwise. `export` goes to `write_model`
+    `also(files)` writes more files (a report) into the same `graphfix.output.OutputSet` as the
+    model's files: all are committed together, or none. `export` goes to `write_model`
     (parity_data, preprocess).
     """
     from graphfix.commands._options import write_model
@@ -83,11 +83,11 @@ def write_output(args: argparse.Namespace, model, out: str, *, also=None, **expo
     from graphfix.convert.writeback import write_back
 
     model = store_preprocess(args, model, prefix_of(out))  # the sidecar holds what is stored
-    written = write_back(model, prefix_of(out), to, sources=_sources(args, model))
-    if also is not None:
-        from graphfix.output import OutputSet
+    from graphfix.output import OutputSet
 
-        with OutputSet() as files:
+    with OutputSet() as files:
+        written = write_back(model, prefix_of(out), to, sources=_sources(args, model), into=files)
+        if also is not None:
             also(files)
     return written
 

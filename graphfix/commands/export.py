@@ -132,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
     from graphfix.commands._options import load_model, note_lines, parity_lines, store_preprocess
     from graphfix.commands._state import warn_head_state
     from graphfix.convert.export import export
-    from graphfix.model import head_state
     from graphfix.errors import GraphfixError
+    from graphfix.model import head_state
+    from graphfix.output import OutputSet
 
     _check_int8_args(args)
     inputs = model_files(args.model, args.params, args.weights) + ([args.inputs] if args.inputs else [])
@@ -170,26 +171,43 @@ def run(args: argparse.Namespace) -> int:
     if args.bake_preprocess:
         model, baked_check = _bake(args, model)
         reference = None
+    # one set: -o X, the Triton repository and X's skipped-rows list are committed together or not at all
+    staged = skipped = triton_files = None
     try:
-        if int8_data is not None:
-            from graphfix.commands._data import progress_for
-            from graphfix.convert.export.int8 import DEFAULT_BUDGET, DEFAULT_METHOD, export_int8
+        with OutputSet(inputs=inputs) as files:
+            staged = files.path(out) if out else None
+            if int8_data is not None:
+                from graphfix.commands._data import progress_for
+                from graphfix.convert.export.int8 import DEFAULT_BUDGET, DEFAULT_METHOD, export_int8
 
-            result = export_int8(
-                model, out, calibration=int8_data[0], heldout=int8_data[1],
-                method=args.int8_method or DEFAULT_METHOD,
-                budget=DEFAULT_BUDGET if args.int8_budget is None else args.int8_budget, auto=args.int8 == "auto",
-                target=args.target, opset=args.opset, batch=batch, max_batch=args.max_batch,
-                batch_size=args.batch_size, progress=progress_for(args), sample_inputs=sample_inputs,
-                sample_source=source, reference_path=reference,
-            )
-        else:
-            result = export(
-                model, out, target=args.target, fp16=args.fp16, opset=args.opset, batch=batch,
-                max_batch=args.max_batch, verify=not args.no_verify, sample_inputs=sample_inputs,
-                reference_path=reference, sample_source=source,
-            )
+                result = export_int8(
+                    model, staged, calibration=int8_data[0], heldout=int8_data[1],
+                    method=args.int8_method or DEFAULT_METHOD,
+                    budget=DEFAULT_BUDGET if args.int8_budget is None else args.int8_budget, auto=args.int8 == "auto",
+                    target=args.target, opset=args.opset, batch=batch, max_batch=args.max_batch,
+                    batch_size=args.batch_size, progress=progress_for(args), sample_inputs=sample_inputs,
+                    sample_source=source, reference_path=reference,
+                )
+            else:
+                result = export(
+                    model, staged, target=args.target, fp16=args.fp16, opset=args.opset, batch=batch,
+                    max_batch=args.max_batch, verify=not args.no_verify, sample_inputs=sample_inputs,
+                    reference_path=reference, sample_source=source,
+                )
+            _unstage(result, staged, out)
+            if serving["triton"] and (result.report is None or result.report.ok):
+                from graphfix.convert.triton import write_repository
+
+                triton_files = write_repository(result.model, args.triton, serving["name"], target=args.target,
+                                                fp16=bool(args.fp16), max_batch=args.max_batch, into=files)
+            if int8_data is not None:
+                from graphfix.commands._data import report_skipped
+
+                skipped = report_skipped(args, out, [d for d in int8_data if d is not None], into=files)
     except GraphfixError as exc:
+        if staged is not None and exc.path == staged:
+            exc.path = out
+            exc.args = (exc.one_line(),)
         partial = getattr(exc, "result", None)
         if exc.kind == "parity" and partial is not None:
             print(f"graphfix: error: {exc.one_line()}", file=sys.stderr)
@@ -213,13 +231,9 @@ def run(args: argparse.Namespace) -> int:
     if baked_check is not None:
         doc["baked_preprocess"] = baked_check
         lines += _baked_lines(baked_check)
-    if serving["triton"] and (result.report is None or result.report.ok):
-        from graphfix.convert.triton import write_repository
-
-        files = write_repository(result.model, args.triton, serving["name"], target=args.target, fp16=bool(args.fp16),
-                                 max_batch=args.max_batch)
-        doc["triton"] = {"repository": args.triton, "name": serving["name"], "files": files}
-        lines.append(f"wrote Triton model {serving['name']} in {args.triton}: {', '.join(files)}")
+    if triton_files is not None:
+        doc["triton"] = {"repository": args.triton, "name": serving["name"], "files": triton_files}
+        lines.append(f"wrote Triton model {serving['name']} in {args.triton}: {', '.join(triton_files)}")
     changed = [p["name"] for p in result.passes if p["modified"]]
     lines.append(f"  passes that changed the model: {', '.join(changed) or 'none'}")
     if result.parity is not None:
@@ -231,9 +245,10 @@ def run(args: argparse.Namespace) -> int:
         lines += ["  " + line for line in result.report.text()]
     warn_head_state(args, args.model, model.metadata)  # once it worked: an error stays the only line
     if int8_data is not None:
-        from graphfix.commands._data import report_skipped
+        from graphfix.commands._data import warn_skipped
 
-        doc["skipped_rows"] = report_skipped(args, out, [d for d in int8_data if d is not None])
+        warn_skipped(args, skipped)
+        doc["skipped_rows"] = skipped
     emit(args, doc, lines)
     if result.report is not None and not result.report.ok:
         fails = ", ".join(sorted({f.id for f in result.report.failures}))
@@ -241,6 +256,16 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _unstage(result, staged: str | None, out: str | None) -> None:
+    """Name `out` (not its staged path) in the result, its model and its readiness report."""
+    if staged is None:
+        return
+    result.path = out
+    result.model.path = out
+    if result.report is not None and result.report.path == staged:
+        result.report.path = out
 
 
 def _check_int8_args(args: argparse.Namespace) -> None:

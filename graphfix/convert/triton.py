@@ -1,7 +1,8 @@
 """A Triton Inference Server model repository for an exported model.
 
-`write_repository(model, "repo", "resnet")` writes, all files or none (`graphfix.output.OutputSet`;
-`repo` is created when missing, its parent must exist, as for -o):
+`write_repository(model, "repo", "resnet")` writes, all files or none (a `graphfix.output.OutputSet`
+of its own, or the caller's `into=`, committed with the caller's other outputs; `repo` is created
+when missing, its parent must exist, as for -o):
 
     repo/resnet/config.pbtxt     platform onnxruntime_onnx, inputs/outputs with dtypes and dims
     repo/resnet/labels.txt       one label per line, `label_filename` of `probabilities`
@@ -30,11 +31,14 @@ from __future__ import annotations
 __all__ = ["triton_config", "write_repository", "ensure_labels_output", "check_name", "check_repository",
            "DEFAULT_MAX_BATCH"]
 
+import contextlib
 import os
 import re
 from pathlib import Path
+
 from graphfix.errors import GraphfixError
 from graphfix.model import Model
+from graphfix.output import OutputSet
 
 #: max_batch_size when the batch is dynamic and no --max-batch is stored or given.
 DEFAULT_MAX_BATCH = 8
@@ -154,7 +158,7 @@ def check_repository(repo: str | os.PathLike, name: str) -> Path:
 
 def write_repository(
     model: Model, repo: str | os.PathLike, name: str, *, target: str = "tensorrt", fp16: bool = False,
-    max_batch: int | None = None,
+    max_batch: int | None = None, into: OutputSet | None = None,
 ) -> list[str]:
     """Write `repo/name/{config.pbtxt, labels.txt, 1/model.onnx}`; returns the files written.
 
@@ -162,12 +166,14 @@ def write_repository(
     into place together (`graphfix.output.OutputSet`); on any failure the folders made here are
     removed again, so no partial repository is left.
 
+    Args:
+        into: An open OutputSet to stage into: the repository is then committed (or not) with
+            the rest of that set (`graphfix export -o X --triton R`); else a set of its own.
+
     Raises:
         GraphfixError: kind "usage" when `repo` is not a folder, its parent is missing, or
             `repo/name` exists; kind "not_ready" when an input/output cannot be served.
     """
-    from graphfix.output import OutputSet
-
     final = check_repository(repo, name)
     config = triton_config(model, name, target=target, fp16=fp16, max_batch=max_batch)
     labels = model.labels
@@ -175,21 +181,21 @@ def write_repository(
         raise GraphfixError("a label name contains a line break; Triton's labels file is one per line",
                             kind="usage", path=model.path)
     names = ["config.pbtxt", *([LABELS_FILE] if labels else []), "1/model.onnx"]
-    with OutputSet() as files:
+    with contextlib.nullcontext(into) if into is not None else OutputSet() as staging:
         if not final.parent.is_dir():
-            files.folder(final.parent)  # created, and removed again on failure
-        files.folder(final)
-        files.folder(final / "1")
-        model.save(files.path(final / "1" / "model.onnx"))
-        with files.open(final / "config.pbtxt") as fh:
+            staging.folder(final.parent)  # created, and removed again on failure
+        staging.folder(final)
+        staging.folder(final / "1")
+        staged_model = staging.path(final / "1" / "model.onnx")
+        model.save(staged_model)
+        with staging.open(final / "config.pbtxt") as fh:
             fh.write(config.encode())
         if labels:
-            with files.open(final / LABELS_FILE) as fh:
+            with staging.open(final / LABELS_FILE) as fh:
                 fh.write("".join(f"{s}\n" for s in labels).encode())
-    written = [str(final / n) for n in names]
-    if (final / "1" / "model.onnx.data").exists():
-        written.append(str(final / "1" / "model.onnx.data"))
-    return written
+        if os.path.exists(staged_model + ".data"):  # external data, committed with the model
+            names.append("1/model.onnx.data")
+    return [str(final / n) for n in names]
 
 
 def _q(text: str) -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "find_sources", "output_paths", "source_array", "to_source", "refuse_tuned", "WRITEBACK_FORMATS",
 ]
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ import numpy as np
 
 from graphfix.errors import GraphfixError
 from graphfix.model import Model, sha256_file
+from graphfix.output import OutputSet, check_output
 
 #: Formats a model can be written back to (besides plain ONNX).
 WRITEBACK_FORMATS = ("mxnet", "caffe")
@@ -220,6 +222,7 @@ def write_back(
     to: str,
     *,
     sources: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+    into: OutputSet | None = None,
 ) -> dict[str, Any]:
     """Write `model` (a swapped, maybe trained and calibrated model) in its source format.
 
@@ -230,6 +233,8 @@ def write_back(
             `PREFIX-train.prototxt` (Caffe), plus `PREFIX-graphfix.json` (labels, thresholds).
         to: "mxnet" or "caffe".
         sources: Where the source files are (see `find_sources`).
+        into: An open `graphfix.output.OutputSet` to stage into: the files are then committed
+            (or not) with the caller's other outputs (a calibrate --report); else a set of its own.
 
     Returns:
         A summary: files written, parity (max abs diff of the probabilities, or why not run).
@@ -272,16 +277,15 @@ def write_back(
     def check(temps: dict[str, str]) -> None:
         parity.update(_parity(model, to, temps[files["deploy"]], temps[files["weights"]], plan.io["probabilities"]))
 
-    from graphfix.output import OutputSet
-
     writers = {
         files["deploy"]: plan.write_deploy,
         files["weights"]: plan.write_weights,
         files["train"]: plan.write_train,
         files["sidecar"]: lambda tmp: _write_bytes(tmp, sidecar_bytes),
     }
-    with OutputSet(inputs=[graph_src, weights_src]) as out:  # all files of the set, or none
-        temps = {path: out.path(path) for path in writers}
+    inputs = [graph_src, weights_src]
+    with contextlib.nullcontext(into) if into is not None else OutputSet(inputs=inputs) as out:  # all or none
+        temps = {path: out.path(check_output(path, inputs)) for path in writers}
         for path, write in writers.items():
             write(temps[path])
         check(temps)

@@ -129,3 +129,41 @@ def test_parity_failure_writes_nothing(tmp_path, monkeypatch, to):
         write_back(model, tmp_path / "x", to=to, sources=sources)
     assert err.value.kind == "parity"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_report_failure_leaves_no_write_back_files(tmp_path, monkeypatch, capsys, existed):
+    """calibrate --to mxnet --report DIR: the write-back files and the report are one set; a report
+    write that fails after the files are staged leaves neither (an older file set byte-identical)."""
+    import errno
+    import os
+
+    import graphfix.calibrate.report as report
+    from graphfix.cli import main
+
+    symbol, _ = _copy_lenet(tmp_path)
+    onnx_path = tmp_path / "ml.onnx"
+    gf.swap_head(gf.load(symbol, input_shape="data:1,1,28,28"), labels=3, seed=0).save(onnx_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((24, 1, 28, 28)).astype(np.float32),
+             y=(rng.random((24, 3)) > 0.5).astype(np.float32))
+    old = {tmp_path / f"cal{s}": f"older {s}\n".encode() for s in MX_FILES} if existed else {}
+    for path, data in old.items():
+        path.write_bytes(data)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def full_disk(folder, *args, **kwargs):
+        path = os.path.join(folder, "index.html")
+        with open(path, "wb") as fh:
+            fh.write(b"<html")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(report, "write_report", full_disk)
+    code = main(["calibrate", str(onnx_path), "--heldout", str(tmp_path / "d.npz"), "--untrained", "--to", "mxnet",
+                 "-o", str(tmp_path / "cal"), "--report", str(tmp_path / "rdir"), "--no-plots", "-q"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in err
+    assert lines == [f"graphfix: error: {tmp_path / 'rdir' / 'index.html'}: cannot write (No space left on device)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no rdir, no cal-*, no staging folder
+    assert all(path.read_bytes() == data for path, data in old.items())
