@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from graphfix.data import model_scores
     from graphfix.commands._data import (
-        check_data_path, load_data, preprocess_for, progress_for, record_skipped, report_skipped,
+        check_data_path, load_data, preprocess_for, progress_for, record_skipped, report_skipped, warn_skipped,
     )
 
     if (args.heldout is None) == (args.features is None):
@@ -130,8 +130,15 @@ def run(args: argparse.Namespace) -> int:
                               head=model.metadata.get("head"))
         files.extend(os.path.join(args.report, os.path.basename(f)) for f in staged)
 
-    exported = write_output(args, new, out, also=report if args.report else None, parity_data=args.heldout, preprocess=prep)
-    skipped = report_skipped(args, out, data)
+    skipped = {}
+
+    def also(outputs) -> None:  # the report and the --skip-bad list are committed with the model
+        if args.report:
+            report(outputs)
+        skipped["doc"] = report_skipped(args, out, data, into=outputs)
+
+    exported = write_output(args, new, out, also=also, parity_data=args.heldout, preprocess=prep)
+    warn_skipped(args, skipped.get("doc"))
     text = [f"objective {th.objective}: {sum(m == 'tuned' or m == 'global' for m in th.methods)}/{len(labels)} classes tuned"]
     pooled = [(lab, p) for lab, p, src in zip(th.labels, th.positives, th.sources) if src == "heldout+oof"]
     if pooled:
@@ -158,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics": {s: {k: brief(v) for k, v in r.items()} for s, r in splits.items()},
         "report_files": files,
         "export": exported,
-        "skipped_rows": skipped,
+        "skipped_rows": skipped.get("doc"),
     }
     emit(args, doc, text)
     return 0

@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphfix.train import train_head
-    from graphfix.commands._data import check_data_path, load_data, preprocess_for, progress_for, report_skipped
+    from graphfix.commands._data import (
+        check_data_path, load_data, preprocess_for, progress_for, report_skipped, warn_skipped,
+    )
     from graphfix.errors import GraphfixError
 
     if (args.train is None) == (args.features is None):
@@ -107,8 +109,13 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, features_batch_size=args.batch_size, cache=not args.no_cache,
         progress=progress_for(args), preprocess=prep,
     )
-    exported = write_output(args, new, out)
-    skipped = report_skipped(args, out, [train, val])
+    skipped = {}
+
+    def skipped_list(files) -> None:  # the --skip-bad list is committed with the model: both or neither
+        skipped["doc"] = report_skipped(args, out, [train, val], into=files)
+
+    exported = write_output(args, new, out, also=skipped_list)
+    warn_skipped(args, skipped.get("doc"))
     s = history["settings"]
     _warn_positives(args, s["few_positives"])
     if s.get("interrupted_epoch") and not getattr(args, "quiet", False):
@@ -118,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
               f"epoch so far ({s['best_epoch']})", file=sys.stderr)
     text = summary_lines(s, history) + [f"wrote {out}"]
     emit(args, {"ok": True, "command": "train-head", "output": out, "history": history, "export": exported,
-                "skipped_rows": skipped}, text)
+                "skipped_rows": skipped.get("doc")}, text)
     return 0
 
 

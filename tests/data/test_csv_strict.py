@@ -275,3 +275,28 @@ def test_skip_bad_features_and_predict(setup, command, listed, capsys):
         f"{setup / 'bad.csv'},7,bad.png,cannot read image (not an image format Pillow knows)",
         f"{setup / 'bad.csv'},8,gone.png,image not found",
     ]
+
+
+@pytest.mark.parametrize("command", ["train-head", "calibrate"])
+def test_skip_bad_list_commits_with_the_model(setup, command, monkeypatch, capsys):
+    """The --skip-bad list is in the model's output set: when it cannot be committed, neither is
+    the model (and no warning precedes the one error line)."""
+    import errno
+    import os
+
+    import graphfix.output as output
+
+    real_replace = os.replace
+
+    def replace(a, b):
+        if os.path.basename(b) == "out.skipped.csv":
+            raise OSError(errno.EIO, os.strerror(errno.EIO), a)
+        real_replace(a, b)
+
+    monkeypatch.setattr(output.os, "replace", replace)
+    before = sorted(p.name for p in setup.iterdir())
+    rc, out, err = _run(setup, command, "bad.csv", "--skip-bad", capsys=capsys)
+    assert rc == 1 and out == ""
+    assert [ln for ln in err.splitlines() if "too few" not in ln] == [
+        f"graphfix: error: {setup / 'out.skipped.csv'}: cannot write (Input/output error)"]
+    assert sorted(p.name for p in setup.iterdir()) == before  # neither out.onnx nor the list, no staging folder
