@@ -1,4 +1,4 @@
-"""Head-training speed: graphfix's whole automatic fit (`--loss auto`: every loss's CV path +
+"""Head-training speed: graphfix's whole automatic fit (`--loss auto`: the scale probe, every loss's CV path +
 the final fit) against one scikit-learn one-vs-rest `LogisticRegression` fit at a single C, on
 the same features.
 
@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         g_sec, hist = run_graphfix(x, y)
         C = hist["C"]
         if r == 0:
+            if hist.get("scale_choice"):
+                sc = hist["scale_choice"]
+                print(f"  features scaled {sc['chosen']} (squared loss: " + ", ".join(
+                    f"{k} {v['score']:.4f} +- {v['spread']:.4f}" for k, v in sc["scales"].items()) + ")")
             if hist.get("compared_on"):
                 c = hist["compared_on"]
                 print(f"  losses compared on a {c['method']} of {c['rows']} of {c['of']} rows:")
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"CV mAP {row['score']:.4f} +- {row['spread']:.4f}" + ("  <- chosen" if row["chosen"] else ""))
             print(f"  chosen on all rows: {hist['candidate']}, {len(hist['cv'])} weight decays, best "
                   f"{hist['weight_decay']:.3g}: CV mAP {max(c['score'] for c in hist['cv']):.4f}")
-        print(f"graphfix fit_head (--loss auto: {len(hist.get('losses', [1]))} losses x 3-fold CV paths + final fit): "
+        print(f"graphfix fit_head (--loss auto: the scale probe + {len(hist.get('losses', [1]))} losses x 3-fold CV paths "
+              "+ final fit): "
               f"{g_sec:.1f} s ({hist['cpu_seconds']:.1f} CPU s); chose weight decay {hist['weight_decay']:.3g} "
               f"(C = {C:.3g}); final fit {hist['iterations']} iterations, max |grad| {hist['grad_norm']:.2e}, "
               f"{hist['data_passes']} data passes")
