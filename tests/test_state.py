@@ -221,10 +221,11 @@ def test_train_from_prints_epochs_and_says_validation_set(tmp_path, monkeypatch)
     assert len(curve) == 4 and s["val_source"] == "validation set" and s["selected_by"] == "validation mAP"
     lines = res.stdout.splitlines()
     assert "chosen by validation set mAP" in lines[1] and "CV" not in res.stdout
-    assert lines[2].startswith(f"features scaled {s['standardize']} (auto: ")  # the epoch-0 head's scale
-    assert lines[4] == "fine-tuning from relu2 for 3 epochs; mAP on the validation set by epoch (0 = head only):"
-    assert lines[5] == "  " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(curve))
-    assert lines[6] == f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f})"
+    # fine-tuning: --standardize auto means per-feature (what its defaults were measured with)
+    assert s["standardize"] == "per-feature" and s["standardize_requested"] == "auto" and "features scaled" not in res.stdout
+    assert lines[3] == "fine-tuning from relu2 for 3 epochs; mAP on the validation set by epoch (0 = head only):"
+    assert lines[4] == "  " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(curve))
+    assert lines[5] == f"kept epoch {s['best_epoch']} (mAP {curve[s['best_epoch']]:.4f})"
     assert curve[s["best_epoch"]] == max(curve)
 
 

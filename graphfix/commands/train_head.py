@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--standardize", choices=("auto", "per-feature", "global"), default="auto",
                         help="the features' scale under the L2 penalty: each feature's own std, one std for all (their "
                              "relative scales kept), or auto (default: global only when the squared loss's CV score "
-                             "under it is higher by more than one standard error)")
+                             "under it is higher by more than one standard error; per-feature with --train-from)")
     parser.add_argument("--pos-weight", choices=("balanced",),
                         help="bce: weight positives by negatives/positives per class (forces --loss bce)")
     parser.add_argument("--weight-decay", default="auto",
