@@ -73,6 +73,25 @@ def test_train_head_to_mxnet_finds_source_beside_onnx(tmp_path):
     assert json.loads(proc.stdout)["export"]["parity"]["checked"]
 
 
+def test_squared_head_writes_back_as_a_sigmoid_head(tmp_path):
+    """--loss squared: the Platt scaling is folded into the head's weights, so the head written back
+    is the plain FullyConnected + sigmoid the source format holds, and its parity check passes."""
+    symbol, _ = _copy_lenet(tmp_path)
+    onnx_path = tmp_path / "ml.onnx"
+    assert run_cli("swap-head", symbol, "--labels", "3", "-o", onnx_path, "--input-shape", "data:1,1,28,28").returncode == 0
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((30, 1, 28, 28)).astype(np.float32),
+             y=(rng.random((30, 3)) > 0.5).astype(np.float32))
+    proc = run_cli("train-head", onnx_path, "--train", tmp_path / "d.npz", "--loss", "squared", "--to", "mxnet",
+                   "-o", tmp_path / "trained", "--no-cache", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    s = doc["history"]["settings"]
+    assert s["loss"] == "squared" and s["platt"]["fitted_on"] == "out-of-fold"
+    parity = doc["export"]["parity"]
+    assert parity["checked"] and parity["max_abs_diff"] <= 1e-5, parity
+
+
 def test_refusals_cli(tmp_path):
     symbol, _ = mx_paths("lenet")
     _assert_refused(run_cli("swap-head", symbol, "--labels", "3", "--to", "caffe", "-o", tmp_path / "x"),
