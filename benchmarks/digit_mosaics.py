@@ -94,7 +94,6 @@ def single_digit_canvases(pool: tuple[np.ndarray, np.ndarray], copies: int, seed
 def train_cnn(pool, *, seed: int = 0, epochs: int = 8, width: int = 16) -> dict[str, np.ndarray]:
     """Train the single-label CNN; returns its weights as NumPy arrays."""
     import torch
-    import torch.nn as nn
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small convs: one thread is faster and deterministic

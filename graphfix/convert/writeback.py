@@ -191,7 +191,7 @@ def find_sources(model: Model, to: str, sources: Sequence[str | os.PathLike] | s
                 hint="pass --source FILE|DIR",
             )
         if sha256_file(candidates[0]) != digest:
-            raise GraphfixError(f"source file has changed since conversion (sha256 differs from graphfix.source)", kind="usage", path=candidates[0])
+            raise GraphfixError("source file has changed since conversion (sha256 differs from graphfix.source)", kind="usage", path=candidates[0])
         found[name] = candidates[0]
     graph_ext, weights_ext = _SOURCE_EXTS[to]
     graph = [p for n, p in found.items() if n.lower().endswith(graph_ext) or (to == "caffe" and n.lower().endswith(".pbtxt"))]
