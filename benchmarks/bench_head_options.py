@@ -40,7 +40,7 @@ def load_set(name: str, work: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     paths = _head_quality().make_tabular(work / name, int(seed), 800 if kind == "small" else 4000, kind)
     out = {}
     for split in ("train", "heldout", "test"):
-        d = np.load(paths[f"{split}_npz"])
+        d = np.load(paths[f"{split}_data"])
         out[split] = (d["x"], d["y"])
     return out
 

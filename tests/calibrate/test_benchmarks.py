@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ("bench_thresholds.py", ["--samples", "3000", "--classes", "20", "--repeat", "1"]),
     ("bench_features.py", ["--samples", "64", "--batch-size", "16", "--size", "32", "--repeat", "1"]),
     ("bench_head_training.py", ["--n", "3000", "--features", "24", "--labels", "4"]),
+    ("bench_head_options.py", ["--part", "oof", "--sets", "small-0"]),
+    ("bench_head_options.py", ["--part", "l2", "--sets", "small-1"]),
 ])
 def test_benchmark_runs(script, args, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
