@@ -25,7 +25,7 @@ Logs are computed from the logits (softplus), never from clipped probabilities.
 
 from __future__ import annotations
 
-__all__ = ["LOSSES", "Loss", "SigmoidLoss", "SquaredLoss", "SoftmaxCountLoss", "make_loss", "platt", "platt_fit"]
+__all__ = ["LOSSES", "Loss", "PerClassLoss", "SigmoidLoss", "SquaredLoss", "SoftmaxCountLoss", "make_loss", "platt", "platt_fit"]
 
 import numpy as np
 
@@ -91,31 +91,43 @@ class Loss:
         raise NotImplementedError
 
 
-class SigmoidLoss(Loss):
+class PerClassLoss(Loss):
+    """A loss of independent classes: one group per column, each a mean over all the rows."""
+
+    def __init__(self, n_labels: int) -> None:
+        self.n_columns = n_labels
+        self.groups = np.arange(n_labels)
+
+    def denominators(self, y: np.ndarray) -> np.ndarray:
+        return np.full(self.n_columns, float(max(len(y), 1)))
+
+    def evaluate(self, z: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        loss, dz = self._elementwise(z, y[:, cols].astype(np.float64), cols)
+        sums = np.zeros(self.n_columns)
+        sums[cols] = loss.sum(axis=0)
+        return sums, dz
+
+    def _elementwise(self, z: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(loss, dLoss/dz), both [n, len(cols)], for logits z and float targets y of `cols`."""
+        raise NotImplementedError
+
+
+class SigmoidLoss(PerClassLoss):
     """BCE (optionally positive-weighted) or ASL, one independent group per class."""
 
     def __init__(self, n_labels: int, kind: str = "bce", *, pos_weight: np.ndarray | None = None,
                  gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05) -> None:
         if kind not in ("bce", "asl"):
             raise ValueError(kind)
+        super().__init__(n_labels)
         self.kind = kind
-        self.n_columns = n_labels
-        self.groups = np.arange(n_labels)
         self.pos_weight = None if pos_weight is None else np.asarray(pos_weight, np.float64)
         self.gamma_neg, self.gamma_pos, self.clip = float(gamma_neg), float(gamma_pos), float(clip)
 
-    def denominators(self, y: np.ndarray) -> np.ndarray:
-        return np.full(self.n_columns, float(max(len(y), 1)))
-
-    def evaluate(self, z: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y = y[:, cols].astype(np.float64)
+    def _elementwise(self, z: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "bce":
-            loss, dz = self._bce(z, y, None if self.pos_weight is None else self.pos_weight[cols])
-        else:
-            loss, dz = self._asl(z, y)
-        sums = np.zeros(self.n_columns)
-        sums[cols] = loss.sum(axis=0)
-        return sums, dz
+            return self._bce(z, y, None if self.pos_weight is None else self.pos_weight[cols])
+        return self._asl(z, y)
 
     @staticmethod
     def _bce(z: np.ndarray, y: np.ndarray, pw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -171,21 +183,12 @@ class SigmoidLoss(Loss):
         return _sigmoid(z)
 
 
-class SquaredLoss(Loss):
+class SquaredLoss(PerClassLoss):
     """1/2 (z - y)^2 per class: one independent group per class, curvature 1."""
 
-    def __init__(self, n_labels: int) -> None:
-        self.n_columns = n_labels
-        self.groups = np.arange(n_labels)
-
-    def denominators(self, y: np.ndarray) -> np.ndarray:
-        return np.full(self.n_columns, float(max(len(y), 1)))
-
-    def evaluate(self, z: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dz = z - y[:, cols]
-        sums = np.zeros(self.n_columns)
-        sums[cols] = 0.5 * (dz * dz).sum(axis=0)
-        return sums, dz
+    def _elementwise(self, z: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dz = z - y
+        return 0.5 * dz * dz, dz
 
     def initial_bias(self, y: np.ndarray) -> np.ndarray:
         return y.mean(axis=0).astype(np.float64) if len(y) else np.zeros(self.n_columns)

@@ -92,24 +92,24 @@ class Standardization:
         const = std <= 1e-6 * np.maximum(np.abs(mean), 1.0)
         keep = ~const
         cov = cov[np.ix_(keep, keep)]
-        blank = cls(mean=mean, std=np.where(const, 1.0, std), constant=const, eigvals=np.zeros(0),
-                    eigvecs=np.zeros((0, 0)), scale="", cov=(cov + cov.T) / 2)
-        return blank.with_scale(scale)
+        return cls._scaled(mean, const, (cov + cov.T) / 2, scale)
 
     def with_scale(self, scale: str) -> "Standardization":
         """The same statistics under `scale` ("per-feature" or "global"; no pass over the data)."""
-        if scale == self.scale:
-            return self
+        return self if scale == self.scale else Standardization._scaled(self.mean, self.constant, self.cov, scale)
+
+    @classmethod
+    def _scaled(cls, mean: np.ndarray, const: np.ndarray, cov: np.ndarray, scale: str) -> "Standardization":
+        """The statistics under `scale`, from the non-constant features' covariance `cov` (raw units)."""
         if scale not in ("per-feature", "global"):
             raise ValueError(scale)
-        keep = ~self.constant
-        own = np.sqrt(np.clip(np.diag(self.cov), 0.0, None))
-        std = np.ones_like(self.mean)
+        keep = ~const
+        own = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        std = np.ones_like(mean)
         std[keep] = own if scale == "per-feature" else float(np.sqrt(np.mean(own**2))) if keep.any() else 1.0
-        scaled = self.cov / np.outer(std[keep], std[keep])
-        eigvals, eigvecs = np.linalg.eigh(scaled)
-        return Standardization(mean=self.mean, std=std, constant=self.constant, eigvals=np.clip(eigvals, 0.0, None),
-                               eigvecs=eigvecs, scale=scale, cov=self.cov)
+        eigvals, eigvecs = np.linalg.eigh(cov / np.outer(std[keep], std[keep]))
+        return cls(mean=mean, std=std, constant=const, eigvals=np.clip(eigvals, 0.0, None), eigvecs=eigvecs,
+                    scale=scale, cov=cov)
 
 
 class Problem:
