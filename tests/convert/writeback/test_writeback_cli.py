@@ -26,6 +26,18 @@ def _copy_lenet(folder):
     return folder / symbol.name, folder / params.name
 
 
+def _swapped_lenet_and_data(folder, *, rows: int, seed: int):
+    """A copy of the MXNet LeNet swapped to 3 labels (folder/ml.onnx, returned) and `rows` seeded
+    training rows in folder/d.npz."""
+    symbol, _ = _copy_lenet(folder)
+    onnx_path = folder / "ml.onnx"
+    assert run_cli("swap-head", symbol, "--labels", "3", "-o", onnx_path, "--input-shape", "data:1,1,28,28").returncode == 0
+    rng = np.random.default_rng(seed)
+    np.savez(folder / "d.npz", x=rng.standard_normal((rows, 1, 28, 28)).astype(np.float32),
+             y=(rng.random((rows, 3)) > 0.5).astype(np.float32))
+    return onnx_path
+
+
 def _assert_refused(proc, *needles, code=2):
     assert proc.returncode == code, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -58,12 +70,7 @@ def test_swap_head_to_caffe_default_prefix(tmp_path):
 
 def test_train_head_to_mxnet_finds_source_beside_onnx(tmp_path):
     pytest.importorskip("torch")
-    symbol, _ = _copy_lenet(tmp_path)
-    onnx_path = tmp_path / "ml.onnx"
-    assert run_cli("swap-head", symbol, "--labels", "3", "-o", onnx_path, "--input-shape", "data:1,1,28,28").returncode == 0
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.standard_normal((24, 1, 28, 28)).astype(np.float32),
-             y=(rng.random((24, 3)) > 0.5).astype(np.float32))
+    onnx_path = _swapped_lenet_and_data(tmp_path, rows=24, seed=0)
     proc = run_cli("train-head", onnx_path, "--train", tmp_path / "d.npz", "--epochs", "2", "--to", "mxnet",
                    "-o", tmp_path / "trained", "--no-cache", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -76,12 +83,7 @@ def test_train_head_to_mxnet_finds_source_beside_onnx(tmp_path):
 def test_squared_head_writes_back_as_a_sigmoid_head(tmp_path):
     """--loss squared: the Platt scaling is folded into the head's weights, so the head written back
     is the plain FullyConnected + sigmoid the source format holds, and its parity check passes."""
-    symbol, _ = _copy_lenet(tmp_path)
-    onnx_path = tmp_path / "ml.onnx"
-    assert run_cli("swap-head", symbol, "--labels", "3", "-o", onnx_path, "--input-shape", "data:1,1,28,28").returncode == 0
-    rng = np.random.default_rng(1)
-    np.savez(tmp_path / "d.npz", x=rng.standard_normal((30, 1, 28, 28)).astype(np.float32),
-             y=(rng.random((30, 3)) > 0.5).astype(np.float32))
+    onnx_path = _swapped_lenet_and_data(tmp_path, rows=30, seed=1)
     proc = run_cli("train-head", onnx_path, "--train", tmp_path / "d.npz", "--loss", "squared", "--to", "mxnet",
                    "-o", tmp_path / "trained", "--no-cache", "--json")
     assert proc.returncode == 0, proc.stderr
