@@ -287,6 +287,9 @@ class OutputSet:
                 raise
             return
         staging = list(self._staging.values())  # abort() forgets them
+        if isinstance(exc, GraphfixError) and exc.path in self._names:  # an error about a staged file
+            exc.path = self._names[exc.path]  # names the destination it stands for
+            exc.args = (exc.one_line(),)
         self.abort()
         if isinstance(exc, OSError) and not isinstance(exc, GraphfixError):
             staged = exc.filename if isinstance(exc.filename, str) else None

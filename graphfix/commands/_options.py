@@ -277,9 +277,7 @@ def write_model(args: argparse.Namespace, model, out: str, *, also=None, parity_
 
             try:
                 result = export(model, staged, target=target, fp16=fp16, sample_inputs=samples, sample_source=source)
-            except GraphfixError as exc:
-                if exc.path == staged:
-                    exc.path = out
+            except GraphfixError as exc:  # (one about the staged file names `out`: OutputSet)
                 if exc.kind == "parity" and fp16 is True and not getattr(args, "no_cache", True):
                     exc.hint = f"{exc.hint}; the backbone features are cached, so the data is not run again"
                 exc.args = (exc.one_line(),)

@@ -204,10 +204,7 @@ def run(args: argparse.Namespace) -> int:
                 from graphfix.commands._data import report_skipped
 
                 skipped = report_skipped(args, out, [d for d in int8_data if d is not None], into=files)
-    except GraphfixError as exc:
-        if staged is not None and exc.path == staged:
-            exc.path = out
-            exc.args = (exc.one_line(),)
+    except GraphfixError as exc:  # (one about the staged X names X: OutputSet)
         partial = getattr(exc, "result", None)
         if exc.kind == "parity" and partial is not None:
             print(f"graphfix: error: {exc.one_line()}", file=sys.stderr)

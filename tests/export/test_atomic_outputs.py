@@ -248,3 +248,22 @@ def test_int8_skipped_rows_list_commits_with_the_rest(int8_setup, tmp_path, monk
         assert _one_line(err) == f"graphfix: error: {repo / 't' / fail}: cannot write (Input/output error)"
         assert list(out.parent.iterdir()) == [] and not repo.exists()
     assert not _leftovers(tmp_path)
+
+
+def test_an_error_about_a_staged_file_names_its_destination(tmp_path):
+    """A GraphfixError raised inside an OutputSet about one of its staged files (export's parity or
+    readiness errors name the file they were given) names the destination the user asked for,
+    and nothing is left behind."""
+    from graphfix.errors import GraphfixError
+    from graphfix.output import OutputSet
+
+    dest = tmp_path / "x.onnx"
+    with pytest.raises(GraphfixError) as err:
+        with OutputSet([dest]) as files:
+            staged = files.path(dest)
+            with open(staged, "wb") as fh:
+                fh.write(b"partial")
+            raise GraphfixError("parity over tolerance", kind="parity", path=staged)
+    assert err.value.path == str(dest)
+    assert str(err.value) == f"{dest}: parity over tolerance"
+    assert list(tmp_path.iterdir()) == []
